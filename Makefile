@@ -1,0 +1,43 @@
+# The README's commands. Each target builds .venv itself from the committed lock file when missing
+# or stale, so a fresh clone needs nothing but python3 (>= 3.11) on PATH.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## make demo: a self-contained walk-through on the embedded defaults (SQLite, local keys, sample GeoIP)
+demo: $(STAMP)
+	$(BIN)/polite-tracker demo --dir ./polite-demo
+
+## make test: the whole suite; PostgreSQL at 127.0.0.1:5432 (or POLITE_TEST_PG_DSN) is used for real
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## make lint: ruff and mypy, both must be clean
+lint: $(STAMP)
+	$(BIN)/ruff check politetenant tests bench
+	$(BIN)/ruff format --check politetenant tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## make lock: re-resolve requirements.lock from pyproject.toml (needs network to PyPI)
+lock:
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 \
+		--no-header --index-url https://pypi.org/simple -o requirements.lock
+
+clean:
+	rm -rf $(VENV) polite-demo .mypy_cache .ruff_cache .pytest_cache
