@@ -1,0 +1,32 @@
+"""Keyed blind index of e-mail addresses, so look-ups never need the plaintext.
+
+HMAC-SHA256 under the tenant's index key over the normalised address: equal addresses give equal
+indexes within a tenant and key version, and nothing without the key links an index to an address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+
+from politetenant.crypto.keys import Keyring
+
+
+def normalise_email(email: str) -> str:
+    """Case, width and surrounding space never make two addresses of one person differ."""
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+def blind_index(keyring: Keyring, email: str, version: int | None = None) -> bytes:
+    """Index of ``email`` under one key version (the newest by default)."""
+    keys = keyring.current if version is None else keyring.get(version)
+    if keys is None:
+        raise ValueError(f"key version {version} is not loaded")
+    message = keyring.tenant_bytes + b"\x00" + normalise_email(email).encode("utf-8")
+    return hmac.new(keys.index_key, message, hashlib.sha256).digest()
+
+
+def blind_indexes(keyring: Keyring, email: str) -> list[bytes]:
+    """Indexes under every loaded version: a look-up must find rows written before a rotation."""
+    return [blind_index(keyring, email, v) for v in keyring.versions]

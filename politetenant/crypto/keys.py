@@ -1,0 +1,79 @@
+"""Key material and the interface every key provider implements.
+
+A tenant has numbered key versions; each version holds a data key (DEK) for sealing fields, a token
+key for signing tracking tokens and an index key for blind indexes. New data uses the newest version,
+older versions stay loaded so last year's beacon still counts and last year's rows still open.
+Providers (local file now, Vault Transit later) only differ in how these keys are wrapped at rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+KEY_BYTES = 32
+
+
+class KeyMaterialError(Exception):
+    """Key material is missing, unreadable or cannot be unwrapped; the message names the source only."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class KeySet:
+    """One version of a tenant's keys, in plaintext, in memory only."""
+
+    version: int
+    dek: bytes
+    token_key: bytes
+    index_key: bytes
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.version <= 0xFFFF:
+            raise KeyMaterialError(f"key version {self.version} is outside 1..65535")
+        for name in ("dek", "token_key", "index_key"):
+            if len(getattr(self, name)) != KEY_BYTES:
+                raise KeyMaterialError(f"key version {self.version}: {name} must be {KEY_BYTES} bytes")
+
+    def __repr__(self) -> str:  # never print key bytes, not even by accident in a traceback
+        return f"KeySet(version={self.version})"
+
+
+class Keyring:
+    """Every loaded key version of one tenant; the tenant id is bound into all crypto as context."""
+
+    def __init__(self, tenant_id: str, sets: Iterable[KeySet]) -> None:
+        if not tenant_id:
+            raise KeyMaterialError("a keyring needs a tenant id")
+        self.tenant_id = tenant_id
+        self.tenant_bytes = tenant_id.encode("utf-8")
+        self._sets = {s.version: s for s in sets}
+        if not self._sets:
+            raise KeyMaterialError("a keyring needs at least one key version")
+        self.current = self._sets[max(self._sets)]
+
+    def get(self, version: int) -> KeySet | None:
+        return self._sets.get(version)
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self._sets)
+
+    def __repr__(self) -> str:
+        return f"Keyring(tenant_id={self.tenant_id!r}, versions={self.versions})"
+
+
+class KeyProvider(Protocol):
+    """Where a tenant's keys come from. Callers only ever see plaintext KeySets in memory."""
+
+    def load(self) -> list[KeySet]:
+        """Return every key version, creating version 1 when there is none yet."""
+        ...
+
+    def rotate(self) -> list[KeySet]:
+        """Add a new version (old ones kept for reading) and return every version."""
+        ...
+
+    def describe(self) -> str:
+        """Where the keys live, for logs and errors: never key material."""
+        ...

@@ -1,0 +1,51 @@
+"""Request and response bodies of the HTTP API (the wire contract of DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from politetenant.settings import TrackingMode
+
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+AttributeValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+
+# Hard ceilings; the tenant's TrackerSettings may set lower ones (checked after parsing).
+MAX_HTML_CHARS = 32 * 1024 * 1024
+MAX_RECIPIENTS = 1_000_000
+
+
+class RecipientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    attributes: dict[AttributeName, AttributeValue] = Field(default_factory=dict, max_length=32)
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: Annotated[str, StringConstraints(max_length=998)]
+    from_name: Annotated[str, StringConstraints(max_length=200)]
+    from_email: Email
+    list_name: Annotated[str, StringConstraints(max_length=200)]
+    mode: TrackingMode | None = None
+    html: Annotated[str, StringConstraints(max_length=MAX_HTML_CHARS)]
+    no_track_urls: list[Url] = Field(default_factory=list, max_length=10_000)
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+
+
+class RecipientOut(BaseModel):
+    email: str
+    token: str | None
+
+
+class MessageOut(BaseModel):
+    id: str
+    mode: TrackingMode
+    html_template: str
+    recipients: list[RecipientOut]

@@ -1,0 +1,128 @@
+"""Assembling one tracker worker: state from configuration, routes, middleware, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from politetenant.crypto import Keyring, provider_from_url
+from politetenant.settings import TrackerSettings
+from politetenant.tracker import api_messages, beacons, health
+from politetenant.tracker.client_ip import parse_cidrs
+from politetenant.tracker.errors import Handler, error_middleware
+from politetenant.tracker.geoip import GeoLocator
+from politetenant.tracker.ingest import Ingest
+from politetenant.tracker.judge import Judge
+from politetenant.tracker.metrics import Metrics
+from politetenant.tracker.spool import Spool
+from politetenant.tracker.state import STATE, TrackerState
+from politetenant.tracker.storage import open_store
+from politetenant.tracker.useragent import UserAgentClassifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "sqlite:///./polite-data/tracker.db"
+DEFAULT_KEYS = "local:./polite-data/keys.json"
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """What the command line adds to TrackerSettings: where things are, not how the tenant behaves."""
+
+    settings: TrackerSettings
+    db: str = DEFAULT_DB
+    keys: str = DEFAULT_KEYS
+    geoip: str | None = None
+    trusted_proxies: str = ""
+    worker_tag: str = "0"
+    migrate: bool = True
+
+
+def _metrics_middleware(metrics: Metrics) -> object:
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.requests.labels(route, f"{response.status // 100}xx").inc()
+        return response
+
+    return count
+
+
+def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
+    """The aiohttp application of one worker; ``state`` is fully built but not started."""
+    app = web.Application(
+        middlewares=[_metrics_middleware(state.metrics), error_middleware],  # type: ignore[list-item]
+        client_max_size=state.settings.max_body_bytes,
+    )
+    app[STATE] = state
+    app.router.add_get("/o/{token}.gif", beacons.open_beacon)
+    app.router.add_get("/t/{token}.gif", beacons.read_beacon)
+    app.router.add_get("/c/{token}/{link}", beacons.click)
+    app.router.add_post("/api/v1/messages", api_messages.register_message)
+    app.router.add_get("/api/v1/messages/{id}/report", api_messages.message_report)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+
+    async def start(app: web.Application) -> None:
+        if migrate:
+            try:
+                await state.store.connect()
+                await state.store.migrate()
+            except Exception as exc:  # the ingest loop retries; events spool meanwhile
+                log.warning("database not ready at start (%s); serving and spooling", exc.__class__.__name__)
+        await state.ingest.start()
+
+    async def shutdown(app: web.Application) -> None:
+        state.stopping.set()  # ends read-time streams now, with the time read so far
+
+    async def cleanup(app: web.Application) -> None:
+        await state.ingest.stop()
+        state.ingest.spool.close()
+        await state.store.close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
+    return app
+
+
+def load_keyring(keys_url: str, tenant_id: str) -> Keyring:
+    return Keyring(tenant_id, provider_from_url(keys_url).load())
+
+
+def build_state(config: TrackerConfig) -> TrackerState:
+    """Open everything a worker needs; raises ValueError/KeyMaterialError with a readable message."""
+    settings = config.settings
+    store = open_store(config.db)
+    keyring = load_keyring(config.keys, settings.tenant_id)
+    metrics = Metrics()
+    spool = Spool(settings.spool_dir, f"{config.worker_tag}-{os.getpid()}")
+    ingest = Ingest(
+        store,
+        spool,
+        metrics,
+        batch_size=settings.flush_batch_size,
+        flush_interval=settings.flush_interval_seconds,
+        max_buffered=settings.buffer_max_events,
+    )
+    judge = Judge(
+        GeoLocator(config.geoip),
+        UserAgentClassifier(),
+        scanner_networks=parse_cidrs(settings.scanner_networks),
+        extra_scanner_agents=settings.scanner_user_agents,
+    )
+    return TrackerState(
+        settings=settings,
+        keyring=keyring,
+        store=store,
+        ingest=ingest,
+        judge=judge,
+        metrics=metrics,
+        trusted_proxies=parse_cidrs(config.trusted_proxies),
+    )

@@ -1,0 +1,144 @@
+"""``polite-tracker``: serve, migrate, token create, demo.
+
+Every subcommand takes ``--db``, ``--keys`` and ``--settings`` (or ``POLITE_DB``, ``POLITE_KEYS``,
+``POLITE_SETTINGS``), so ``token create`` and ``serve`` pointed at the same files share one state.
+Bad input exits 2 with one line per problem saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from politetenant.crypto import KeyMaterialError
+from politetenant.settings import SettingsError, load_settings
+from politetenant.tracker.app import DEFAULT_DB, DEFAULT_KEYS, TrackerConfig
+from politetenant.tracker.auth import Role, create_api_token
+from politetenant.tracker.client_ip import parse_cidrs
+from politetenant.tracker.storage import StorageUnavailable, open_store
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--db", default=env("POLITE_DB", DEFAULT_DB), help="sqlite:///PATH or postgresql://... (POLITE_DB)"
+    )
+    parser.add_argument("--keys", default=env("POLITE_KEYS", DEFAULT_KEYS), help="local:PATH (POLITE_KEYS)")
+    parser.add_argument(
+        "--settings", default=env("POLITE_SETTINGS"), help="TrackerSettings YAML file (POLITE_SETTINGS)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polite-tracker", description="Privacy-first e-mail tracker of one tenant.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve beacons, redirects and the API")
+    _common(serve)
+    serve.add_argument("--host", default=os.environ.get("POLITE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("POLITE_PORT", "8080")))
+    serve.add_argument("--geoip", default=os.environ.get("POLITE_GEOIP"), help="MaxMind City .mmdb (POLITE_GEOIP)")
+    serve.add_argument(
+        "--trusted-proxies",
+        default=os.environ.get("POLITE_TRUSTED_PROXIES", ""),
+        help="CIDRs whose X-Forwarded-For is believed, comma separated (POLITE_TRUSTED_PROXIES)",
+    )
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("POLITE_WORKERS", "1")))
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply database migrations at start")
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    _common(migrate)
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create an API token and print it once")
+    _common(create)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+
+    demo = sub.add_parser("demo", help="a self-contained walk-through on the embedded defaults")
+    demo.add_argument("--dir", default="./polite-demo", help="where the demo keeps its database and keys")
+    demo.add_argument("--serve", action="store_true", help="keep the tracker running after the walk-through")
+    demo.add_argument("--port", type=int, default=0, help="port for the demo tracker (0: any free port)")
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    for line in message.splitlines():
+        print(f"polite-tracker: {line}", file=sys.stderr)
+    return code
+
+
+async def _migrate(db: str) -> list[int]:
+    store = open_store(db)
+    await store.connect()
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
+
+
+async def _create_token(db: str, role: Role) -> str:
+    store = open_store(db)
+    await store.connect()
+    try:
+        await store.migrate()
+        return await create_api_token(store, role)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "demo":
+        from politetenant.tracker.demo import run_demo
+
+        return run_demo(args.dir, serve=args.serve, port=args.port)
+    try:
+        settings = load_settings(args.settings)
+        if args.command == "serve":
+            from politetenant.tracker.server import serve
+
+            if args.workers < 1:
+                return _fail("--workers must be at least 1")
+            parse_cidrs(args.trusted_proxies)
+            if args.geoip and not os.path.isfile(args.geoip):
+                return _fail(f"--geoip {args.geoip}: no such file")
+            config = TrackerConfig(
+                settings=settings, db=args.db, keys=args.keys, geoip=args.geoip,
+                trusted_proxies=args.trusted_proxies, migrate=not args.no_migrate,
+            )  # fmt: skip
+            from politetenant.tracker.app import load_keyring
+
+            load_keyring(args.keys, settings.tenant_id)  # fail here, readably, not in every worker
+            return serve(config, args.host, args.port, args.workers)
+        if args.command == "migrate":
+            applied = asyncio.run(_migrate(args.db))
+            print(f"applied migrations: {applied}" if applied else "database schema is up to date")
+            return 0
+        if args.command == "token":
+            token = asyncio.run(_create_token(args.db, Role(args.role)))
+            print(token)
+            print(f"role {args.role}; shown once, only its hash is stored", file=sys.stderr)
+            return 0
+    except (SettingsError, ValueError, KeyMaterialError) as exc:
+        return _fail(str(exc))
+    except StorageUnavailable as exc:
+        return _fail(f"database unavailable: {exc}", EXIT_UNAVAILABLE)
+    return _fail(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from politetenant.tracker.state import STATE
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers. Restarting would not help anything else."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: keys loaded and the database reachable; otherwise 503 so traffic goes elsewhere."""
+    state = request.app[STATE]
+    checks = {
+        "keys": bool(state.keyring.versions),
+        "database": state.ingest.database_ok,
+        "ingest": state.ingest.accepting,
+    }
+    if not checks["database"]:
+        # Check now rather than wait for the flusher's next retry.
+        try:
+            await state.store.ping()
+            checks["database"] = True
+        except Exception:
+            checks["database"] = False
+    ok = all(checks.values())
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "checks": checks,
+        "spool_bytes": state.ingest.spool.size_bytes(),
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.metrics.events_buffered.set(state.ingest.buffered)
+    return web.Response(body=generate_latest(state.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,150 @@
+"""Registering a message: from the sender's request to the rows stored and the tokens returned.
+
+``prepare_message`` is pure apart from randomness: it decides the tracking mode, rewrites the HTML,
+seals every personal field and builds one tracking record per recipient as the mode dictates:
+- individual: a record per recipient, carrying a keyed pseudonym (blind index) of the recipient;
+- anonymous: a record per recipient with its segment attributes, stored in shuffled order and with
+  no column pointing back at the recipient row;
+- aggregate: one record for the whole message; every recipient gets the same token.
+Recipients on the objection list get no record and a ``null`` token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from politetenant.crypto import Sealer, TokenCodec, blind_index, new_record_id
+from politetenant.settings import TrackerSettings, TrackingMode
+from politetenant.tracker.api_models import MessageIn
+from politetenant.tracker.errors import PayloadTooLarge, Unprocessable
+from politetenant.tracker.html_rewrite import HONEYPOT_LINK, rewrite_html
+from politetenant.tracker.readability import measure, text_of_html
+from politetenant.tracker.storage.rows import LinkRow, MessageRow, RecipientRow, RecordRow
+
+
+def resolve_mode(requested: TrackingMode | None, settings: TrackerSettings) -> TrackingMode:
+    """The tenant's default when none is asked for; a mode the tenant does not allow is refused."""
+    if requested is None:
+        return settings.default_mode
+    if requested not in settings.modes:
+        allowed = ", ".join(m.value for m in settings.modes)
+        locked = " (the tenant has locked its mode)" if settings.mode_locked else ""
+        raise Unprocessable(
+            f"mode {requested.value!r} is not allowed for this tenant{locked}; allowed: {allowed}",
+            code="mode_not_allowed",
+        )
+    return requested
+
+
+def check_limits(body: MessageIn, settings: TrackerSettings) -> None:
+    html_bytes = len(body.html.encode("utf-8"))
+    if html_bytes > settings.max_html_bytes:
+        raise PayloadTooLarge(f"html: {html_bytes} bytes; this tenant accepts at most {settings.max_html_bytes}")
+    if len(body.recipients) > settings.max_recipients:
+        raise Unprocessable(
+            f"recipients: {len(body.recipients)} given; at most {settings.max_recipients} per message",
+            code="too_many_recipients",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    message: MessageRow
+    recipients: list[RecipientRow]
+    records: list[RecordRow]
+    links: list[LinkRow]
+    html_template: str
+    tokens: list[str | None]  # in request order
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(10)
+
+
+def _attributes(sealer: Sealer, field: str, attributes: dict[str, str]) -> bytes | None:
+    if not attributes:
+        return None
+    return sealer.seal(field, json.dumps(attributes, sort_keys=True, separators=(",", ":")).encode())
+
+
+def prepare_message(
+    body: MessageIn,
+    mode: TrackingMode,
+    settings: TrackerSettings,
+    sealer: Sealer,
+    codec: TokenCodec,
+    email_indexes: Sequence[bytes],
+    objected: set[int],
+    created_by: str,
+) -> PreparedMessage:
+    """Build every row of a message. ``objected`` holds positions of recipients who objected."""
+    message_id = new_message_id()
+    rewritten = rewrite_html(body.html, settings.public_base_url, body.no_track_urls)
+    readability = measure(text_of_html(body.html))
+    keyring = sealer.keyring
+
+    recipients: list[RecipientRow] = []
+    records: list[RecordRow] = []
+    tokens: list[str | None] = []
+    shared_token: str | None = None
+    if mode is TrackingMode.AGGREGATE and len(objected) < len(body.recipients):
+        record_id = new_record_id()
+        records.append(RecordRow(record_id, message_id, None, None))
+        shared_token = codec.issue(record_id)
+
+    for position, recipient in enumerate(body.recipients):
+        recipients.append(
+            RecipientRow(
+                message_id,
+                email_indexes[position],
+                sealer.seal_text("recipient.email", recipient.email),
+                sealer.seal_optional("recipient.name", recipient.name),
+                _attributes(sealer, "recipient.attributes", recipient.attributes),
+            )
+        )
+        if position in objected:
+            tokens.append(None)
+        elif mode is TrackingMode.AGGREGATE:
+            tokens.append(shared_token)
+        else:
+            record_id = new_record_id()
+            pseudonym = blind_index(keyring, recipient.email) if mode is TrackingMode.INDIVIDUAL else None
+            attrs = _attributes(sealer, "record.attributes", recipient.attributes)
+            records.append(RecordRow(record_id, message_id, attrs, pseudonym))
+            tokens.append(codec.issue(record_id))
+
+    if mode is TrackingMode.ANONYMOUS:
+        # Row order must not pair records with recipients.
+        random.SystemRandom().shuffle(records)
+
+    links = [LinkRow(message_id, HONEYPOT_LINK, None, None)]
+    links += [
+        LinkRow(
+            message_id,
+            link.number,
+            sealer.seal_text("link.url", link.url),
+            sealer.seal_text("link.text", link.text),
+        )
+        for link in rewritten.links
+    ]
+    message = MessageRow(
+        id=message_id,
+        created_at=int(time.time() * 1000),
+        mode=mode.value,
+        subject=sealer.seal_text("message.subject", body.subject),
+        from_name=sealer.seal_text("message.from_name", body.from_name),
+        from_email=sealer.seal_text("message.from_email", body.from_email),
+        list_name=sealer.seal_text("message.list_name", body.list_name),
+        recipients=len(body.recipients),
+        tracked=len(body.recipients) - len(objected),
+        word_count=readability.words,
+        flesch=readability.flesch_reading_ease,
+        link_count=len(rewritten.links),
+        created_by=created_by,
+    )
+    return PreparedMessage(message, recipients, records, links, rewritten.template, tokens)

@@ -1,0 +1,143 @@
+"""An append-only file of events the database could not take yet.
+
+Each worker owns one file (held with an exclusive flock); a worker that starts later adopts files
+whose owner died. Lines are JSON, one event each; a torn last line from a crash is skipped, and
+replay is idempotent because every event carries a unique id.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from politetenant.tracker.storage.rows import Event
+
+log = logging.getLogger(__name__)
+
+
+def encode_event(event: Event) -> bytes:
+    fields = [v.hex() if isinstance(v, bytes) else v for v in event]
+    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_event(line: bytes) -> Event | None:
+    try:
+        f = json.loads(line)
+        return Event(
+            bytes.fromhex(f[0]), bytes.fromhex(f[1]), int(f[2]), f[3], int(f[4]), f[5], f[6],
+            bytes.fromhex(f[7]) if f[7] is not None else None, f[8], f[9], f[10], int(f[11]), f[12],
+        )  # fmt: skip
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+
+
+class SpoolFile:
+    """One spool file held open and locked by this process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+class Spool:
+    """This worker's spool plus any orphaned spools it can adopt, all under one directory."""
+
+    def __init__(self, directory: str | os.PathLike[str], worker_tag: str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.own = SpoolFile(self.directory / f"spool-{worker_tag}.jsonl")
+        self._adopted: dict[Path, SpoolFile] = {}
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Write and fsync: after this returns, the events survive a crash of this process."""
+        data = b"".join(encode_event(e) for e in events)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.own.fd, view)
+            view = view[written:]
+        os.fsync(self.own.fd)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for path in self.directory.glob("spool-*.jsonl"):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return total
+
+    def _adopt(self) -> None:
+        """Lock spool files whose worker is gone; they stay ours until drained."""
+        for path in sorted(self.directory.glob("spool-*.jsonl")):
+            if path == self.own.path or path in self._adopted:
+                continue
+            try:
+                self._adopted[path] = SpoolFile(path)
+            except (BlockingIOError, FileNotFoundError):
+                continue  # a live worker owns it, or it was just drained
+
+    def pending(self) -> bool:
+        return self.size_bytes() > 0
+
+    def drain_batches(self, batch_size: int) -> Iterator[tuple[list[Event], SpoolFile]]:
+        """Yield stored events in batches, own file first; call ``done(file)`` after storing a file."""
+        self._adopt()
+        for spool_file in [self.own, *self._adopted.values()]:
+            if spool_file.size() == 0:
+                if spool_file is not self.own:
+                    self._remove(spool_file)
+                continue
+            batch: list[Event] = []
+            skipped = 0
+            with open(spool_file.path, "rb") as fh:
+                for line in fh:
+                    event = decode_event(line)
+                    if event is None:
+                        skipped += 1
+                        continue
+                    batch.append(event)
+                    if len(batch) >= batch_size:
+                        yield batch, spool_file
+                        batch = []
+            if skipped:
+                log.warning("spool %s: skipped %d torn line(s)", spool_file.path.name, skipped)
+            yield batch, spool_file
+
+    def done(self, spool_file: SpoolFile) -> None:
+        """Everything in ``spool_file`` is stored: empty it (own) or delete it (adopted)."""
+        if spool_file is self.own:
+            os.ftruncate(self.own.fd, 0)
+            os.fsync(self.own.fd)
+        else:
+            self._remove(spool_file)
+
+    def _remove(self, spool_file: SpoolFile) -> None:
+        spool_file.path.unlink(missing_ok=True)
+        spool_file.close()
+        self._adopted.pop(spool_file.path, None)
+
+    def close(self) -> None:
+        empty = self.own.size() == 0
+        path = self.own.path
+        self.own.close()
+        for adopted in list(self._adopted.values()):
+            adopted.close()
+        self._adopted.clear()
+        if empty:
+            path.unlink(missing_ok=True)

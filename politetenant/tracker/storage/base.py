@@ -1,0 +1,164 @@
+"""The storage interface both backends implement, and the SQL they share.
+
+Queries are written once with ``$n`` parameters (PostgreSQL style); the SQLite backend rewrites them
+to ``?n``, which SQLite also understands, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from politetenant.tracker.storage.rows import (
+    ApiTokenRow,
+    ClickTarget,
+    Event,
+    EventTally,
+    LinkRow,
+    MessageRow,
+    RecipientRow,
+    RecordRow,
+)
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be reached or refused the write; callers spool and retry."""
+
+
+INSERT_MESSAGE = (
+    "INSERT INTO messages (id, created_at, mode, subject, from_name, from_email, list_name, recipients,"
+    " tracked, word_count, flesch, link_count, created_by)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
+INSERT_RECIPIENT = (
+    "INSERT INTO recipients (message_id, email_index, email, name, attributes) VALUES ($1, $2, $3, $4, $5)"
+)
+INSERT_RECORD = "INSERT INTO records (id, message_id, attributes, subject_index) VALUES ($1, $2, $3, $4)"
+INSERT_LINK = "INSERT INTO links (message_id, link_no, url, text) VALUES ($1, $2, $3, $4)"
+INSERT_EVENT_IGNORING_DUPLICATES = (
+    "INSERT INTO events (event_id, record_id, kind, link_no, occurred_at, country, region, city, os,"
+    " device, browser, bot, read_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+CLICK_TARGET = (
+    "SELECT r.message_id, l.url FROM records r JOIN links l ON l.message_id = r.message_id"
+    " WHERE r.id = $1 AND l.link_no = $2"
+)
+SELECT_MESSAGE = (
+    "SELECT id, created_at, mode, subject, from_name, from_email, list_name, recipients, tracked,"
+    " word_count, flesch, link_count, created_by FROM messages WHERE id = $1"
+)
+# Suspected bots: judged so on arrival (bot <> 0), or too soon after registration to be a person.
+_IS_BOT = "CASE WHEN e.bot <> 0 OR e.occurred_at - m.created_at < $2 THEN 1 ELSE 0 END"
+TALLY = (
+    f"SELECT e.kind, {_IS_BOT} AS is_bot, COUNT(*), COUNT(DISTINCT e.record_id)"
+    " FROM events e JOIN records r ON r.id = e.record_id JOIN messages m ON m.id = r.message_id"
+    " WHERE r.message_id = $1 GROUP BY e.kind, is_bot"
+)
+UNIQUE_HUMAN_OPENS = (
+    "SELECT COUNT(DISTINCT e.record_id)"
+    " FROM events e JOIN records r ON r.id = e.record_id JOIN messages m ON m.id = r.message_id"
+    " WHERE r.message_id = $1 AND e.kind IN (1, 2) AND e.bot = 0 AND e.occurred_at - m.created_at >= $2"
+)
+INSERT_API_TOKEN = "INSERT INTO api_tokens (id, role, secret_hash, created_at) VALUES ($1, $2, $3, $4)"
+SELECT_API_TOKEN = "SELECT id, role, secret_hash, created_at FROM api_tokens WHERE id = $1 AND revoked_at IS NULL"
+INSERT_OBJECTION = (
+    "INSERT INTO objections (subject_index, created_at) VALUES ($1, $2) ON CONFLICT (subject_index) DO NOTHING"
+)
+
+
+def tally_from_rows(rows: Sequence[tuple[int, int, int, int]], unique_opens: int) -> EventTally:
+    """Fold the grouped counts of TALLY into the figures a report shows."""
+    values = {"opens_unique": unique_opens}
+    for kind, is_bot, total, unique in rows:
+        if kind == 1 and not is_bot:
+            values["opens_total"] = total
+        elif kind == 2 and not is_bot:
+            values["reads_unique"] = unique
+        elif kind == 3 and not is_bot:
+            values["clicks_total"], values["clicks_unique"] = total, unique
+        elif kind in (1, 2) and is_bot:
+            values["bot_opens"] = values.get("bot_opens", 0) + total
+        elif kind == 3 and is_bot:
+            values["bot_clicks"] = total
+    return EventTally(**values)
+
+
+class Store(abc.ABC):
+    """What the tracker needs from a database. Implementations: SQLite and PostgreSQL."""
+
+    url_scheme: str
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied now."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless a trivial query succeeds."""
+
+    @abc.abstractmethod
+    async def insert_message(
+        self,
+        message: MessageRow,
+        recipients: Sequence[RecipientRow],
+        records: Sequence[RecordRow],
+        links: Sequence[LinkRow],
+    ) -> None:
+        """Store a message with everything that belongs to it, atomically."""
+
+    @abc.abstractmethod
+    async def objected(self, indexes: Sequence[bytes]) -> set[bytes]:
+        """Which of these blind indexes are on the objection list."""
+
+    @abc.abstractmethod
+    async def add_objection(self, index: bytes, created_at: int) -> None: ...
+
+    @abc.abstractmethod
+    async def insert_events(self, events: Sequence[Event]) -> None:
+        """Store a batch; a batch seen before (replay) must not be counted twice."""
+
+    @abc.abstractmethod
+    async def click_target(self, record_id: bytes, link_no: int) -> ClickTarget | None: ...
+
+    @abc.abstractmethod
+    async def get_message(self, message_id: str) -> MessageRow | None: ...
+
+    @abc.abstractmethod
+    async def tally(self, message_id: str, early_ms: int) -> EventTally: ...
+
+    @abc.abstractmethod
+    async def insert_api_token(self, row: ApiTokenRow) -> None: ...
+
+    @abc.abstractmethod
+    async def get_api_token(self, token_id: str) -> ApiTokenRow | None: ...
+
+    @abc.abstractmethod
+    async def count_rows(self, table: str) -> int:
+        """Rows in one of our tables (health, tests, benchmarks)."""
+
+
+def open_store(url: str) -> Store:
+    """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``postgresql://...``."""
+    if url.startswith("sqlite:///"):
+        from politetenant.tracker.storage.sqlite import SqliteStore
+
+        path = url[len("sqlite:///") :]
+        if not path:
+            raise ValueError("--db sqlite:/// needs a file path, e.g. sqlite:///./polite-data/tracker.db")
+        return SqliteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from politetenant.tracker.storage.postgres import PostgresStore
+
+        return PostgresStore(url)
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise ValueError(f"--db: unsupported database {scheme!r}; use sqlite:///PATH or postgresql://...")
+
+
+TABLES = frozenset({"messages", "recipients", "records", "links", "events", "objections", "api_tokens"})

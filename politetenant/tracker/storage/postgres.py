@@ -1,0 +1,164 @@
+"""PostgreSQL backend (asyncpg): production. Events arrive by COPY, the fastest path PostgreSQL has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from politetenant.tracker.storage import base
+from politetenant.tracker.storage.base import StorageUnavailable, Store
+from politetenant.tracker.storage.rows import (
+    EVENT_COLUMNS,
+    ApiTokenRow,
+    ClickTarget,
+    Event,
+    EventTally,
+    LinkRow,
+    MessageRow,
+    RecipientRow,
+    RecordRow,
+)
+from politetenant.tracker.storage.schema import POSTGRES, pending, statements
+
+# Errors that mean "the database is not there right now": spool and retry, never drop.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    TimeoutError,
+)
+_MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time across workers
+
+
+class PostgresStore(Store):
+    url_scheme = "postgresql"
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.dsn = dsn
+        self._pool: Any = None
+        self._sizes = (min_size, max_size)
+
+    async def connect(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], command_timeout=60, timeout=10
+            )
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _pool_or_fail(self) -> Any:
+        if self._pool is None:
+            raise StorageUnavailable("PostgreSQL: not connected")
+        return self._pool
+
+    async def _call(self, method: str, sql: str, *args: Any) -> Any:
+        try:
+            async with self._pool_or_fail().acquire() as conn:
+                return await getattr(conn, method)(sql, *args)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+    async def migrate(self) -> list[int]:
+        async with self._pool_or_fail().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT)"
+            )
+            applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            todo = pending(applied)
+            for version in todo:
+                for sql in statements(POSTGRES, version):
+                    await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations VALUES ($1, (extract(epoch FROM now()) * 1000)::bigint)",
+                    version,
+                )
+            return todo
+
+    async def ping(self) -> None:
+        await self._call("fetchval", "SELECT 1")
+
+    async def insert_message(
+        self,
+        message: MessageRow,
+        recipients: Sequence[RecipientRow],
+        records: Sequence[RecordRow],
+        links: Sequence[LinkRow],
+    ) -> None:
+        try:
+            async with self._pool_or_fail().acquire() as conn, conn.transaction():
+                await conn.execute(
+                    base.INSERT_MESSAGE,
+                    message.id, message.created_at, message.mode, message.subject, message.from_name,
+                    message.from_email, message.list_name, message.recipients, message.tracked,
+                    message.word_count, message.flesch, message.link_count, message.created_by,
+                )  # fmt: skip
+                await conn.copy_records_to_table("recipients", records=recipients, columns=RecipientRow._fields)
+                await conn.copy_records_to_table("records", records=records, columns=RecordRow._fields)
+                await conn.copy_records_to_table("links", records=links, columns=LinkRow._fields)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+    async def objected(self, indexes: Sequence[bytes]) -> set[bytes]:
+        if not indexes:
+            return set()
+        rows = await self._call(
+            "fetch",
+            "SELECT subject_index FROM objections WHERE subject_index = ANY($1::bytea[])",
+            list(indexes),
+        )
+        return {bytes(r[0]) for r in rows}
+
+    async def add_objection(self, index: bytes, created_at: int) -> None:
+        await self._call("execute", base.INSERT_OBJECTION, index, created_at)
+
+    async def insert_events(self, events: Sequence[Event]) -> None:
+        """COPY the batch; if some were stored before (a replay after a crash), merge instead."""
+        if not events:
+            return
+        try:
+            async with self._pool_or_fail().acquire() as conn:
+                try:
+                    await conn.copy_records_to_table("events", records=events, columns=EVENT_COLUMNS)
+                except asyncpg.exceptions.UniqueViolationError:
+                    async with conn.transaction():
+                        await conn.executemany(base.INSERT_EVENT_IGNORING_DUPLICATES, events)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+    async def click_target(self, record_id: bytes, link_no: int) -> ClickTarget | None:
+        row = await self._call("fetchrow", base.CLICK_TARGET, record_id, link_no)
+        return None if row is None else ClickTarget(message_id=row[0], url=row[1])
+
+    async def get_message(self, message_id: str) -> MessageRow | None:
+        row = await self._call("fetchrow", base.SELECT_MESSAGE, message_id)
+        return None if row is None else MessageRow(*row)
+
+    async def tally(self, message_id: str, early_ms: int) -> EventTally:
+        rows = await self._call("fetch", base.TALLY, message_id, early_ms)
+        unique = await self._call("fetchval", base.UNIQUE_HUMAN_OPENS, message_id, early_ms)
+        return base.tally_from_rows([tuple(r) for r in rows], int(unique))
+
+    async def insert_api_token(self, row: ApiTokenRow) -> None:
+        await self._call("execute", base.INSERT_API_TOKEN, row.id, row.role, row.secret_hash, row.created_at)
+
+    async def get_api_token(self, token_id: str) -> ApiTokenRow | None:
+        row = await self._call("fetchrow", base.SELECT_API_TOKEN, token_id)
+        return None if row is None else ApiTokenRow(row[0], row[1], bytes(row[2]), row[3])
+
+    async def count_rows(self, table: str) -> int:
+        if table not in base.TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        return int(await self._call("fetchval", f"SELECT COUNT(*) FROM {table}"))

@@ -1,0 +1,111 @@
+"""One schema for PostgreSQL and SQLite, as numbered migrations.
+
+Each migration is written once with a few dialect placeholders, so both backends provably run the
+same tables. Timestamps are epoch milliseconds (BIGINT) on both, which keeps comparisons identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    bytes: str
+    serial_pk: str
+
+
+POSTGRES = Dialect("postgresql", bytes="BYTEA", serial_pk="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+SQLITE = Dialect("sqlite", bytes="BLOB", serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT")
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "messages, recipients, records, links, events, objections, api tokens",
+        [
+            """CREATE TABLE api_tokens (
+                id TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                secret_hash {bytes} NOT NULL,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )""",
+            """CREATE TABLE messages (
+                id TEXT PRIMARY KEY,
+                created_at BIGINT NOT NULL,
+                mode TEXT NOT NULL,
+                subject {bytes} NOT NULL,
+                from_name {bytes} NOT NULL,
+                from_email {bytes} NOT NULL,
+                list_name {bytes} NOT NULL,
+                recipients INTEGER NOT NULL,
+                tracked INTEGER NOT NULL,
+                word_count INTEGER NOT NULL,
+                flesch DOUBLE PRECISION,
+                link_count INTEGER NOT NULL,
+                created_by TEXT NOT NULL
+            )""",
+            "CREATE INDEX messages_created_at ON messages (created_at)",
+            """CREATE TABLE recipients (
+                id {serial_pk},
+                message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                email_index {bytes} NOT NULL,
+                email {bytes} NOT NULL,
+                name {bytes},
+                attributes {bytes}
+            )""",
+            "CREATE INDEX recipients_message ON recipients (message_id)",
+            "CREATE INDEX recipients_email_index ON recipients (email_index)",
+            """CREATE TABLE records (
+                id {bytes} PRIMARY KEY,
+                message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                attributes {bytes},
+                subject_index {bytes}
+            )""",
+            "CREATE INDEX records_message ON records (message_id)",
+            "CREATE INDEX records_subject_index ON records (subject_index)",
+            """CREATE TABLE links (
+                message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                link_no INTEGER NOT NULL,
+                url {bytes},
+                text {bytes},
+                PRIMARY KEY (message_id, link_no)
+            )""",
+            """CREATE TABLE events (
+                event_id {bytes} PRIMARY KEY,
+                record_id {bytes} NOT NULL,
+                kind SMALLINT NOT NULL,
+                link_no INTEGER,
+                occurred_at BIGINT NOT NULL,
+                country TEXT,
+                region TEXT,
+                city {bytes},
+                os TEXT NOT NULL,
+                device TEXT NOT NULL,
+                browser TEXT NOT NULL,
+                bot SMALLINT NOT NULL,
+                read_ms INTEGER
+            )""",
+            "CREATE INDEX events_record ON events (record_id)",
+            "CREATE INDEX events_occurred_at ON events (occurred_at)",
+            """CREATE TABLE objections (
+                subject_index {bytes} PRIMARY KEY,
+                created_at BIGINT NOT NULL
+            )""",
+        ],
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def statements(dialect: Dialect, version: int) -> list[str]:
+    for number, _, sql in MIGRATIONS:
+        if number == version:
+            return [s.format(bytes=dialect.bytes, serial_pk=dialect.serial_pk) for s in sql]
+    raise KeyError(version)
+
+
+def pending(applied: set[int]) -> list[int]:
+    return [number for number, _, _ in MIGRATIONS if number not in applied]

@@ -1,0 +1,193 @@
+"""SQLite backend: the embedded default for a laptop, the demo and small tenants.
+
+One connection on one dedicated thread keeps sqlite3 happy and the event loop free; WAL mode lets
+several tracker workers (processes) share the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from politetenant.tracker.storage import base
+from politetenant.tracker.storage.base import StorageUnavailable, Store
+from politetenant.tracker.storage.rows import (
+    ApiTokenRow,
+    ClickTarget,
+    Event,
+    EventTally,
+    LinkRow,
+    MessageRow,
+    RecipientRow,
+    RecordRow,
+)
+from politetenant.tracker.storage.schema import SQLITE, pending, statements
+
+T = TypeVar("T")
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _q(sql: str) -> str:
+    return _PARAM.sub(r"?\1", sql)
+
+
+class SqliteStore(Store):
+    url_scheme = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                raise StorageUnavailable("the SQLite database is not open")
+            try:
+                return fn(self._conn)
+            except sqlite3.OperationalError as exc:
+                # "database is locked", "disk I/O error", missing file...: retryable, spool meanwhile.
+                raise StorageUnavailable(f"SQLite: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def connect(self) -> None:
+        def open_db() -> None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._conn = conn
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, open_db)
+
+    async def close(self) -> None:
+        def close_db() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close_db)
+        self._executor.shutdown(wait=True)
+
+    async def migrate(self) -> list[int]:
+        def run(conn: sqlite3.Connection) -> list[int]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT)"
+                )
+                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                todo = pending(applied)
+                for version in todo:
+                    for sql in statements(SQLITE, version):
+                        conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, int(time.time() * 1000)))
+                conn.execute("COMMIT")
+                return todo
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(run)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def insert_message(
+        self,
+        message: MessageRow,
+        recipients: Sequence[RecipientRow],
+        records: Sequence[RecordRow],
+        links: Sequence[LinkRow],
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    _q(base.INSERT_MESSAGE),
+                    (
+                        message.id, message.created_at, message.mode, message.subject, message.from_name,
+                        message.from_email, message.list_name, message.recipients, message.tracked,
+                        message.word_count, message.flesch, message.link_count, message.created_by,
+                    ),
+                )  # fmt: skip
+                conn.executemany(_q(base.INSERT_RECIPIENT), recipients)
+                conn.executemany(_q(base.INSERT_RECORD), records)
+                conn.executemany(_q(base.INSERT_LINK), links)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(run)
+
+    async def objected(self, indexes: Sequence[bytes]) -> set[bytes]:
+        def run(conn: sqlite3.Connection) -> set[bytes]:
+            found: set[bytes] = set()
+            for start in range(0, len(indexes), 500):
+                chunk = list(indexes[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT subject_index FROM objections WHERE subject_index IN ({marks})"
+                found.update(bytes(row[0]) for row in conn.execute(sql, chunk))
+            return found
+
+        if not indexes:
+            return set()
+        return await self._run(run)
+
+    async def add_objection(self, index: bytes, created_at: int) -> None:
+        await self._run(lambda conn: conn.execute(_q(base.INSERT_OBJECTION), (index, created_at)))
+
+    async def insert_events(self, events: Sequence[Event]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_q(base.INSERT_EVENT_IGNORING_DUPLICATES), events)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        if events:
+            await self._run(run)
+
+    async def click_target(self, record_id: bytes, link_no: int) -> ClickTarget | None:
+        row = await self._run(lambda conn: conn.execute(_q(base.CLICK_TARGET), (record_id, link_no)).fetchone())
+        return None if row is None else ClickTarget(message_id=row[0], url=row[1])
+
+    async def get_message(self, message_id: str) -> MessageRow | None:
+        row = await self._run(lambda conn: conn.execute(_q(base.SELECT_MESSAGE), (message_id,)).fetchone())
+        return None if row is None else MessageRow(*row)
+
+    async def tally(self, message_id: str, early_ms: int) -> EventTally:
+        def run(conn: sqlite3.Connection) -> EventTally:
+            rows = conn.execute(_q(base.TALLY), (message_id, early_ms)).fetchall()
+            (unique,) = conn.execute(_q(base.UNIQUE_HUMAN_OPENS), (message_id, early_ms)).fetchone()
+            return base.tally_from_rows(rows, unique)
+
+        return await self._run(run)
+
+    async def insert_api_token(self, row: ApiTokenRow) -> None:
+        await self._run(
+            lambda conn: conn.execute(_q(base.INSERT_API_TOKEN), (row.id, row.role, row.secret_hash, row.created_at))
+        )
+
+    async def get_api_token(self, token_id: str) -> ApiTokenRow | None:
+        row = await self._run(lambda conn: conn.execute(_q(base.SELECT_API_TOKEN), (token_id,)).fetchone())
+        return None if row is None else ApiTokenRow(row[0], row[1], bytes(row[2]), row[3])
+
+    async def count_rows(self, table: str) -> int:
+        if table not in base.TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        row: Any = await self._run(lambda conn: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone())
+        return int(row[0])
