@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from politetenant.settings import TrackerSettings
-from politetenant.tracker.app import TrackerConfig, build_app, build_state
+from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.auth import Role, create_api_token
 from politetenant.tracker.geoip_sample import write_sample
 from politetenant.tracker.state import TrackerState
@@ -97,7 +97,9 @@ async def start_tracker(
         trusted_proxies="127.0.0.1/32",
     )
     state = build_state(config)
-    client: TestClient[Any, Any] = TestClient(TestServer(build_app(state)))
+    server = TestServer(build_app(state))
+    await server.start_server(**RUNNER_OPTIONS)  # the runner options production uses: no access log
+    client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     return client, state
 

@@ -24,6 +24,9 @@ from politetenant.tracker.useragent import UserAgentClassifier
 
 log = logging.getLogger(__name__)
 
+# aiohttp's access log writes the client address and user agent of every request: never enabled.
+RUNNER_OPTIONS: dict[str, object] = {"access_log": None, "handle_signals": False, "shutdown_timeout": 15}
+
 DEFAULT_DB = "sqlite:///./polite-data/tracker.db"
 DEFAULT_KEYS = "local:./polite-data/keys.json"
 

@@ -34,10 +34,12 @@ def _event(
     state: TrackerState, record_id: bytes, kind: EventKind, verdict: Verdict, *, link_no: int | None = None,
     read_ms: int | None = None, at: float | None = None,
 ) -> Event:  # fmt: skip
-    city = state.sealer.seal_text("event.city", verdict.city) if verdict.city else None
+    sealer = state.sealer
+    city = sealer.seal_text("event.city", verdict.city) if verdict.city else None
+    region = sealer.seal_text("event.region", verdict.region) if verdict.region else None
     return Event(
         state.ingest.ids.next(), record_id, kind, link_no, int((at or time.time()) * 1000), verdict.country,
-        verdict.region, city, verdict.os, verdict.device_type, verdict.browser, int(verdict.bot), read_ms,
+        region, city, verdict.os, verdict.device_type, verdict.browser, int(verdict.bot), read_ms,
     )  # fmt: skip
 
 

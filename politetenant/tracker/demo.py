@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from politetenant.settings import load_settings
-from politetenant.tracker.app import TrackerConfig, build_app, build_state
+from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.auth import Role, create_api_token
 from politetenant.tracker.geoip_sample import SAMPLE_ADDRESSES, write_sample
 
@@ -96,7 +96,7 @@ async def _read(session: aiohttp.ClientSession, url: str, ua: str, ip: str, seco
 async def _walkthrough(directory: Path, port: int, keep_serving: bool) -> int:
     config = _prepare(directory, port)
     state = build_state(config)
-    runner = web.AppRunner(build_app(state), access_log=None)
+    runner = web.AppRunner(build_app(state), **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"

@@ -277,10 +277,17 @@ _HTTP = re.compile(r"https?://", re.IGNORECASE | re.ASCII)
 
 
 def normalize_url(url: str) -> str:
-    """Strip what a browser's URL parser strips: leading/trailing C0 controls and spaces, tabs/newlines."""
+    """The URL a browser would follow, as far as its characters go.
+
+    Leading and trailing C0 controls and spaces, and every tab and newline, are removed (the URL
+    parser does so); any other control character left is percent-encoded, as the parser does in a
+    path or query, so the stored URL is safe to put in a Location header.
+    """
     url = url.strip(_C0_OR_SPACE)
     if "\t" in url or "\n" in url or "\r" in url:
         url = _TAB_OR_NEWLINE.sub("", url)
+    if _CONTROL.search(url) is not None:
+        url = _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", url)
     return url
 
 
@@ -365,7 +372,7 @@ def _alt_text(s: str, name_end: int) -> str:
 
 
 def _trackable(url: str) -> bool:
-    return _HTTP.match(url) is not None and _CONTROL.search(url) is None
+    return _HTTP.match(url) is not None
 
 
 def rewrite_html(html: str, base_url: str, no_track_urls: Collection[str] = ()) -> RewriteResult:
@@ -384,7 +391,7 @@ def rewrite_html(html: str, base_url: str, no_track_urls: Collection[str] = ()) 
     body_end = -1
     scanner = HtmlScanner(s)
     for kind, start, end, name, closed in scanner:
-        if kind == TEXT:
+        if kind == TEXT or (kind == RAW and name == "textarea"):  # a textarea's text is visible too
             if current is not None:
                 current.add(_unescape(s[start:end]))
         elif kind == START:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from politetenant.tracker.app import TrackerConfig, build_app, build_state
+from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ async def serve_worker(
 ) -> None:
     state = build_state(config)
     app = build_app(state, migrate=config.migrate)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=15)
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
     await site.start()

@@ -26,7 +26,7 @@ class Event(NamedTuple):
     link_no: int | None
     occurred_at: int  # epoch milliseconds
     country: str | None
-    region: str | None
+    region: bytes | None  # sealed: a city-state's region names its city
     city: bytes | None  # sealed
     os: str
     device: str

@@ -79,7 +79,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 link_no INTEGER,
                 occurred_at BIGINT NOT NULL,
                 country TEXT,
-                region TEXT,
+                region {bytes},
                 city {bytes},
                 os TEXT NOT NULL,
                 device TEXT NOT NULL,
