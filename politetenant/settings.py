@@ -137,6 +137,8 @@ def load_settings(
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise SettingsError(f"{source}: file not found") from exc
+        except OSError as exc:
+            raise SettingsError(f"{source}: cannot read ({exc.strerror})") from exc
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{source}: not valid YAML ({exc.__class__.__name__})") from exc
         if loaded is None:

@@ -44,6 +44,8 @@ def _wrap(kek: bytes, version: int, purpose: str, key: bytes) -> str:
 
 def _unwrap(kek: bytes, version: int, purpose: str, wrapped: str) -> bytes:
     blob = _unb64(wrapped, f"key version {version} {purpose}")
+    if len(blob) < 12 + 16:
+        raise KeyMaterialError(f"key version {version} {purpose} is too short to be a wrapped key")
     aad = f"politetenant/local-wrap/v{version}/{purpose}".encode()
     try:
         return AESGCM(kek).decrypt(blob[:12], blob[12:], aad)
@@ -105,14 +107,24 @@ class LocalKeyProvider:
         return entry
 
     def _unwrap_all(self, doc: dict[str, Any]) -> list[KeySet]:
-        kek = _unb64(doc.get("kek"), "the key-encryption key")
-        if len(kek) != KEY_BYTES:
-            raise KeyMaterialError(f"{self.describe()}: the key-encryption key must be {KEY_BYTES} bytes")
-        sets = []
-        for entry in doc.get("versions") or []:
-            version = int(entry["version"])
-            keys = {p: _unwrap(kek, version, p, entry[p]) for p in _PURPOSES}
-            sets.append(KeySet(version=version, **keys))
+        """Every version in plaintext; any malformation is a KeyMaterialError naming this file."""
+        try:
+            kek = _unb64(doc.get("kek"), "the key-encryption key")
+            if len(kek) != KEY_BYTES:
+                raise KeyMaterialError(f"the key-encryption key must be {KEY_BYTES} bytes")
+            versions = doc.get("versions") or []
+            if not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions):
+                raise KeyMaterialError("'versions' must be a list of key versions")
+            sets = []
+            for entry in versions:
+                version = int(entry["version"])
+                keys = {p: _unwrap(kek, version, p, entry[p]) for p in _PURPOSES}
+                sets.append(KeySet(version=version, **keys))
+        except KeyMaterialError as exc:
+            raise KeyMaterialError(f"{self.describe()}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else "malformed entry"
+            raise KeyMaterialError(f"{self.describe()}: {what} in a key version") from None
         if not sets:
             raise KeyMaterialError(f"{self.describe()} holds no key version")
         return sets

@@ -68,4 +68,6 @@ class Sealer:
     @staticmethod
     def version_of(sealed: bytes) -> int:
         """The key version a value was sealed with (for re-sealing after rotation)."""
+        if len(sealed) < _HEADER.size:
+            raise SealError("sealed value is too short to carry a key version")
         return int(_HEADER.unpack_from(sealed)[0])

@@ -22,7 +22,7 @@ from politetenant.crypto import Sealer, TokenCodec, blind_index, new_record_id
 from politetenant.settings import TrackerSettings, TrackingMode
 from politetenant.tracker.api_models import MessageIn
 from politetenant.tracker.errors import PayloadTooLarge, Unprocessable
-from politetenant.tracker.html_rewrite import HONEYPOT_LINK, rewrite_html
+from politetenant.tracker.html_rewrite import HONEYPOT_LINK, TOKEN_PLACEHOLDER, rewrite_html
 from politetenant.tracker.readability import measure, text_of_html
 from politetenant.tracker.storage.rows import LinkRow, MessageRow, RecipientRow, RecordRow
 
@@ -45,6 +45,9 @@ def check_limits(body: MessageIn, settings: TrackerSettings) -> None:
     html_bytes = len(body.html.encode("utf-8"))
     if html_bytes > settings.max_html_bytes:
         raise PayloadTooLarge(f"html: {html_bytes} bytes; this tenant accepts at most {settings.max_html_bytes}")
+    if TOKEN_PLACEHOLDER in body.html:
+        # Substitution would hand each recipient's token to whatever URL the sender put it in.
+        raise Unprocessable(f"html: must not contain {TOKEN_PLACEHOLDER}; the tracker inserts it", code="invalid_field")
     if len(body.recipients) > settings.max_recipients:
         raise Unprocessable(
             f"recipients: {len(body.recipients)} given; at most {settings.max_recipients} per message",

@@ -17,7 +17,9 @@ def is_suppressed(population: int, min_segment_size: int) -> bool:
 
 
 def build_report(message: MessageRow, tally: EventTally, min_segment_size: int) -> dict[str, Any]:
-    if is_suppressed(message.recipients, min_segment_size):
+    # The figures describe the tracked people only: a sender knows who objected (their tokens were
+    # null), so the threshold must hold for the tracked population, not the recipient list.
+    if is_suppressed(message.tracked, min_segment_size):
         return {"id": message.id, "suppressed": True}
     aggregate = message.mode == TrackingMode.AGGREGATE.value
     return {

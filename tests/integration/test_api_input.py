@@ -124,3 +124,8 @@ async def test_unknown_paths_and_methods_are_json(tracker: Tracker) -> None:
 async def test_unknown_message_report_is_404(tracker: Tracker) -> None:
     resp = await tracker.client.get("/api/v1/messages/msg_nope/report", headers=tracker.auth(Role.ANALYST))
     await expect_error(resp, 404, "not_found")
+
+
+async def test_html_that_already_holds_the_token_placeholder_is_refused(tracker: Tracker) -> None:
+    body = message_body(10, html="<img src='https://third-party.example/{{polite_token}}.png'>")
+    await expect_error(await post(tracker, json.dumps(body)), 422, "invalid_field", "{{polite_token}}")

@@ -465,15 +465,12 @@ def test_corrupted_key_file_raises_key_material_error_without_key_material(tmp_p
         "short kek",
         pytest.param(
             "kek not base64",
-            marks=pytest.mark.xfail(strict=True, reason="local_provider._unb64 message omits the file"),
         ),
         pytest.param(
             "wrapped key altered",
-            marks=pytest.mark.xfail(strict=True, reason="local_provider._unwrap message omits the file"),
         ),
         pytest.param(
             "kek replaced",
-            marks=pytest.mark.xfail(strict=True, reason="local_provider._unwrap message omits the file"),
         ),
     ],
 )
@@ -486,7 +483,6 @@ def test_corrupted_key_file_error_names_the_file(tmp_path: Path, kind: str) -> N
     assert str(bad) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="a wrapped key shorter than 8 bytes raises ValueError from AESGCM")
 def test_truncated_wrapped_key_raises_key_material_error(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     LocalKeyProvider(path).load()
@@ -495,7 +491,6 @@ def test_truncated_wrapped_key_raises_key_material_error(tmp_path: Path) -> None
         LocalKeyProvider(bad).load()
 
 
-@pytest.mark.xfail(strict=True, reason="a version entry without 'version' raises KeyError")
 def test_key_file_entry_without_a_version_raises_key_material_error(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     LocalKeyProvider(path).load()

@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: dependencies are installed from the hashed lock file in a build stage, and only the
+# virtualenv is copied into a slim runtime that runs as a non-root user with a read-only root FS.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY requirements.lock ./
+# The same install steps as `make venv`: every dependency pinned by hash.
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY politetenant ./politetenant
+RUN /opt/venv/bin/pip install --no-deps .
+
+FROM ${PYTHON_IMAGE} AS runtime-base
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 polite \
+    && useradd --system --uid 10001 --gid polite --home-dir /nonexistent --shell /usr/sbin/nologin polite
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /var/lib/polite
+USER 10001:10001
+
+FROM runtime-base AS tracker
+# Data, keys and the spool live on mounted volumes; the settings come from the operator's ConfigMap.
+ENV POLITE_HOST=0.0.0.0 POLITE_PORT=8080 POLITE_SETTINGS=/etc/polite/settings.yaml
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+ENTRYPOINT ["polite-tracker"]
+CMD ["serve"]
