@@ -32,7 +32,8 @@ def decode_event(line: bytes) -> Event | None:
     try:
         f = json.loads(line)
         return Event(
-            bytes.fromhex(f[0]), bytes.fromhex(f[1]), int(f[2]), f[3], int(f[4]), f[5], _unhex(f[6]), _unhex(f[7]), f[8], f[9], f[10], int(f[11]), f[12],
+            bytes.fromhex(f[0]), bytes.fromhex(f[1]), int(f[2]), f[3], int(f[4]), f[5], _unhex(f[6]),
+            _unhex(f[7]), f[8], f[9], f[10], int(f[11]), f[12],
         )  # fmt: skip
     except (ValueError, TypeError, IndexError, KeyError):
         return None

@@ -14,6 +14,7 @@ the ``postgres`` OS user through ``runuser`` when the tests run as root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -192,9 +193,9 @@ class PrivatePostgres:
         self.cleanup()
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A started private server, cleaned up after the test; fails (never skips) when it cannot run."""
+@contextlib.contextmanager
+def started_private_postgres() -> Iterator[PrivatePostgres]:
+    """A started private server, cleaned up on exit; fails the test (never skips) when it cannot run."""
     server: PrivatePostgres | None = None
     try:
         server = PrivatePostgres()
@@ -208,3 +209,10 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """The same as a fixture (for a conftest or ``pytest_plugins``)."""
+    with started_private_postgres() as server:
+        yield server
