@@ -57,3 +57,16 @@ def test_every_declared_dependency_is_pinned_with_hashes_in_the_lock_file() -> N
     pinned = {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.M)}
     assert declared - pinned == set()
     assert lock.count("--hash=sha256:") >= len(pinned)
+
+
+def test_readme_documents_every_tracker_setting_and_cli_flag() -> None:
+    from politetenant.settings import TrackerSettings
+    from politetenant.tracker.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in TrackerSettings.model_fields if f"| `{name}` |" not in readme]
+    assert missing == [], f"settings missing from the README's configuration reference: {missing}"
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    flags = [opt for action in serve._actions for opt in action.option_strings if opt.startswith("--")]
+    undocumented = [f for f in flags if f not in ("--help",) and f"`{f}`" not in readme]
+    assert undocumented == []
