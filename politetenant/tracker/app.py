@@ -72,13 +72,17 @@ def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
 
-    async def start(app: web.Application) -> None:
+    async def prepare_database() -> None:
+        await state.store.connect()
         if migrate:
-            try:
-                await state.store.connect()
-                await state.store.migrate()
-            except Exception as exc:  # the ingest loop retries; events spool meanwhile
-                log.warning("database not ready at start (%s); serving and spooling", exc.__class__.__name__)
+            await state.store.migrate()
+
+    async def start(app: web.Application) -> None:
+        try:
+            await prepare_database()
+        except Exception as exc:  # the ingest loop retries (on_recovered); events spool meanwhile
+            log.warning("database not ready at start (%s); serving and spooling", exc.__class__.__name__)
+            state.ingest.on_recovered = prepare_database
         await state.ingest.start()
 
     async def shutdown(app: web.Application) -> None:

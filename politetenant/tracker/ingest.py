@@ -61,7 +61,7 @@ class Ingest:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._on_recovered = on_recovered
+        self.on_recovered = on_recovered
         self.database_ok = False
         self.spool_ok = True
         self._retry_at = 0.0
@@ -122,15 +122,18 @@ class Ingest:
             return
         try:
             await self.store.ping()
-        except StorageUnavailable:
+            if self.on_recovered is not None:
+                await self.on_recovered()  # e.g. the schema, when the database was down at start
+                self.on_recovered = None
+        except Exception as exc:
+            if not isinstance(exc, StorageUnavailable):
+                log.warning("ingest: database not usable yet (%s)", exc.__class__.__name__)
             self._note_failure()
             return
         self.database_ok = True
         self._backoff = 0.25
         self.metrics.database_up.set(1)
         log.info("ingest: database reachable")
-        if self._on_recovered is not None:
-            await self._on_recovered()
 
     def _note_failure(self) -> None:
         if self.database_ok:

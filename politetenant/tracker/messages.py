@@ -69,10 +69,23 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_hex(10)
 
 
-def _attributes(sealer: Sealer, field: str, attributes: dict[str, str]) -> bytes | None:
-    if not attributes:
-        return None
-    return sealer.seal(field, json.dumps(attributes, sort_keys=True, separators=(",", ":")).encode())
+class _AttributeEncoder:
+    """Canonical JSON of attribute maps, memoised: 100,000 recipients share a few departments."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+    def __call__(self, attributes: dict[str, str]) -> bytes | None:
+        if not attributes:
+            return None
+        key = tuple(sorted(attributes.items()))
+        encoded = self._cache.get(key)
+        if encoded is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            encoded = self._cache[key] = self._encode(attributes).encode()
+        return encoded
 
 
 def prepare_message(
@@ -100,14 +113,16 @@ def prepare_message(
         records.append(RecordRow(record_id, message_id, None, None))
         shared_token = codec.issue(record_id)
 
+    encode_attributes = _AttributeEncoder()
     for position, recipient in enumerate(body.recipients):
+        attributes = encode_attributes(recipient.attributes)
         recipients.append(
             RecipientRow(
                 message_id,
                 email_indexes[position],
                 sealer.seal_text("recipient.email", recipient.email),
                 sealer.seal_optional("recipient.name", recipient.name),
-                _attributes(sealer, "recipient.attributes", recipient.attributes),
+                None if attributes is None else sealer.seal("recipient.attributes", attributes),
             )
         )
         if position in objected:
@@ -117,7 +132,7 @@ def prepare_message(
         else:
             record_id = new_record_id()
             pseudonym = blind_index(keyring, recipient.email) if mode is TrackingMode.INDIVIDUAL else None
-            attrs = _attributes(sealer, "record.attributes", recipient.attributes)
+            attrs = None if attributes is None else sealer.seal("record.attributes", attributes)
             records.append(RecordRow(record_id, message_id, attrs, pseudonym))
             tokens.append(codec.issue(record_id))
 

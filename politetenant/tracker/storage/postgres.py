@@ -46,6 +46,8 @@ class PostgresStore(Store):
         self._sizes = (min_size, max_size)
 
     async def connect(self) -> None:
+        if self._pool is not None:
+            return
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], command_timeout=60, timeout=10
@@ -88,6 +90,8 @@ class PostgresStore(Store):
             return todo
 
     async def ping(self) -> None:
+        if self._pool is None:  # never connected (the database was down at start): try now
+            await self.connect()
         await self._call("fetchval", "SELECT 1")
 
     async def insert_message(

@@ -59,6 +59,8 @@ class SqliteStore(Store):
 
     async def connect(self) -> None:
         def open_db() -> None:
+            if self._conn is not None:
+                return
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
