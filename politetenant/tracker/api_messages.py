@@ -73,12 +73,13 @@ async def register_message(request: web.Request) -> web.Response:
         id=prepared.message.id,
         mode=mode,
         html_template=prepared.html_template,
+        html_untracked=body.html if objected else None,
         recipients=[
             RecipientOut(email=r.email, token=t) for r, t in zip(body.recipients, prepared.tokens, strict=True)
         ],
     )
     return web.Response(
-        body=out.model_dump_json(),
+        body=out.model_dump_json(exclude={"html_untracked"} if out.html_untracked is None else None),
         status=201,
         content_type="application/json",
         headers={"Cache-Control": "no-store"},

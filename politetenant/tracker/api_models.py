@@ -49,3 +49,6 @@ class MessageOut(BaseModel):
     mode: TrackingMode
     html_template: str
     recipients: list[RecipientOut]
+    # For recipients whose token is null (they objected): the body as given, with no beacon and no
+    # rewritten link. Absent when nobody objected.
+    html_untracked: str | None = None

@@ -35,8 +35,8 @@ def _event(
     read_ms: int | None = None, at: float | None = None,
 ) -> Event:  # fmt: skip
     sealer = state.sealer
-    city = sealer.seal_text("event.city", verdict.city) if verdict.city else None
-    region = sealer.seal_text("event.region", verdict.region) if verdict.region else None
+    city = sealer.seal_repeated("event.city", verdict.city) if verdict.city else None
+    region = sealer.seal_repeated("event.region", verdict.region) if verdict.region else None
     return Event(
         state.ingest.ids.next(), record_id, kind, link_no, int((at or time.time()) * 1000), verdict.country,
         region, city, verdict.os, verdict.device_type, verdict.browser, int(verdict.bot), read_ms,

@@ -7,7 +7,8 @@ to ``?n``, which SQLite also understands, so the two cannot drift apart.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from politetenant.tracker.storage.rows import (
     ApiTokenRow,
@@ -143,6 +144,34 @@ class Store(abc.ABC):
     async def count_rows(self, table: str) -> int:
         """Rows in one of our tables (health, tests, benchmarks)."""
 
+    # -- generic primitives: SQL written once with $n parameters, run on either backend ---------------
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """All rows of a query (use ``stream`` for anything that can be large)."""
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement in its own transaction; return the number of rows it changed."""
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row, all in one transaction."""
+
+    @abc.abstractmethod
+    def stream(self, sql: str, *args: Any, batch: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """Rows of a query in batches, never all in memory (a cursor, not a fetchall)."""
+
+    @abc.abstractmethod
+    async def append_chained(
+        self, table: str, columns: Sequence[str], values: Sequence[Any], link: Callable[[bytes | None], bytes]
+    ) -> int:
+        """Append a row to a hash-chained table, atomically with reading the previous row's hash.
+
+        ``link(prev_hash)`` returns this row's hash; ``columns``/``values`` exclude ``prev_hash`` and
+        ``hash``, which this method fills. Concurrent writers (other workers) are serialised by a
+        table lock, so the chain never forks. Returns the new row's id.
+        """
+
 
 def open_store(url: str) -> Store:
     """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``postgresql://...``."""
@@ -161,4 +190,4 @@ def open_store(url: str) -> Store:
     raise ValueError(f"--db: unsupported database {scheme!r}; use sqlite:///PATH or postgresql://...")
 
 
-TABLES = frozenset({"messages", "recipients", "records", "links", "events", "objections", "api_tokens"})
+TABLES = frozenset({"messages", "recipients", "records", "links", "events", "objections", "api_tokens", "audit"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -166,3 +166,57 @@ class PostgresStore(Store):
         if table not in base.TABLES:
             raise ValueError(f"unknown table {table!r}")
         return int(await self._call("fetchval", f"SELECT COUNT(*) FROM {table}"))
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._call("fetch", sql, *args)]
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self._call("execute", sql, *args)
+        try:
+            return int(str(status).rsplit(" ", 1)[-1])
+        except ValueError:
+            return 0
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            async with self._pool_or_fail().acquire() as conn, conn.transaction():
+                await conn.executemany(sql, rows)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+    async def stream(self, sql: str, *args: Any, batch: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+        try:
+            async with self._pool_or_fail().acquire() as conn, conn.transaction():
+                cursor = await conn.cursor(sql, *args)  # server-side cursor: bounded memory
+                while True:
+                    rows = await cursor.fetch(batch)
+                    if not rows:
+                        return
+                    yield [tuple(r) for r in rows]
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+    async def append_chained(
+        self, table: str, columns: Sequence[str], values: Sequence[Any], link: Callable[[bytes | None], bytes]
+    ) -> int:
+        if table not in base.TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        names = ", ".join([*columns, "prev_hash", "hash"])
+        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 3))
+        try:
+            async with self._pool_or_fail().acquire() as conn, conn.transaction():
+                # Blocks other appenders (not readers) until commit: the chain never forks.
+                await conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+                prev = await conn.fetchval(f"SELECT hash FROM {table} ORDER BY id DESC LIMIT 1")
+                prev = bytes(prev) if prev is not None else None
+                new_id = await conn.fetchval(
+                    f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id",
+                    *values,
+                    prev,
+                    link(prev),
+                )
+                return int(new_id)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc

@@ -97,6 +97,30 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        2,
+        "append-only audit log with a keyed hash chain",
+        [
+            """CREATE TABLE audit (
+                id {serial_pk},
+                at BIGINT NOT NULL,
+                token_id TEXT NOT NULL,
+                role TEXT NOT NULL,
+                action TEXT NOT NULL,
+                subject_index {bytes},
+                outcome TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                key_version INTEGER NOT NULL,
+                prev_hash {bytes},
+                hash {bytes} NOT NULL
+            )""",
+            "CREATE INDEX audit_at ON audit (at)",
+            "CREATE INDEX audit_action ON audit (action, at)",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

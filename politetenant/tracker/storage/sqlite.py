@@ -10,7 +10,7 @@ import asyncio
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -193,3 +193,74 @@ class SqliteStore(Store):
             raise ValueError(f"unknown table {table!r}")
         row: Any = await self._run(lambda conn: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone())
         return int(row[0])
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return await self._run(lambda conn: [tuple(r) for r in conn.execute(_q(sql), args).fetchall()])
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                changed = conn.execute(_q(sql), args).rowcount
+                conn.execute("COMMIT")
+                return changed
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(run)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_q(sql), rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        if rows:
+            await self._run(run)
+
+    async def stream(self, sql: str, *args: Any, batch: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+        # Keyset-free streaming: a dedicated read connection so the writer thread is never blocked.
+        def open_cursor() -> tuple[sqlite3.Connection, sqlite3.Cursor]:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            return conn, conn.execute(_q(sql), args)
+
+        loop = asyncio.get_running_loop()
+        conn, cursor = await loop.run_in_executor(None, open_cursor)
+        try:
+            while True:
+                rows = await loop.run_in_executor(None, cursor.fetchmany, batch)
+                if not rows:
+                    return
+                yield [tuple(r) for r in rows]
+        finally:
+            conn.close()
+
+    async def append_chained(
+        self, table: str, columns: Sequence[str], values: Sequence[Any], link: Callable[[bytes | None], bytes]
+    ) -> int:
+        if table not in base.TABLES:
+            raise ValueError(f"unknown table {table!r}")
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")  # the database write lock: no other worker appends meanwhile
+            try:
+                row = conn.execute(f"SELECT hash FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
+                prev = bytes(row[0]) if row else None
+                names = ", ".join([*columns, "prev_hash", "hash"])
+                marks = ", ".join("?" * (len(columns) + 2))
+                cur = conn.execute(
+                    f"INSERT INTO {table} ({names}) VALUES ({marks})",
+                    (*values, prev, link(prev)),
+                )
+                conn.execute("COMMIT")
+                return int(cur.lastrowid or 0)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(run)
