@@ -12,8 +12,14 @@ from politetenant.tracker.api_models import MessageIn, MessageOut, RecipientOut
 from politetenant.tracker.auth import Role
 from politetenant.tracker.errors import BadRequest, NotFound, Unprocessable
 from politetenant.tracker.messages import check_limits, prepare_message, resolve_mode
+from politetenant.tracker.openapi import Operation
 from politetenant.tracker.reports import build_report
 from politetenant.tracker.state import STATE
+
+OPERATIONS = [
+    Operation("POST", "/api/v1/messages", "Register a message: HTML template with beacons and one token per recipient",
+              roles=("sender",), body=MessageIn, response=MessageOut, status=201),
+]  # fmt: skip
 
 
 def describe_validation_error(exc: ValidationError) -> tuple[str, str]:

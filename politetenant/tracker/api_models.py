@@ -23,7 +23,9 @@ class RecipientIn(BaseModel):
 
     email: Email
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
-    attributes: dict[AttributeName, AttributeValue] = Field(default_factory=dict, max_length=32)
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=32, json_schema_extra={"additionalProperties": False}
+    )
 
 
 class MessageIn(BaseModel):

@@ -17,6 +17,7 @@ from politetenant.tracker.geoip import GeoLocator
 from politetenant.tracker.ingest import Ingest
 from politetenant.tracker.judge import Judge
 from politetenant.tracker.metrics import Metrics
+from politetenant.tracker.openapi import Operation, openapi_handler
 from politetenant.tracker.spool import Spool
 from politetenant.tracker.state import STATE, TrackerState
 from politetenant.tracker.storage import open_store
@@ -56,6 +57,11 @@ def _metrics_middleware(metrics: Metrics) -> object:
     return count
 
 
+def api_operations() -> list[Operation]:
+    """Every route this app serves, for the OpenAPI document (each module lists its own)."""
+    return [*beacons.OPERATIONS, *api_messages.OPERATIONS, *health.OPERATIONS]
+
+
 def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     """The aiohttp application of one worker; ``state`` is fully built but not started."""
     app = web.Application(
@@ -71,6 +77,7 @@ def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    app.router.add_get("/api/v1/openapi.json", openapi_handler(api_operations()))
 
     async def prepare_database() -> None:
         await state.store.connect()

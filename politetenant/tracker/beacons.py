@@ -17,8 +17,19 @@ from politetenant.tracker import gif
 from politetenant.tracker.client_ip import client_ip
 from politetenant.tracker.errors import NotFound, ServiceUnavailable
 from politetenant.tracker.judge import Verdict
+from politetenant.tracker.openapi import Operation
 from politetenant.tracker.state import STATE, TrackerState
 from politetenant.tracker.storage.rows import ClickTarget, Event, EventKind
+
+_GIF = {"type": "string", "contentMediaType": "image/gif"}
+OPERATIONS = [
+    Operation("GET", "/o/{token}.gif", "Open beacon: a 43-byte transparent GIF", response=_GIF,
+              content_type="image/gif", errors=(404, 503)),
+    Operation("GET", "/t/{token}.gif", "Read-time beacon: GIF frames trickle until the client hangs up",
+              response=_GIF, content_type="image/gif", errors=(404,)),
+    Operation("GET", "/c/{token}/{link}", "Click: 302 to the URL stored for this link of the message", status=302,
+              errors=(404, 503), extra_responses={200: {"description": "The hidden honeypot link (no redirect)."}}),
+]  # fmt: skip
 
 _GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 _SAFE_URL_CHARS = ":/?#[]@!$&'()*+,;=%~"

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from politetenant.crypto import KeyMaterialError
 from politetenant.settings import SettingsError, load_settings
-from politetenant.tracker.app import DEFAULT_DB, DEFAULT_KEYS, TrackerConfig
+from politetenant.tracker import audit
+from politetenant.tracker.app import DEFAULT_DB, DEFAULT_KEYS, TrackerConfig, load_keyring
 from politetenant.tracker.auth import Role, create_api_token
 from politetenant.tracker.client_ip import parse_cidrs
 from politetenant.tracker.storage import StorageUnavailable, open_store
@@ -85,12 +86,18 @@ async def _migrate(db: str) -> list[int]:
         await store.close()
 
 
-async def _create_token(db: str, role: Role) -> str:
+async def _create_token(db: str, keys: str, tenant_id: str, role: Role) -> str:
     store = open_store(db)
+    keyring = load_keyring(keys, tenant_id)
     await store.connect()
     try:
         await store.migrate()
-        return await create_api_token(store, role)
+        token = await create_api_token(store, role)
+        token_id = token.split("_")[1]
+        await audit.record(
+            store, keyring, audit.SYSTEM_ACTOR, audit.Action.TOKEN_CREATE, detail=f"id={token_id} role={role}"
+        )
+        return token
     finally:
         await store.close()
 
@@ -120,8 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings=settings, db=args.db, keys=args.keys, geoip=args.geoip,
                 trusted_proxies=args.trusted_proxies, migrate=not args.no_migrate,
             )  # fmt: skip
-            from politetenant.tracker.app import load_keyring
-
             load_keyring(args.keys, settings.tenant_id)  # fail here, readably, not in every worker
             return serve(config, args.host, args.port, args.workers)
         if args.command == "migrate":
@@ -129,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"applied migrations: {applied}" if applied else "database schema is up to date")
             return 0
         if args.command == "token":
-            token = asyncio.run(_create_token(args.db, Role(args.role)))
+            token = asyncio.run(_create_token(args.db, args.keys, settings.tenant_id, Role(args.role)))
             print(token)
             print(f"role {args.role}; shown once, only its hash is stored", file=sys.stderr)
             return 0

@@ -7,7 +7,18 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from politetenant.tracker.openapi import Operation
 from politetenant.tracker.state import STATE
+
+_STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+_NOT_READY = {"description": "Not ready.", "content": {"application/json": {"schema": _STATUS}}}
+OPERATIONS = [
+    Operation("GET", "/healthz", "Liveness", response=_STATUS),
+    Operation("GET", "/readyz", "Readiness: keys loaded, database reachable, ingest accepting", response=_STATUS,
+              extra_responses={503: _NOT_READY}),
+    Operation("GET", "/metrics", "Prometheus metrics", response={"type": "string"}, content_type="text/plain"),
+    Operation("GET", "/api/v1/openapi.json", "This document", response={"type": "object"}),
+]  # fmt: skip
 
 
 async def healthz(request: web.Request) -> web.Response:
