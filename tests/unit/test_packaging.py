@@ -70,3 +70,39 @@ def test_readme_documents_every_tracker_setting_and_cli_flag() -> None:
     flags = [opt for action in serve._actions for opt in action.option_strings if opt.startswith("--")]
     undocumented = [f for f in flags if f not in ("--help",) and f"`{f}`" not in readme]
     assert undocumented == []
+
+
+def _stages(dockerfile: str) -> dict[str, tuple[str, str]]:
+    """Stage name -> (base, body) of every `FROM base AS name` stage."""
+    stages: dict[str, tuple[str, str]] = {}
+    parts = re.split(r"^FROM (\S+) AS (\S+)$", dockerfile, flags=re.M)
+    for base, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
+        stages[name] = (base, body)
+    return stages
+
+
+def test_operator_target_runs_polite_operator_as_non_root() -> None:
+    stages = _stages((ROOT / "Dockerfile").read_text())
+    base, body = stages["operator"]
+    # The operator shares the tracker's runtime: the same venv, the same non-root user.
+    assert base == "runtime-base"
+    assert re.search(r"^USER 10001:10001$", stages["runtime-base"][1], re.M)
+    assert not re.search(r"^USER ", body, re.M), "the operator stage must keep runtime-base's non-root user"
+    assert re.search(r'^ENTRYPOINT \["polite-operator"\]$', body, re.M)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "polite-operator" in scripts
+
+
+def test_operator_target_checks_kopf_liveness_endpoint() -> None:
+    _, body = _stages((ROOT / "Dockerfile").read_text())["operator"]
+    cmd = re.search(r"^CMD (\[.*\])$", body, re.M)
+    assert cmd is not None
+    import json
+
+    args = json.loads(cmd.group(1))
+    assert args[0] == "run" and "--all-namespaces" in args
+    assert "--liveness=http://0.0.0.0:8080/healthz" in args
+    healthcheck = re.search(r"^HEALTHCHECK .*CMD (.*)$", body, re.M)
+    assert healthcheck is not None and "127.0.0.1:8080/healthz" in healthcheck.group(1)
+    exposed = {p for line in re.findall(r"^EXPOSE (.*)$", body, re.M) for p in line.split()}
+    assert exposed == {"8080", "9090"}
