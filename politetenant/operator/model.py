@@ -1,18 +1,25 @@
 """The PoliteTenant resource as pydantic models: the single source of the CRD, docs and validation.
 
 Field descriptions become the CRD's OpenAPI descriptions and the README's field reference. Rules
-that need more than one field, or the old object, are CEL expressions attached with ``cel()`` and
-emitted as ``x-kubernetes-validations``, so ``kubectl apply`` rejects a bad tenant before it reaches
-the operator. Python attribute names are snake_case; the wire (YAML) names are camelCase.
+that need more than one field, or the old object, are CEL expressions (``CelRule``) emitted as
+``x-kubernetes-validations``, so ``kubectl apply`` rejects a bad tenant before it reaches the
+operator; each one is mirrored by a pydantic validator with the same message, so
+``polite-operator render`` refuses the same files offline. Python attribute names are snake_case;
+the wire (YAML) names are camelCase.
+
+The CRD gives every defaulted field an OpenAPI ``default`` and the API server applies defaults before
+it runs CEL, so rules read defaulted fields directly and use ``has()`` only for fields without one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from politetenant.regions import RegionName
 from politetenant.settings import TrackingMode
@@ -24,25 +31,116 @@ KIND = "PoliteTenant"
 PLURAL = "politetenants"
 SINGULAR = "politetenant"
 SHORT_NAMES = ["ptenant"]
+NAMESPACE_PREFIX = "polite-"
+# A tenant's namespace is polite-<name> and a namespace name is a DNS label of at most 63 characters.
+MAX_NAME_LENGTH = 63 - len(NAMESPACE_PREFIX)
 
-# Kubernetes quantity (resource.Quantity) as the API server accepts it.
-QUANTITY_PATTERN = r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[mkMGTPE])?$"
+# Patterns use [0-9], not \d: the API server's RE2 reads \d as ASCII only, pydantic's and Python's
+# regex engines as any Unicode digit, and both sides must accept exactly the same strings.
+# Kubernetes quantity (resource.Quantity) as the API server accepts it, without negative values.
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOSTNAME_PATTERN = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
-# Five cron fields (minute hour day-of-month month day-of-week), as CronJob takes them.
-CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
-CRON_PATTERN = rf"^{CRON_FIELD}( {CRON_FIELD}){{4}}$|^@(hourly|daily|weekly|monthly|yearly|annually)$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+HTTP_URL_PATTERN = r"^https?://[^\s/]+\S*$"
+# metav1.Condition's rules for condition types (ours are CamelCase words) and reasons.
+CONDITION_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+# Five numeric cron fields (minute hour day-of-month month day-of-week), each `*`, a value or a range,
+# with an optional /step and comma lists, in the ranges CronJob accepts; or a CronJob descriptor.
+_CRON_VALUES = (r"[0-5]?[0-9]", r"([01]?[0-9]|2[0-3])", r"(0?[1-9]|[12][0-9]|3[01])", r"(0?[1-9]|1[0-2])", r"[0-7]")
 
-Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+
+def _cron_field(value: str) -> str:
+    item = rf"(\*|{value}(-{value})?)(/[1-9][0-9]*)?"
+    return rf"{item}(,{item})*"
 
 
-def cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    """``x-kubernetes-validations`` for a model: (CEL rule, message shown to the user)."""
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+CRON_PATTERN = (
+    "^" + " ".join(_cron_field(v) for v in _CRON_VALUES) + "$|^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$"
+)
+
+
+def _quantity_from_int(value: object) -> object:
+    """YAML ``cpu: 1`` is an integer; quantities are int-or-string in Kubernetes, so take it as "1"."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# Field before BeforeValidator: the pattern must stay on the string the validator hands on.
+Quantity = Annotated[
+    str,
+    Field(pattern=QUANTITY_PATTERN, max_length=64, json_schema_extra={"x-kubernetes-int-or-string": True}),
+    BeforeValidator(_quantity_from_int),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CelRule:
+    """A CEL rule the API server runs on a node of the tenant, and the message ``kubectl apply`` shows.
+
+    ``field_path`` (relative to the node) is where the error points. A rule reading ``oldSelf`` is a
+    transition rule: the API server runs it on updates only, with ``oldSelf`` the stored value.
+    """
+
+    rule: str
+    message: str
+    field_path: str | None = None
+
+    @property
+    def is_transition(self) -> bool:
+        return "oldSelf" in self.rule
+
+    def as_validation(self) -> dict[str, str]:
+        """The ``x-kubernetes-validations`` entry."""
+        entry = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
+
+    def require(self, holds: bool) -> None:
+        """The pydantic side of the rule: raise the same message when it does not hold."""
+        if not holds:
+            raise PydanticCustomError("tenant_rule", self.message)
+
+
+def cel(*rules: CelRule) -> dict[str, Any]:
+    """``x-kubernetes-validations`` for a model or field (``json_schema_extra``)."""
+    return {"x-kubernetes-validations": [rule.as_validation() for rule in rules]}
+
+
+DEFAULT_MODE_ALLOWED = CelRule(
+    "self.defaultMode in self.allowedModes", "defaultMode must be one of allowedModes", ".defaultMode"
+)
+TLS_ONE_SOURCE = CelRule(
+    "has(self.secretName) != has(self.issuerRef)",
+    "tls needs exactly one of secretName (an existing certificate) or issuerRef (cert-manager)",
+)
+TLS_NEEDS_HOST = CelRule("!has(self.tls) || has(self.host)", "tls needs a host", ".tls")
+# engine has no default ("unset" lets the operator choose), hence has(); externalSecretRef neither.
+EXTERNAL_DB_NEEDS_SECRET = CelRule(
+    "(has(self.engine) && self.engine == 'external') == has(self.externalSecretRef)",
+    "externalSecretRef is required when engine is external, and only then",
+    ".externalSecretRef",
+)
+VAULT_NEEDS_SETTINGS = CelRule(
+    "(self.provider == 'vault') == has(self.vault)",
+    "vault settings are required when provider is vault, and only then",
+    ".vault",
+)
+REGION_IMMUTABLE = CelRule("self == oldSelf", "region is immutable: data stays where the customer chose")
+LEGAL_HOLD_BLOCKS_DELETE = CelRule(
+    "!(self.legalHold && self.deletionPolicy == 'Delete')",
+    "deletionPolicy Delete is refused while legalHold is true",
+    ".deletionPolicy",
+)
 
 
 class Spec(BaseModel):
-    """Base of every part of the spec: camelCase on the wire, unknown fields refused."""
+    """Base of every part of the spec: camelCase on the wire, unknown fields refused.
+
+    Integers and booleans are ``strict``: the API server refuses ``replicas: "2"``, so must we.
+    """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
@@ -64,9 +162,7 @@ class DeletionPolicy(StrEnum):
 
 
 class Tracking(Spec):
-    model_config = ConfigDict(
-        json_schema_extra=cel(("self.defaultMode in self.allowedModes", "defaultMode must be one of allowedModes"))
-    )
+    model_config = ConfigDict(json_schema_extra=cel(DEFAULT_MODE_ALLOWED))
 
     default_mode: TrackingMode = Field(TrackingMode.ANONYMOUS, description="Mode of a message that names none.")
     allowed_modes: list[TrackingMode] = Field(
@@ -76,41 +172,61 @@ class Tracking(Spec):
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Modes a message may ask for; a request for another mode is refused, never changed.",
     )
-    mode_locked: bool = Field(False, description="Only defaultMode is allowed, whatever a message asks for.")
-    min_segment_size: int = Field(
-        10, ge=5, le=100_000, description="Fewest people any figure may describe (never below 5)."
+    mode_locked: bool = Field(
+        False, strict=True, description="Only defaultMode is allowed: a message asking for another mode is refused."
     )
+    min_segment_size: int = Field(
+        10, ge=5, le=100_000, strict=True, description="Fewest people any figure may describe (never below 5)."
+    )
+
+    @field_validator("allowed_modes")
+    @classmethod
+    def _modes_are_a_set(cls, modes: list[TrackingMode]) -> list[TrackingMode]:
+        # The CRD says x-kubernetes-list-type: set, so the API server refuses a repeated mode too.
+        if len(set(modes)) != len(modes):
+            raise PydanticCustomError("duplicate", "allowedModes must not repeat a mode")
+        return modes
+
+    @model_validator(mode="after")
+    def _default_mode_is_allowed(self) -> Self:
+        DEFAULT_MODE_ALLOWED.require(self.default_mode in self.allowed_modes)
+        return self
 
 
 class SecretKeyRef(Spec):
-    name: str = Field(min_length=1, max_length=253, pattern=DNS_LABEL_PATTERN, description="Secret name.")
-    key: str = Field("tls.crt", min_length=1, max_length=253, description="Key within the Secret.")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Secret in the tenant namespace."
+    )
+    key: str = Field("dsn", min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN, description="Key within it.")
 
 
 class IssuerRef(Spec):
-    name: str = Field(min_length=1, max_length=253, description="cert-manager issuer name.")
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="cert-manager issuer.")
     kind: Literal["Issuer", "ClusterIssuer"] = Field("ClusterIssuer", description="Issuer or ClusterIssuer.")
-    group: str = Field("cert-manager.io", description="API group of the issuer.")
+    group: str = Field(
+        "cert-manager.io", max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="API group of the issuer."
+    )
 
 
 class Tls(Spec):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "has(self.secretName) != has(self.issuerRef)",
-                "tls needs exactly one of secretName (an existing certificate) or issuerRef (cert-manager)",
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel(TLS_ONE_SOURCE))
 
     secret_name: str | None = Field(
-        None, max_length=253, pattern=DNS_LABEL_PATTERN, description="Existing TLS Secret in the tenant namespace."
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Existing TLS Secret (tls.crt, tls.key) in the tenant namespace.",
     )
     issuer_ref: IssuerRef | None = Field(None, description="cert-manager issuer that obtains the certificate.")
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        TLS_ONE_SOURCE.require((self.secret_name is None) != (self.issuer_ref is None))
+        return self
+
 
 class ResourceAmounts(Spec):
-    cpu: Quantity | None = Field(None, description="CPU, e.g. 250m.")
+    cpu: Quantity | None = Field(None, description="CPU, e.g. 250m or 1.")
     memory: Quantity | None = Field(None, description="Memory, e.g. 256Mi.")
 
 
@@ -124,9 +240,9 @@ class Resources(Spec):
 
 
 class Tracker(Spec):
-    model_config = ConfigDict(json_schema_extra=cel(("!has(self.tls) || has(self.host)", "tls needs a host")))
+    model_config = ConfigDict(json_schema_extra=cel(TLS_NEEDS_HOST))
 
-    replicas: int = Field(2, ge=1, le=50, description="Tracker pods.")
+    replicas: int = Field(2, ge=1, le=50, strict=True, description="Tracker pods.")
     image: str | None = Field(
         None, max_length=512, description="Tracker image; the operator's configured default when unset."
     )
@@ -136,16 +252,14 @@ class Tracker(Spec):
     tls: Tls | None = Field(None, description="TLS for the Ingress.")
     resources: Resources = Field(default_factory=Resources, description="Tracker container resources.")
 
+    @model_validator(mode="after")
+    def _tls_needs_host(self) -> Self:
+        TLS_NEEDS_HOST.require(self.tls is None or self.host is not None)
+        return self
+
 
 class Database(Spec):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "(has(self.engine) && self.engine == 'external') == has(self.externalSecretRef)",
-                "externalSecretRef is required when engine is external, and only then",
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel(EXTERNAL_DB_NEEDS_SECRET))
 
     engine: DatabaseEngine | None = Field(
         None,
@@ -157,10 +271,20 @@ class Database(Spec):
         None, description="Secret holding the DSN of an external PostgreSQL (engine external)."
     )
 
+    @model_validator(mode="after")
+    def _external_needs_secret(self) -> Self:
+        EXTERNAL_DB_NEEDS_SECRET.require(
+            (self.engine == DatabaseEngine.EXTERNAL) == (self.external_secret_ref is not None)
+        )
+        return self
+
 
 class VaultKeys(Spec):
     address: str | None = Field(
-        None, max_length=512, pattern=r"^https?://", description="Vault address; the operator's default when unset."
+        None,
+        max_length=512,
+        pattern=HTTP_URL_PATTERN,
+        description="Vault address; the operator's default when unset.",
     )
     transit_mount: str = Field("transit", min_length=1, max_length=128, description="Transit secrets engine mount.")
     kubernetes_auth_mount: str = Field(
@@ -169,60 +293,74 @@ class VaultKeys(Spec):
 
 
 class Keys(Spec):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "(has(self.provider) && self.provider == 'vault') == has(self.vault)",
-                "vault settings are required when provider is vault, and only then",
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=cel(VAULT_NEEDS_SETTINGS))
 
     provider: KeyProviderName = Field(
         KeyProviderName.LOCAL, description="vault (Transit, recommended) or local (a key Secret of the operator)."
     )
     vault: VaultKeys | None = Field(None, description="Vault settings (provider vault).")
 
+    @model_validator(mode="after")
+    def _vault_needs_settings(self) -> Self:
+        VAULT_NEEDS_SETTINGS.require((self.provider == KeyProviderName.VAULT) == (self.vault is not None))
+        return self
+
 
 class Retention(Spec):
-    interaction_days: int = Field(395, ge=1, le=3650, description="Days interaction data (opens, clicks) is kept.")
-    message_days: int = Field(730, ge=1, le=3650, description="Days messages and recipient lists are kept.")
+    interaction_days: int = Field(
+        395, ge=1, le=3650, strict=True, description="Days interaction data (opens, clicks) is kept."
+    )
+    message_days: int = Field(
+        730, ge=1, le=3650, strict=True, description="Days messages and recipient lists are kept."
+    )
     schedule: str = Field(
         "17 3 * * *", max_length=64, pattern=CRON_PATTERN, description="Cron schedule of the retention job (UTC)."
     )
 
 
 class PoliteTenantSpec(Spec):
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            ("self.region == oldSelf.region", "region is immutable: data stays where the customer chose"),
-            (
-                "!(has(self.legalHold) && self.legalHold"
-                " && has(self.deletionPolicy) && self.deletionPolicy == 'Delete')",
-                "deletionPolicy Delete is refused while legalHold is true",
-            ),
-        )
-    )
+    """What a platform engineer asks for: one customer's isolated e-mail analytics stack."""
+
+    model_config = ConfigDict(json_schema_extra=cel(LEGAL_HOLD_BLOCKS_DELETE))
 
     display_name: str = Field(min_length=1, max_length=100, description="Customer name shown to people.")
-    region: RegionName = Field(description="Data-residency region; immutable.")
+    region: RegionName = Field(description="Data-residency region; immutable.", json_schema_extra=cel(REGION_IMMUTABLE))
     tracking: Tracking = Field(default_factory=Tracking, description="Tracking modes and thresholds.")
     tracker: Tracker = Field(default_factory=Tracker, description="The tenant's tracker Deployment.")
     database: Database = Field(default_factory=Database, description="The tenant's database.")
     keys: Keys = Field(default_factory=Keys, description="Where the tenant's encryption keys live.")
     retention: Retention = Field(default_factory=Retention, description="Retention of personal data.")
-    legal_hold: bool = Field(False, description="Suspends every deletion, including the tenant's own.")
+    legal_hold: bool = Field(False, strict=True, description="Suspends every deletion, including the tenant's own.")
     deletion_policy: DeletionPolicy = Field(
         DeletionPolicy.RETAIN,
         description="Retain (default) keeps namespace, data and keys when the tenant is deleted; "
         "Delete removes the namespace and crypto-shreds the keys.",
     )
 
+    @model_validator(mode="after")
+    def _legal_hold_blocks_delete(self) -> Self:
+        LEGAL_HOLD_BLOCKS_DELETE.require(not (self.legal_hold and self.deletion_policy == DeletionPolicy.DELETE))
+        return self
+
+
+def check_update(old: PoliteTenantSpec, new: PoliteTenantSpec) -> list[str]:
+    """Messages of the transition rules (those reading ``oldSelf``) that ``old`` -> ``new`` breaks."""
+    broken = []
+    if new.region != old.region:
+        broken.append(REGION_IMMUTABLE.message)
+    return broken
+
 
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        pattern=DNS_LABEL_PATTERN,
+        description=f"Tenant name; its namespace is {NAMESPACE_PREFIX}<name>, so a DNS label of at most "
+        f"{MAX_NAME_LENGTH} characters.",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -244,7 +382,7 @@ class PoliteTenant(BaseModel):
     @property
     def namespace(self) -> str:
         """Every tenant lives in its own namespace."""
-        return f"polite-{self.metadata.name}"
+        return f"{NAMESPACE_PREFIX}{self.metadata.name}"
 
 
 # -- status (written by the operator only; never part of the spec) -----------------------------------
@@ -260,24 +398,53 @@ CONDITION_TYPES = (
 PHASES = ("Pending", "Provisioning", "Ready", "Degraded", "Deleting", "Failed")
 
 
-class Condition(BaseModel):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    observed_generation: int | None = Field(None, alias="observedGeneration")
-    last_transition_time: str | None = Field(None, alias="lastTransitionTime")
+class StatusPart(BaseModel):
+    """Base of the status parts: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class KeysStatus(BaseModel):
-    version: int | None = None
-    rotated_at: str | None = Field(None, alias="rotatedAt")
+class Condition(StatusPart):
+    """One aspect of the tenant's health, shaped like metav1.Condition so tools read it."""
+
+    type: str = Field(
+        max_length=64,
+        pattern=CONDITION_TYPE_PATTERN,
+        description="Ready, NamespaceReady, KeysReady, DatabaseReady, TrackerReady, RetentionReady or Placement.",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=CONDITION_REASON_PATTERN,
+        description="Why, in one CamelCase word from the operator's list of reasons.",
+    )
+    message: str = Field("", max_length=32768, description="Why, for people.")
+    observed_generation: int | None = Field(None, ge=0, description="Spec generation the condition was set from.")
+    last_transition_time: str | None = Field(
+        None, json_schema_extra={"format": "date-time"}, description="When status last changed (RFC 3339)."
+    )
 
 
-class PoliteTenantStatus(BaseModel):
-    observed_generation: int | None = Field(None, alias="observedGeneration")
-    phase: Literal["Pending", "Provisioning", "Ready", "Degraded", "Deleting", "Failed"] | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    namespace: str | None = None
-    endpoint: str | None = None
-    keys: KeysStatus | None = None
+class KeysStatus(StatusPart):
+    version: int | None = Field(None, ge=1, le=0xFFFF, description="Newest key version; new data is sealed with it.")
+    rotated_at: str | None = Field(
+        None, json_schema_extra={"format": "date-time"}, description="When the keys were last rotated (RFC 3339)."
+    )
+
+
+class PoliteTenantStatus(StatusPart):
+    """What the operator observed; written by the operator only."""
+
+    observed_generation: int | None = Field(None, ge=0, description="Spec generation the status describes.")
+    phase: Literal["Pending", "Provisioning", "Ready", "Degraded", "Deleting", "Failed"] | None = Field(
+        None, description="Summary for people; tools read conditions."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Current state of each aspect, one per type.",
+    )
+    namespace: str | None = Field(None, max_length=63, description="The tenant's namespace.")
+    endpoint: str | None = Field(None, max_length=2048, description="Base URL of the tenant's tracker.")
+    keys: KeysStatus | None = Field(None, description="The tenant's key versions.")

@@ -1,0 +1,397 @@
+"""The PoliteTenant model: wire names, refusals with field paths, and the same verdict as the CRD's
+OpenAPI schema on bounds, enums, types and formats; the README's field reference generated from it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from politetenant.operator import docs
+from politetenant.operator.crd import apply_defaults, openapi_schema
+from politetenant.operator.model import (
+    CRON_PATTERN,
+    PoliteTenant,
+    PoliteTenantSpec,
+    PoliteTenantStatus,
+    Tracker,
+    check_update,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+BASE: dict[str, Any] = {"displayName": "Acme Corp", "region": "eu-ireland"}
+
+
+def tenant(spec: dict[str, Any], name: str = "acme") -> dict[str, Any]:
+    return {"apiVersion": "polite.io/v1alpha1", "kind": "PoliteTenant", "metadata": {"name": name}, "spec": spec}
+
+
+def with_value(path: str, value: Any) -> dict[str, Any]:
+    """BASE with one field set (``tracker.tls.secretName``), plus what that field needs to be legal."""
+    spec = copy.deepcopy(BASE)
+    if path.startswith("tracker.tls"):
+        spec["tracker"] = {"host": "track.acme.example"}
+    if path.startswith("keys.vault"):
+        spec["keys"] = {"provider": "vault"}
+    if path.startswith("database.externalSecretRef"):
+        spec["database"] = {"engine": "external", "externalSecretRef": {"name": "acme-db"}}
+    node = spec
+    *parents, leaf = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return spec
+
+
+def crd_accepts(obj: dict[str, Any]) -> bool:
+    schema = openapi_schema()
+    validator = jsonschema.Draft4Validator(schema)
+    return validator.is_valid(obj) and validator.is_valid(apply_defaults(obj, schema))
+
+
+def model_accepts(obj: dict[str, Any]) -> bool:
+    try:
+        PoliteTenant.model_validate(obj)
+    except ValidationError:
+        return False
+    return True
+
+
+# (field, value, accepted) — the model and the CRD schema must agree on each.
+FIELD_CASES: list[tuple[str, Any, bool]] = [
+    # bounds
+    ("tracking.minSegmentSize", 5, True),
+    ("tracking.minSegmentSize", 4, False),
+    ("tracking.minSegmentSize", 100_000, True),
+    ("tracking.minSegmentSize", 100_001, False),
+    ("tracker.replicas", 1, True),
+    ("tracker.replicas", 50, True),
+    ("tracker.replicas", 0, False),
+    ("tracker.replicas", 51, False),
+    ("retention.interactionDays", 1, True),
+    ("retention.interactionDays", 0, False),
+    ("retention.interactionDays", 3651, False),
+    ("retention.messageDays", 3650, True),
+    ("retention.messageDays", 0, False),
+    ("displayName", "", False),
+    ("displayName", "x" * 100, True),
+    ("displayName", "x" * 101, False),
+    ("tracker.image", "x" * 513, False),
+    ("tracking.allowedModes", [], False),
+    ("tracking.allowedModes", ["anonymous"], True),
+    # types: the API server does not coerce, so neither does the model
+    ("tracker.replicas", "2", False),
+    ("tracker.replicas", 2.5, False),
+    ("tracker.replicas", True, False),
+    ("legalHold", "true", False),
+    ("tracking.modeLocked", 1, False),
+    ("displayName", 42, False),
+    # enums
+    ("region", "eu-germany", True),
+    ("region", "eu-west", False),
+    ("region", "EU-GERMANY", False),
+    ("tracking.defaultMode", "tracked", False),
+    ("tracking.allowedModes", ["anonymous", "everything"], False),
+    ("deletionPolicy", "Delete", True),
+    ("deletionPolicy", "delete", False),
+    ("database.engine", "mysql", False),
+    ("keys.provider", "aws-kms", False),
+    ("tracker.tls.issuerRef", {"name": "le", "kind": "Certificate"}, False),
+    # host names
+    ("tracker.host", "track.example.com", True),
+    ("tracker.host", "a.b", True),
+    ("tracker.host", "x-1.mail.example.io", True),
+    ("tracker.host", "Track.Example.com", False),
+    ("tracker.host", "localhost", False),
+    ("tracker.host", "-a.example.com", False),
+    ("tracker.host", "a_b.example.com", False),
+    ("tracker.host", "*.example.com", False),
+    ("tracker.host", "example.com.", False),
+    ("tracker.host", "https://track.example.com", False),
+    ("tracker.host", "a." + "b" * 64 + ".com", False),
+    # cron schedules
+    ("retention.schedule", "17 3 * * *", True),
+    ("retention.schedule", "*/15 * * * *", True),
+    ("retention.schedule", "0 0 1,15 * 1-5", True),
+    ("retention.schedule", "30 2 * 1-12/3 7", True),
+    ("retention.schedule", "0 23 31 12 0", True),
+    ("retention.schedule", "@daily", True),
+    ("retention.schedule", "@midnight", True),
+    ("retention.schedule", "60 * * * *", False),
+    ("retention.schedule", "0 24 * * *", False),
+    ("retention.schedule", "0 0 0 * *", False),
+    ("retention.schedule", "0 0 32 * *", False),
+    ("retention.schedule", "0 0 * 13 *", False),
+    ("retention.schedule", "0 0 * * 8", False),
+    ("retention.schedule", "* * * *", False),
+    ("retention.schedule", "* * * * * *", False),
+    ("retention.schedule", "*/0 * * * *", False),
+    ("retention.schedule", "@every 1h", False),
+    ("retention.schedule", "0 3 * * MON", False),
+    ("retention.schedule", "١٧ 3 * * *", False),  # Arabic-Indic digits: RE2's [0-9] is ASCII only
+    ("retention.schedule", "", False),
+    # quantities
+    ("database.storage", "10Gi", True),
+    ("database.storage", "512Mi", True),
+    ("database.storage", "1.5Gi", True),
+    ("database.storage", "1e3", True),
+    ("database.storage", 20, True),
+    ("database.storage", "10 GB", False),
+    ("database.storage", "10GB", False),
+    ("database.storage", "-1Gi", False),
+    ("database.storage", "", False),
+    ("database.storage", 0.5, False),
+    ("tracker.resources.limits.cpu", 1, True),
+    ("tracker.resources.limits.cpu", "250m", True),
+    ("tracker.resources.limits.cpu", "0.5", True),
+    ("tracker.resources.limits.cpu", "half", False),
+    ("tracker.resources.limits.cpu", True, False),
+    # object names, secret keys, URLs
+    ("tracker.tls.secretName", "acme-tls", True),
+    ("tracker.tls.secretName", "track.acme.example-tls", True),
+    ("tracker.tls.secretName", "Acme-TLS", False),
+    ("tracker.tls.secretName", "acme_tls", False),
+    ("tracker.tls.secretName", "", False),
+    ("database.externalSecretRef.key", "DATABASE_URL", True),
+    ("database.externalSecretRef.key", "a/b", False),
+    ("database.externalSecretRef.name", "-db", False),
+    ("keys.vault.address", "https://vault.example:8200", True),
+    ("keys.vault.address", "http://vault", True),
+    ("keys.vault.address", "vault:8200", False),
+    ("keys.vault.address", "https://", False),
+    ("keys.vault.address", "https://va ult", False),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "accepted"), FIELD_CASES, ids=[f"{p}={v!r}"[:60] for p, v, _ in FIELD_CASES])
+def test_model_and_crd_agree_on_every_field_check(path: str, value: Any, accepted: bool) -> None:
+    obj = tenant(with_value(path, value))
+    assert model_accepts(obj) is accepted, "model"
+    assert crd_accepts(obj) is accepted, "CRD schema"
+
+
+def test_cron_pattern_is_anchored_as_a_whole() -> None:
+    # A regex alternation without anchors on both sides would let junk through around a descriptor.
+    assert CRON_PATTERN.startswith("^") and CRON_PATTERN.endswith("$")
+    assert not model_accepts(tenant(with_value("retention.schedule", "@daily junk")))
+    assert not model_accepts(tenant(with_value("retention.schedule", "junk 17 3 * * *")))
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [("acme", True), ("a" * 56, True), ("a" * 57, False), ("Acme", False), ("acme.corp", False), ("acme-", False)],
+)
+def test_tenant_name_must_make_a_valid_namespace_name(name: str, accepted: bool) -> None:
+    obj = tenant(copy.deepcopy(BASE), name=name)
+    assert model_accepts(obj) is accepted
+    assert crd_accepts(obj) is accepted
+    if accepted:
+        namespace = PoliteTenant.model_validate(obj).namespace
+        assert len(namespace) <= 63 and namespace == f"polite-{name}"
+
+
+def test_wire_names_are_camel_case_and_python_names_snake_case() -> None:
+    spec = PoliteTenantSpec.model_validate(
+        {**BASE, "tracking": {"minSegmentSize": 12}, "legalHold": True, "deletionPolicy": "Retain"}
+    )
+    assert spec.display_name == "Acme Corp"
+    assert spec.tracking.min_segment_size == 12
+    assert spec.legal_hold is True
+    by_name = PoliteTenantSpec(display_name="Acme Corp", region="eu-ireland")
+    assert by_name.model_dump(by_alias=True)["displayName"] == "Acme Corp"
+
+
+def _model_fields(model: type[BaseModel], schema: dict[str, Any], path: str) -> list[str]:
+    """Differences between a model's wire names and the CRD properties at the same place."""
+    differences = []
+    aliases = {field.alias or name: field for name, field in model.model_fields.items()}
+    if set(aliases) != set(schema["properties"]):
+        differences.append(f"{path}: model {sorted(aliases)} vs CRD {sorted(schema['properties'])}")
+    for alias, field in aliases.items():
+        nested = field.annotation
+        candidates = [a for a in getattr(nested, "__args__", (nested,)) if isinstance(a, type)]
+        for candidate in candidates:
+            if issubclass(candidate, BaseModel) and alias in schema["properties"]:
+                child = schema["properties"][alias]
+                differences += _model_fields(candidate, child.get("items", child), f"{path}.{alias}")
+    return differences
+
+
+def test_every_model_field_is_in_the_crd_under_its_camel_case_name() -> None:
+    root = openapi_schema()["properties"]
+    assert _model_fields(PoliteTenantSpec, root["spec"], "spec") == []
+    assert _model_fields(PoliteTenantStatus, root["status"], "status") == []
+
+
+def test_every_spec_and_status_field_has_a_description() -> None:
+    def undocumented(node: dict[str, Any], path: str) -> list[str]:
+        missing = [] if node.get("description") else [path]
+        for name, child in node.get("properties", {}).items():
+            missing += undocumented(child, f"{path}.{name}")
+        if "items" in node and "properties" in node["items"]:
+            missing += [
+                m for name, c in node["items"]["properties"].items() for m in undocumented(c, f"{path}[].{name}")
+            ]
+        return missing
+
+    root = openapi_schema()["properties"]
+    assert undocumented(root["spec"], "spec") + undocumented(root["status"], "status") == []
+
+
+def test_unknown_field_is_refused_with_its_path() -> None:
+    obj = tenant({**BASE, "tracker": {"replica": 3}})
+    with pytest.raises(ValidationError) as caught:
+        PoliteTenant.model_validate(obj)
+    [error] = caught.value.errors()
+    assert error["type"] == "extra_forbidden"
+    assert error["loc"] == ("spec", "tracker", "replica")
+
+
+def test_misspelt_top_level_spec_field_is_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        PoliteTenantSpec.model_validate({**BASE, "legalhold": True})
+    assert [e["loc"] for e in caught.value.errors()] == [("legalhold",)]
+
+
+def test_missing_required_fields_are_named() -> None:
+    with pytest.raises(ValidationError) as caught:
+        PoliteTenantSpec.model_validate({})
+    assert sorted(e["loc"][0] for e in caught.value.errors()) == ["displayName", "region"]
+
+
+def test_repeated_allowed_mode_is_refused_like_a_set_list() -> None:
+    with pytest.raises(ValidationError, match="allowedModes must not repeat a mode"):
+        PoliteTenantSpec.model_validate({**BASE, "tracking": {"allowedModes": ["anonymous", "anonymous"]}})
+    allowed = openapi_schema()["properties"]["spec"]["properties"]["tracking"]["properties"]["allowedModes"]
+    assert allowed["x-kubernetes-list-type"] == "set"
+
+
+def test_integer_quantities_are_read_as_strings() -> None:
+    tracker = Tracker.model_validate({"resources": {"limits": {"cpu": 2, "memory": "1Gi"}}})
+    assert tracker.resources.limits.cpu == "2"
+    assert tracker.resources.requests.cpu == "100m", "requests keep their default when only limits are given"
+
+
+def test_defaults_of_an_empty_spec() -> None:
+    spec = PoliteTenantSpec.model_validate(BASE)
+    assert spec.tracking.default_mode == "anonymous"
+    assert spec.tracking.min_segment_size == 10
+    assert spec.tracker.replicas == 2 and spec.tracker.host is None and spec.tracker.tls is None
+    assert spec.database.engine is None and spec.database.storage == "10Gi"
+    assert spec.keys.provider == "local" and spec.keys.vault is None
+    assert (spec.retention.interaction_days, spec.retention.message_days) == (395, 730)
+    assert spec.legal_hold is False and spec.deletion_policy == "Retain"
+
+
+def test_check_update_accepts_changes_other_than_region() -> None:
+    old = PoliteTenantSpec.model_validate(BASE)
+    new = PoliteTenantSpec.model_validate({**BASE, "displayName": "Acme", "tracker": {"replicas": 4}})
+    assert check_update(old, new) == []
+
+
+def test_status_reads_and_writes_camel_case_and_fits_the_crd() -> None:
+    status = PoliteTenantStatus.model_validate(
+        {
+            "observedGeneration": 3,
+            "phase": "Ready",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "AllChildrenReady",
+                    "message": "every child is ready",
+                    "observedGeneration": 3,
+                    "lastTransitionTime": "2025-01-01T00:00:00Z",
+                }
+            ],
+            "namespace": "polite-acme",
+            "endpoint": "https://track.acme.example",
+            "keys": {"version": 2, "rotatedAt": "2025-01-01T00:00:00Z"},
+        }
+    )
+    assert status.conditions[0].observed_generation == 3
+    assert status.keys is not None and status.keys.rotated_at == "2025-01-01T00:00:00Z"
+    written = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    status_schema = openapi_schema()["properties"]["status"]
+    assert jsonschema.Draft4Validator(status_schema).is_valid(written)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"type": "Ready", "status": "Maybe", "reason": "Waiting"},
+        {"type": "Ready", "status": "True", "reason": ""},
+        {"type": "Ready", "status": "True", "reason": "has spaces"},
+        {"type": "ready", "status": "True", "reason": "Waiting"},
+    ],
+)
+def test_bad_condition_is_refused_by_model_and_crd(condition: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        PoliteTenantStatus.model_validate({"conditions": [condition]})
+    status_schema = openapi_schema()["properties"]["status"]
+    assert not jsonschema.Draft4Validator(status_schema).is_valid({"conditions": [condition]})
+
+
+# -- the README's field reference ----------------------------------------------------------------------
+
+
+def test_readme_field_reference_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = docs.readme_section(readme)
+    if section is None:
+        pytest.fail(
+            f"README.md has no field reference: add the lines {docs.START_MARKER} and {docs.END_MARKER} "
+            "where it belongs, then run `python -m politetenant.operator.docs --update README.md` "
+            "(or paste the output of `python -m politetenant.operator.docs` between them)"
+        )
+    assert section == docs.field_reference_markdown(), (
+        "README.md's field reference is stale: run `python -m politetenant.operator.docs --update README.md`"
+    )
+
+
+def test_field_reference_lists_every_field_of_the_crd() -> None:
+    def paths(node: dict[str, Any], path: str) -> list[str]:
+        found = [path]
+        for name, child in node.get("properties", {}).items():
+            found += paths(child, f"{path}.{name}")
+        if "items" in node:
+            found += [
+                p for name, c in node["items"].get("properties", {}).items() for p in paths(c, f"{path}[].{name}")
+            ]
+        return found
+
+    root = openapi_schema()["properties"]
+    expected = ["metadata.name"]
+    for part in ("spec", "status"):
+        expected += [p for name, c in root[part]["properties"].items() for p in paths(c, f"{part}.{name}")]
+    table = docs.field_reference_markdown()
+    listed = [line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")]
+    assert listed == expected
+
+
+def test_field_reference_says_constraints_in_words() -> None:
+    table = docs.field_reference_markdown()
+    row = {line.split("|")[1].strip().strip("`"): line for line in table.splitlines() if line.startswith("| `")}
+    assert "From 5 to 100000" in row["spec.tracking.minSegmentSize"]
+    assert "`eu-germany`" in row["spec.region"] and "immutable" in row["spec.region"]
+    assert "Five numeric cron fields" in row["spec.retention.schedule"]
+    assert "Rule: deletionPolicy Delete is refused while legalHold is true." in row["spec.deletionPolicy"]
+    assert "Rule: defaultMode must be one of allowedModes." in row["spec.tracking.defaultMode"]
+    assert "Rule: tls needs exactly one of" in row["spec.tracker.tls"]
+    assert "`ClusterIssuer`" in row["spec.tracker.tls.issuerRef.kind"]
+    assert "| required |" in row["spec.displayName"]
+    assert "^" not in table, "every pattern should be said in words (add it to docs.PATTERN_WORDS)"
+
+
+def test_update_readme_replaces_only_the_marked_section() -> None:
+    readme = f"# Title\n\nBefore.\n\n{docs.START_MARKER}\nold table\n{docs.END_MARKER}\n\nAfter.\n"
+    updated = docs.update_readme(readme)
+    assert updated.startswith("# Title\n\nBefore.\n\n") and updated.endswith(f"{docs.END_MARKER}\n\nAfter.\n")
+    assert docs.readme_section(updated) == docs.field_reference_markdown()
+    assert docs.update_readme(updated) == updated
+    with pytest.raises(ValueError, match="field-reference"):
+        docs.update_readme("# no markers\n")
