@@ -130,6 +130,11 @@ class LocalKeyProvider:
         return sets
 
     def load(self) -> list[KeySet]:
+        # An existing file is read without the lock: writes replace it atomically, and the file may
+        # sit on a read-only mount (a Kubernetes Secret) where no lock file can be created.
+        doc = self._read()
+        if doc is not None:
+            return self._unwrap_all(doc)
         with self._locked():
             doc = self._read()
             if doc is None:

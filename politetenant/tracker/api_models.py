@@ -8,10 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from politetenant.settings import TrackingMode
 
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+# No control characters: JSON Schema's \s and Python's disagree on some of them (U+0085).
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$"
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=EMAIL_PATTERN)]
 AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 AttributeValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]  # matched after stripping, as links are
 
 # Hard ceilings; the tenant's TrackerSettings may set lower ones (checked after parsing).
 MAX_HTML_CHARS = 32 * 1024 * 1024

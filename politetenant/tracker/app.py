@@ -10,7 +10,7 @@ from aiohttp import web
 
 from politetenant.crypto import Keyring, provider_from_url
 from politetenant.settings import TrackerSettings
-from politetenant.tracker import api_messages, beacons, health
+from politetenant.tracker import api_audit, api_messages, api_subjects, beacons, health
 from politetenant.tracker.client_ip import parse_cidrs
 from politetenant.tracker.errors import Handler, error_middleware
 from politetenant.tracker.geoip import GeoLocator
@@ -59,7 +59,13 @@ def _metrics_middleware(metrics: Metrics) -> object:
 
 def api_operations() -> list[Operation]:
     """Every route this app serves, for the OpenAPI document (each module lists its own)."""
-    return [*beacons.OPERATIONS, *api_messages.OPERATIONS, *health.OPERATIONS]
+    return [
+        *beacons.OPERATIONS,
+        *api_messages.OPERATIONS,
+        *api_subjects.OPERATIONS,
+        *api_audit.OPERATIONS,
+        *health.OPERATIONS,
+    ]
 
 
 def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
@@ -77,6 +83,8 @@ def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    api_subjects.add_routes(app.router)
+    api_audit.add_routes(app.router)
     app.router.add_get("/api/v1/openapi.json", openapi_handler(api_operations()))
 
     async def prepare_database() -> None:

@@ -1,4 +1,4 @@
-"""``polite-tracker``: serve, migrate, token create, demo.
+"""``polite-tracker``: serve, migrate, token create, audit verify, demo.
 
 Every subcommand takes ``--db``, ``--keys`` and ``--settings`` (or ``POLITE_DB``, ``POLITE_KEYS``,
 ``POLITE_SETTINGS``), so ``token create`` and ``serve`` pointed at the same files share one state.
@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(create)
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
 
+    audit_cmd = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="check the audit log's hash chain; exit 1 names the first broken entry"
+    )
+    _common(verify)
+
     demo = sub.add_parser("demo", help="a self-contained walk-through on the embedded defaults")
     demo.add_argument("--dir", default="./polite-demo", help="where the demo keeps its database and keys")
     demo.add_argument("--serve", action="store_true", help="keep the tracker running after the walk-through")
@@ -102,6 +109,17 @@ async def _create_token(db: str, keys: str, tenant_id: str, role: Role) -> str:
         await store.close()
 
 
+async def _verify_audit(db: str, keys: str, tenant_id: str) -> tuple[int, str]:
+    from politetenant.tracker.api_audit import verify_audit_command
+
+    store = open_store(db)
+    await store.connect()
+    try:
+        return await verify_audit_command(store, load_keyring(keys, tenant_id))
+    finally:
+        await store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -133,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = asyncio.run(_migrate(args.db))
             print(f"applied migrations: {applied}" if applied else "database schema is up to date")
             return 0
+        if args.command == "audit":
+            code, message = asyncio.run(_verify_audit(args.db, args.keys, settings.tenant_id))
+            print(message, file=sys.stdout if code == 0 else sys.stderr)
+            return code
         if args.command == "token":
             token = asyncio.run(_create_token(args.db, args.keys, settings.tenant_id, Role(args.role)))
             print(token)

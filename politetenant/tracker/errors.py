@@ -83,7 +83,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-        return error_response(exc.status, code, message)
+        response = error_response(exc.status, code, message)
+        if "Allow" in exc.headers:  # a 405 must say what is allowed
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
         log.exception("unhandled error on %s %s", request.method, route)

@@ -1,0 +1,130 @@
+"""``polite-operator``: ``render`` a tenant's children for review and GitOps, print the ``crd``.
+
+Bad input exits 2 with one line per problem, ``FILE: field.path: what is wrong`` (the camelCase
+path of the YAML), so a platform engineer can fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from politetenant.operator.config import ConfigError, load_operator_config
+from politetenant.operator.model import PoliteTenant
+from politetenant.operator.render import RenderError, render_tenant
+from politetenant.settings import format_validation_error
+
+EXIT_USAGE = 2
+
+
+class TenantFileError(ValueError):
+    """A tenant file that is not one valid PoliteTenant; the message names the file and the field."""
+
+
+class _ReviewDumper(yaml.SafeDumper):
+    """Multi-line strings (the settings file) as literal blocks, so a review reads them as files."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReviewDumper.add_representer(str, _represent_str)
+
+
+def dump_objects(objects: list[dict[str, Any]]) -> str:
+    """The objects as one multi-document YAML stream, keys in the order they were rendered."""
+    return yaml.dump_all(objects, Dumper=_ReviewDumper, sort_keys=False, allow_unicode=True, explicit_start=True)
+
+
+def load_tenant(path: str) -> PoliteTenant:
+    """Read one PoliteTenant from a YAML file (``-``: standard input)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TenantFileError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise TenantFileError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise TenantFileError(f"{path}: not UTF-8 text") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TenantFileError(f"{path}: not valid YAML{where}") from None
+    if len(documents) != 1:
+        raise TenantFileError(f"{path}: expected one PoliteTenant, found {len(documents)} YAML documents")
+    if not isinstance(documents[0], dict):
+        raise TenantFileError(f"{path}: expected a PoliteTenant object (a YAML mapping)")
+    try:
+        return PoliteTenant.model_validate(documents[0])
+    except ValidationError as exc:
+        raise TenantFileError(format_validation_error(exc, path)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polite-operator", description="The PoliteTenant operator.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="print every child object of a tenant as multi-document YAML")
+    render.add_argument("-f", "--filename", required=True, help="PoliteTenant YAML file (- for standard input)")
+    render.add_argument(
+        "--config", help="operator configuration YAML (default: $POLITE_OPERATOR_CONFIG, else built-in defaults)"
+    )
+    render.add_argument(
+        "--cnpg",
+        action="store_true",
+        help="render a CloudNativePG Cluster for tenants that name no database engine, as when its CRD exists",
+    )
+    sub.add_parser("crd", help="print the PoliteTenant CustomResourceDefinition")
+    return parser
+
+
+def _fail(message: str) -> int:
+    for line in message.splitlines():
+        print(line, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _render(args: argparse.Namespace) -> int:
+    try:
+        config = load_operator_config(args.config, os.environ)
+        tenant = load_tenant(args.filename)
+        result = render_tenant(tenant, config, cnpg_available=args.cnpg)
+    except (ConfigError, TenantFileError) as exc:
+        return _fail(str(exc))
+    except RenderError as exc:
+        return _fail("\n".join(f"{args.filename}: {line}" for line in str(exc).splitlines()))
+    if result.skipped_reason is not None:
+        print(f"{args.filename}: tenant {tenant.name} not rendered: {result.skipped_reason}", file=sys.stderr)
+        return 0
+    sys.stdout.write(dump_objects(result.objects))
+    return 0
+
+
+def _crd() -> int:
+    from politetenant.operator.crd import crd_yaml  # written beside the model; only this verb needs it
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        return _render(args)
+    if args.command == "crd":
+        return _crd()
+    return _fail(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

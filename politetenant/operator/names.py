@@ -1,0 +1,42 @@
+"""Names of a tenant's children, labels and annotations: the vocabulary render, apply and keys share."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Component = Literal["tenant", "tracker", "database", "retention"]
+
+# Objects in the tenant namespace.
+TRACKER = "tracker"  # ServiceAccount, Deployment, Service, PodDisruptionBudget, Ingress
+SETTINGS_CONFIGMAP = "tracker-settings"
+SETTINGS_FILE = "settings.yaml"
+RETENTION = "retention"  # CronJob
+DATABASE = "postgres"  # CNPG Cluster, or StatefulSet + headless Service
+DATABASE_NAME = "polite"  # the PostgreSQL database (and its owner role)
+DATABASE_PORT = 5432
+QUOTA = "tenant-quota"
+INGRESS_TLS_SECRET = "tracker-tls"  # written by cert-manager when an issuer is used
+
+# Secrets the reconcile step creates with generated values (render names them, never fills them).
+KEYS_SECRET = "tracker-keys"
+API_TOKENS_SECRET = "tracker-api-tokens"
+DATABASE_CREDENTIALS_SECRET = f"{DATABASE}-credentials"  # engine statefulset
+CNPG_APP_SECRET = f"{DATABASE}-app"  # written by CloudNativePG itself (bootstrap initdb)
+DSN_KEY = "uri"  # the key holding postgresql://user:password@host:port/db in both of the above
+
+TRACKER_PORT = 8080
+LABEL_PREFIX = "polite.io/"
+TENANT_LABEL = "polite.io/tenant"
+REGION_LABEL = "polite.io/region"
+SPEC_HASH_ANNOTATION = "polite.io/spec-hash"
+CONFIG_HASH_ANNOTATION = "polite.io/config-hash"
+DISPLAY_NAME_ANNOTATION = "polite.io/display-name"
+# On objects whose deletion loses tenant data or keys (the namespace, the database): the apply step
+# never gives them an ownerReference, so deleting the PoliteTenant removes them only when its
+# deletionPolicy says Delete, and never during a legal hold.
+HOLDS_DATA_ANNOTATION = "polite.io/holds-data"
+
+
+def vault_name(tenant: str) -> str:
+    """Name of the tenant's Vault Transit key, policy and Kubernetes-auth role."""
+    return f"polite-{tenant}"
