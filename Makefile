@@ -21,9 +21,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-## make demo: a self-contained walk-through on the embedded defaults (SQLite, local keys, sample GeoIP)
+## make demo: the operator's view of an example tenant, then that tenant's tracker on the embedded
+## defaults (SQLite, local keys, sample GeoIP) with a walk-through of the data plane
+DEMO_TENANT ?= examples/tenant-minimal.yaml
 demo: $(STAMP)
-	$(BIN)/polite-tracker demo --dir ./polite-demo
+	@mkdir -p polite-demo
+	@echo "==> polite-operator render -f $(DEMO_TENANT): what the operator would create"
+	$(BIN)/polite-operator render -f $(DEMO_TENANT) --summary
+	$(BIN)/polite-operator render -f $(DEMO_TENANT) --tracker-settings > polite-demo/tenant-settings.yaml
+	$(BIN)/polite-tracker demo --dir ./polite-demo --tenant-settings polite-demo/tenant-settings.yaml
 
 ## make test: the whole suite; PostgreSQL at 127.0.0.1:5432 (or POLITE_TEST_PG_DSN) is used for real
 test: $(STAMP) $(KUBE_TOOLS)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from politetenant.operator.config import ConfigError, load_operator_config
 from politetenant.operator.model import PoliteTenant
 from politetenant.operator.render import RenderError, render_tenant
+from politetenant.operator.summary import summarize, tracker_settings_yaml
 from politetenant.settings import format_validation_error
 
 EXIT_USAGE = 2
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="render a CloudNativePG Cluster for tenants that name no database engine, as when its CRD exists",
     )
+    view = render.add_mutually_exclusive_group()
+    view.add_argument("--summary", action="store_true", help="one line per object with its key facts, not YAML")
+    view.add_argument(
+        "--tracker-settings", action="store_true", help="only the TrackerSettings file the tenant's tracker reads"
+    )
     sub.add_parser("crd", help="print the PoliteTenant CustomResourceDefinition")
     return parser
 
@@ -105,6 +111,18 @@ def _render(args: argparse.Namespace) -> int:
         return _fail("\n".join(f"{args.filename}: {line}" for line in str(exc).splitlines()))
     if result.skipped_reason is not None:
         print(f"{args.filename}: tenant {tenant.name} not rendered: {result.skipped_reason}", file=sys.stderr)
+        return 0
+    if args.summary:
+        print(f"tenant {tenant.name}: {len(result.objects)} objects", flush=True)
+        for obj in result.objects:
+            print("  " + summarize(obj))
+        for secret in result.secrets:
+            print(
+                f"  {'Secret':<22} {tenant.namespace + '/' + secret.name:<40} created once at reconcile, never rendered"
+            )
+        return 0
+    if args.tracker_settings:
+        sys.stdout.write(tracker_settings_yaml(result.objects))
         return 0
     sys.stdout.write(dump_objects(result.objects))
     return 0

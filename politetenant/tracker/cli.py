@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="./polite-demo", help="where the demo keeps its database and keys")
     demo.add_argument("--serve", action="store_true", help="keep the tracker running after the walk-through")
     demo.add_argument("--port", type=int, default=0, help="port for the demo tracker (0: any free port)")
+    demo.add_argument(
+        "--tenant-settings",
+        help="start from a tenant's TrackerSettings (polite-operator render --tracker-settings); laptop parts replaced",
+    )
     return parser
 
 
@@ -130,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from politetenant.tracker.demo import run_demo
 
-        return run_demo(args.dir, serve=args.serve, port=args.port)
+        return run_demo(args.dir, serve=args.serve, port=args.port, tenant_settings=args.tenant_settings)
     try:
         settings = load_settings(args.settings)
         if args.command == "serve":

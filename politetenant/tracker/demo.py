@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from aiohttp import web
 
 from politetenant.settings import load_settings
@@ -56,21 +57,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _prepare(directory: Path, port: int) -> TrackerConfig:
+def _settings_values(directory: Path, port: int, tenant_settings: Path | None) -> dict[str, Any]:
+    """The demo tenant's settings: a rendered tenant's, where given, with only the laptop parts changed."""
+    values: dict[str, Any] = {"tenant_id": "demo", "default_mode": "anonymous", "min_segment_size": 10}
+    if tenant_settings is not None:
+        values = dict(yaml.safe_load(tenant_settings.read_text(encoding="utf-8")) or {})
+        _step(
+            f"tracker settings of tenant {values.get('tenant_id')} from its rendered ConfigMap: "
+            f"default mode {values.get('default_mode')}, minimum segment {values.get('min_segment_size')}, "
+            f"retention {values.get('retention_interaction_days')}/{values.get('retention_message_days')} days"
+        )
+    # What only differs on a laptop: where the tracker is reached, where it spools, the demo scanner.
+    values.update(
+        public_base_url=f"http://127.0.0.1:{port}",
+        spool_dir=str(directory / "spool"),
+        scanner_window_seconds=1,
+        scanner_networks=[SCANNER_NETWORK],
+    )
+    return values
+
+
+def _prepare(directory: Path, port: int, tenant_settings: Path | None = None) -> TrackerConfig:
     directory.mkdir(parents=True, exist_ok=True)
     geoip = directory / "sample-city.mmdb"
     write_sample(geoip)
     settings_path = directory / "settings.yaml"
     settings_path.write_text(
         "# TrackerSettings of the demo tenant (see README: configuration reference)\n"
-        "tenant_id: demo\n"
-        f"public_base_url: http://127.0.0.1:{port}\n"
-        "default_mode: anonymous\n"
-        "min_segment_size: 10\n"
-        "scanner_window_seconds: 1\n"
-        f"scanner_networks: ['{SCANNER_NETWORK}']\n"
-        "read_max_seconds: 30\n"
-        f"spool_dir: {directory / 'spool'}\n"
+        + yaml.safe_dump(_settings_values(directory, port, tenant_settings), sort_keys=False)
     )
     return TrackerConfig(
         settings=load_settings(settings_path, environ={}),
@@ -93,8 +107,8 @@ async def _read(session: aiohttp.ClientSession, url: str, ua: str, ip: str, seco
         await asyncio.sleep(seconds)  # the reader has the message open; then closes it
 
 
-async def _walkthrough(directory: Path, port: int, keep_serving: bool) -> int:
-    config = _prepare(directory, port)
+async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_settings: Path | None) -> int:
+    config = _prepare(directory, port, tenant_settings)
     state = build_state(config)
     runner = web.AppRunner(build_app(state), **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await runner.setup()
@@ -134,7 +148,8 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool) -> int:
                     return 1
             tokens = [r["token"] for r in created["recipients"]]
             _step(
-                f"registered message {created['id']} to 25 recipients in 3 departments, mode {created['mode']}: "
+                f"registered message {created['id']} to 25 recipients in 3 departments, mode {created['mode']} "
+                "(the tenant's default): "
                 f"{len(set(tokens))} tokens, 3 tracked links, a hidden honeypot link, 2 beacons"
             )
 
@@ -212,10 +227,11 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool) -> int:
         await runner.cleanup()
 
 
-def run_demo(directory: str, *, serve: bool = False, port: int = 0) -> int:
+def run_demo(directory: str, *, serve: bool = False, port: int = 0, tenant_settings: str | None = None) -> int:
     started = time.monotonic()
+    settings_file = Path(tenant_settings) if tenant_settings else None
     try:
-        code = asyncio.run(_walkthrough(Path(directory).resolve(), port or _free_port(), serve))
+        code = asyncio.run(_walkthrough(Path(directory).resolve(), port or _free_port(), serve, settings_file))
     except KeyboardInterrupt:
         return 0
     if code == 0:

@@ -176,3 +176,26 @@ def test_the_module_runs_as_a_program() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert next(yaml.safe_load_all(done.stdout))["kind"] == "Namespace"
+
+
+def test_summary_names_every_object_with_its_placement(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "render", "-f", "examples/tenant-eu-vault.yaml", "--summary")
+    assert code == 0
+    lines = out.splitlines()
+    rendered = render_tenant(load_tenant("examples/tenant-eu-vault.yaml"), load_operator_config(None, {}))
+    assert len([line for line in lines if line.startswith("  ")]) == len(rendered.objects) + len(rendered.secrets)
+    deployment = next(line for line in lines if line.split()[0] == "Deployment")
+    assert "pinned to eu-central-1" in deployment and "replicas=3" in deployment
+    assert any(line.split()[0] == "CronJob" and "schedule" in line for line in lines)
+
+
+def test_tracker_settings_are_the_ones_the_tracker_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    from politetenant.settings import TrackerSettings
+
+    code, out, _ = run(capsys, "render", "-f", "examples/tenant-us-external-db.yaml", "--tracker-settings")
+    assert code == 0
+    settings = TrackerSettings.model_validate(yaml.safe_load(out))
+    tenant = load_tenant("examples/tenant-us-external-db.yaml")
+    assert settings.tenant_id == tenant.name
+    assert settings.min_segment_size == tenant.spec.tracking.min_segment_size
+    assert settings.default_mode == tenant.spec.tracking.default_mode
