@@ -1,4 +1,4 @@
-"""``polite-tracker``: serve, migrate, token create, audit verify, demo.
+"""``polite-tracker``: serve, migrate, token create, purge, reseal, keys rotate, audit verify, demo.
 
 Every subcommand takes ``--db``, ``--keys`` and ``--settings`` (or ``POLITE_DB``, ``POLITE_KEYS``,
 ``POLITE_SETTINGS``), so ``token create`` and ``serve`` pointed at the same files share one state.
@@ -63,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="create an API token and print it once")
     _common(create)
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
+
+    purge = sub.add_parser("purge", help="apply retention: delete what is older than the tenant keeps it")
+    _common(purge)
+    purge.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    purge.add_argument("--batch", type=int, default=5000, help="rows per DELETE statement (at most 10000)")
+
+    reseal = sub.add_parser("reseal", help="re-seal stored values under the newest key version")
+    _common(reseal)
+    reseal.add_argument("--batch", type=int, default=1000, help="rows read and re-sealed per page")
+
+    keys = sub.add_parser("keys", help="the tenant's key versions")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="add a key version; restart trackers to use it, then run reseal")
+    _common(rotate)
 
     audit_cmd = sub.add_parser("audit", help="the audit log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
@@ -155,6 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = asyncio.run(_migrate(args.db))
             print(f"applied migrations: {applied}" if applied else "database schema is up to date")
             return 0
+        if args.command in ("purge", "reseal", "keys"):
+            from politetenant.tracker import keys_cli
+
+            if args.command == "keys":
+                return keys_cli.rotate_keys(args.db, args.keys, settings)
+            if args.batch < 1:
+                return _fail("--batch must be at least 1")
+            if args.command == "purge":
+                return keys_cli.run_purge(args.db, args.keys, settings, dry_run=args.dry_run, batch=args.batch)
+            return keys_cli.run_reseal(args.db, args.keys, settings, batch=args.batch)
         if args.command == "audit":
             code, message = asyncio.run(_verify_audit(args.db, args.keys, settings.tenant_id))
             print(message, file=sys.stdout if code == 0 else sys.stderr)
