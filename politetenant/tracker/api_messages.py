@@ -1,4 +1,4 @@
-"""``/api/v1/messages``: senders register messages, analysts read reports."""
+"""``POST /api/v1/messages``: senders register messages (reports: api_reports)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pydantic import ValidationError
 from politetenant.crypto import blind_index, blind_indexes
 from politetenant.tracker.api_models import MessageIn, MessageOut, RecipientOut
 from politetenant.tracker.auth import Role
-from politetenant.tracker.errors import BadRequest, NotFound, Unprocessable
+from politetenant.tracker.errors import BadRequest, Unprocessable
 from politetenant.tracker.messages import check_limits, prepare_message, resolve_mode
 from politetenant.tracker.openapi import Operation
-from politetenant.tracker.reports import build_report
 from politetenant.tracker.state import STATE
 
 OPERATIONS = [
@@ -90,14 +89,3 @@ async def register_message(request: web.Request) -> web.Response:
         content_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
-
-
-async def message_report(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    await state.auth.require(request, Role.ANALYST)
-    message = await state.store.get_message(request.match_info["id"])
-    if message is None:
-        raise NotFound("no message with this id")
-    early_ms = int(state.settings.scanner_window_seconds * 1000)
-    tally = await state.store.tally(message.id, early_ms)
-    return web.json_response(build_report(message, tally, state.settings.min_segment_size))

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from politetenant.crypto import Keyring, provider_from_url
 from politetenant.settings import TrackerSettings
-from politetenant.tracker import api_audit, api_messages, api_subjects, beacons, health
+from politetenant.tracker import api_audit, api_messages, api_reports, api_subjects, beacons, health
 from politetenant.tracker.client_ip import parse_cidrs
 from politetenant.tracker.errors import Handler, error_middleware
 from politetenant.tracker.geoip import GeoLocator
@@ -62,6 +62,7 @@ def api_operations() -> list[Operation]:
     return [
         *beacons.OPERATIONS,
         *api_messages.OPERATIONS,
+        *api_reports.OPERATIONS,
         *api_subjects.OPERATIONS,
         *api_audit.OPERATIONS,
         *health.OPERATIONS,
@@ -79,7 +80,7 @@ def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     app.router.add_get("/t/{token}.gif", beacons.read_beacon)
     app.router.add_get("/c/{token}/{link}", beacons.click)
     app.router.add_post("/api/v1/messages", api_messages.register_message)
-    app.router.add_get("/api/v1/messages/{id}/report", api_messages.message_report)
+    api_reports.add_routes(app.router)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)

@@ -139,7 +139,7 @@ async def test_purge_deletes_exactly_what_is_older_than_each_cutoff(tracker: Tra
     }  # fmt: skip
     resp = await tracker.client.get(f"/api/v1/messages/{aged.mid}/report", headers=tracker.auth(Role.ANALYST))
     assert (await resp.json())["opens"] == {"unique": 2, "total": 2}  # what is left still reports
-    entries = await audit_entries(store)
+    entries = [e for e in await audit_entries(store) if e[0] == "purge"]  # report reads are audited too
     assert entries[-1] == (
         "purge", "ok", "events=6 messages=1 recipients=12 records=12 links=3",
     )  # fmt: skip

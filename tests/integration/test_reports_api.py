@@ -1,0 +1,362 @@
+"""The read side of the API over a real socket, on SQLite and PostgreSQL: list, report, segments,
+CSV export, per-recipient rows for the privacy role, roles and the audit trail."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from politetenant.crypto import blind_index
+from politetenant.tracker import api_messages, api_reports
+from politetenant.tracker.api_reports import MessagePage, MessageRecipientsPage, MessageReport
+from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
+from politetenant.tracker.audit import verify_chain
+from politetenant.tracker.auth import Role, create_api_token
+from politetenant.tracker.reports import build_report
+from politetenant.tracker.storage.rows import Event, EventKind
+from tests.conftest import Tracker, tracker_settings
+from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body
+
+
+def _with_report_routes(app: web.Application) -> None:
+    """Add this module's routes unless app.py already does (until the lead wires add_routes in)."""
+    have = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    spare = web.UrlDispatcher()
+    api_reports.add_routes(spare)
+    for route in spare.routes():
+        assert route.resource is not None
+        if (route.method, route.resource.canonical) not in have:
+            app.router.add_route(route.method, route.resource.canonical, route.handler)
+
+
+@pytest.fixture
+async def tracker(
+    tmp_path: Path, db_url: str, geoip_path: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Tracker]:
+    """conftest's tracker, with the report routes of api_reports (the old report handler replaced)."""
+    monkeypatch.setattr(api_messages, "message_report", api_reports.message_report, raising=False)
+    marker = request.node.get_closest_marker("settings")
+    config = TrackerConfig(
+        settings=tracker_settings(tmp_path, **(marker.kwargs if marker else {})),
+        db=db_url,
+        keys=f"local:{tmp_path}/keys.json",
+        geoip=geoip_path,
+        trusted_proxies="127.0.0.1/32",
+    )
+    state = build_state(config)
+    app = build_app(state)
+    _with_report_routes(app)
+    server = TestServer(app)
+    await server.start_server(**RUNNER_OPTIONS)
+    client: TestClient[Any, Any] = TestClient(server)
+    await client.start_server()
+    t = Tracker(client=client, state=state)
+    for role in Role:
+        t.tokens[role] = await create_api_token(state.store, role)
+    try:
+        yield t
+    finally:
+        await client.close()
+
+
+def people(*groups: tuple[str, int]) -> list[dict[str, Any]]:
+    out, n = [], 0
+    for department, count in groups:
+        for _ in range(count):
+            person = {"email": f"p{n:04d}@example.com", "name": f"Person {n}", "attributes": {"department": department}}
+            out.append(person)
+            n += 1
+    return out
+
+
+async def register(t: Tracker, recipients: int | list[dict[str, Any]] = 12, **kw: Any) -> dict[str, Any]:
+    body = message_body(recipients if isinstance(recipients, int) else 1, **kw)
+    if not isinstance(recipients, int):
+        body["recipients"] = recipients
+    resp = await t.client.post("/api/v1/messages", json=body, headers=t.auth(Role.SENDER))
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+def tokens_of(out: dict[str, Any]) -> list[str]:
+    return [r["token"] for r in out["recipients"]]
+
+
+async def hit(t: Tracker, path: str, ua: str = UA_IPHONE_MAIL, ip: str = IP_DUBLIN) -> None:
+    resp = await t.client.get(path, headers={"User-Agent": ua, "X-Forwarded-For": ip}, allow_redirects=False)
+    assert resp.status in (200, 302), path
+
+
+async def store_reads(t: Tracker, tokens: list[str], read_ms: int) -> None:
+    """Read-time events written directly (a streamed beacon would take read_ms to happen)."""
+    now = int(time.time() * 1000)
+    events = []
+    for token in tokens:
+        verified = t.state.tokens.verify(token)
+        assert verified is not None
+        events.append(
+            Event(os.urandom(16), verified.record_id, EventKind.READ, None, now, "IE", None, None, "iOS", "mobile",
+                  "Apple Mail", 0, read_ms)
+        )  # fmt: skip
+    await t.state.store.insert_events(events)
+
+
+async def get(t: Tracker, path: str, role: Role = Role.ANALYST) -> Any:
+    """GET a JSON answer, checked against the shape the OpenAPI document publishes for it."""
+    await t.flush()
+    resp = await t.client.get(path, headers=t.auth(role))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    model = MessageRecipientsPage if "/recipients" in path else MessageReport if "/report" in path else MessagePage
+    assert model.model_validate(body).model_dump(exclude_unset=True) == body
+    return body
+
+
+async def audit_rows(t: Tracker, action: str) -> list[tuple[Any, ...]]:
+    return await t.state.store.fetch("SELECT role, detail, outcome FROM audit WHERE action = $1 ORDER BY id", action)
+
+
+@pytest.mark.settings(min_segment_size=5)
+async def test_report_carries_every_section_and_agrees_with_the_sql_tally(tracker: Tracker) -> None:
+    out = await register(tracker, 20)
+    tokens = tokens_of(out)
+    for token in tokens[:12]:
+        await hit(tracker, f"/o/{token}.gif")
+    for token in tokens[:6]:
+        await hit(tracker, f"/o/{token}.gif", ua=UA_OUTLOOK)
+        await hit(tracker, f"/c/{token}/1", ua=UA_CHROME)
+    await hit(tracker, f"/o/{tokens[19]}.gif", ua=UA_SCANNER)
+    await hit(tracker, f"/c/{tokens[18]}/0", ua=UA_CHROME)  # the honeypot
+    await store_reads(tracker, tokens[:6], 1_500)
+    await store_reads(tracker, tokens[6:12], 12_000)
+    report = await get(tracker, f"/api/v1/messages/{out['id']}/report")
+    message = await tracker.state.store.get_message(out["id"])
+    assert message is not None
+    headline = build_report(message, await tracker.state.store.tally(out["id"], 0), 5)
+    assert {key: report[key] for key in headline} == headline  # one definition of every figure
+    assert report["opens"] == {"unique": 12, "total": 18}
+    assert report["clicks"] == {"unique": 6, "total": 6}
+    assert report["bots"] == {"opens": 1, "clicks": 1}
+    assert report["rates"] == {"open": 0.6, "click": 0.3, "click_to_open": 0.5}
+    assert report["read_time"] == {
+        "median_ms": 6_750,
+        "buckets": [{"label": "glanced", "records": 6}, {"label": "read", "records": 6}],
+        "other": None,
+    }
+    assert report["breakdowns"]["city"] == {"buckets": [{"label": "Dublin, IE", "records": 12}], "other": None}
+    assert report["breakdowns"]["country"]["buckets"] == [{"label": "IE", "records": 12}]
+    assert report["links"]["buckets"][0] == {
+        "link": 1,
+        "text": "new policy",
+        "url": "https://intranet.example.com/policy?id=7&v=2",
+        "clicks": {"unique": 6, "total": 6},
+    }
+    assert [w["records"] for w in report["timeline"]["opens"]] == [12]
+
+
+@pytest.mark.settings(min_segment_size=5)
+async def test_analyst_reports_never_carry_per_recipient_rows(tracker: Tracker) -> None:
+    recipients = people(("Finance", 12), ("Sales", 12))
+    out = await register(tracker, recipients, mode="individual")
+    for token in tokens_of(out):
+        await hit(tracker, f"/o/{token}.gif")
+    mid = out["id"]
+    texts = [
+        await (await tracker.client.get(path, headers=tracker.auth(Role.ANALYST))).text()
+        for path in (f"/api/v1/messages/{mid}/report", f"/api/v1/messages/{mid}/report?segment=department",
+                     f"/api/v1/messages/{mid}/export.csv", "/api/v1/messages")
+    ]  # fmt: skip
+    for text in texts:
+        assert "example.com" not in text.replace("intranet.example.com", "").replace("hr.example.com", "")
+        assert "Person " not in text and "p0001" not in text
+    resp = await tracker.client.get(f"/api/v1/messages/{mid}/recipients", headers=tracker.auth(Role.ANALYST))
+    assert resp.status == 403
+
+
+@pytest.mark.settings(min_segment_size=5)
+async def test_segment_report_folds_small_departments_into_other(tracker: Tracker) -> None:
+    out = await register(tracker, people(("Finance", 12), ("Sales", 14), ("Legal", 3)))
+    for token in tokens_of(out):
+        await hit(tracker, f"/o/{token}.gif")
+    report = await get(tracker, f"/api/v1/messages/{out['id']}/report?segment=department")
+    seg = report["segments"]
+    assert seg["attribute"] == "department"
+    # Legal (3) alone would be derivable from the total: Finance, the smaller, joins it in "other".
+    assert [(v["value"], v["tracked"], v["opens"]["unique"]) for v in seg["values"]] == [("Sales", 14, 14)]
+    assert seg["other"]["tracked"] == 15 and seg["other"]["opens"]["unique"] == 15
+    assert "Legal" not in str(report) and "Finance" not in str(report)
+    assert report["opens"]["unique"] == 29
+
+
+async def test_segments_of_an_aggregate_message_are_a_conflict_and_bad_names_are_refused(tracker: Tracker) -> None:
+    out = await register(tracker, 12, mode="aggregate")
+    resp = await tracker.client.get(
+        f"/api/v1/messages/{out['id']}/report?segment=department", headers=tracker.auth(Role.ANALYST)
+    )
+    assert resp.status == 409
+    assert (await resp.json())["error"] == "aggregate_mode"
+    resp = await tracker.client.get(
+        f"/api/v1/messages/{out['id']}/report?segment=Dept;drop", headers=tracker.auth(Role.ANALYST)
+    )
+    assert resp.status == 400 and (await resp.json())["error"] == "invalid_segment"
+
+
+async def test_aggregate_message_reports_totals_only(tracker: Tracker) -> None:
+    out = await register(tracker, 12, mode="aggregate")
+    token = tokens_of(out)[0]
+    for _ in range(3):
+        await hit(tracker, f"/o/{token}.gif")
+    await hit(tracker, f"/c/{token}/2")
+    report = await get(tracker, f"/api/v1/messages/{out['id']}/report")
+    assert report["opens"] == {"unique": None, "total": 3}
+    assert report["clicks"] == {"unique": None, "total": 1}
+    assert not {"breakdowns", "links", "timeline", "read_time", "rates"} & set(report)
+
+
+async def test_suppressed_message_shows_nothing_and_cannot_be_exported(tracker: Tracker) -> None:
+    out = await register(tracker, 9)
+    await hit(tracker, f"/o/{tokens_of(out)[0]}.gif")
+    assert await get(tracker, f"/api/v1/messages/{out['id']}/report") == {"id": out["id"], "suppressed": True}
+    resp = await tracker.client.get(f"/api/v1/messages/{out['id']}/export.csv", headers=tracker.auth(Role.ANALYST))
+    assert resp.status == 403
+    assert resp.content_type == "application/json"
+    assert (await resp.json())["error"] == "suppressed"
+    assert await audit_rows(tracker, "report.export") == [("analyst", f"message={out['id']}", "refused")]
+
+
+async def test_export_is_the_report_as_csv(tracker: Tracker) -> None:
+    out = await register(tracker, 12)
+    for token in tokens_of(out)[:10]:
+        await hit(tracker, f"/o/{token}.gif")
+    await tracker.flush()
+    resp = await tracker.client.get(f"/api/v1/messages/{out['id']}/export.csv", headers=tracker.auth(Role.ANALYST))
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert f'filename="{out["id"]}-report.csv"' in resp.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(await resp.text())))
+    assert rows[0] == ["segment", "section", "item", "detail", "metric", "value"]
+    cells = {(r[1], r[2], r[4]): r[5] for r in rows[1:]}
+    assert cells[("summary", "", "opens_unique")] == "10"
+    assert cells[("summary", "", "tracked")] == "12"
+    assert cells[("device", "mobile", "records")] == "10"
+
+
+async def test_list_is_newest_first_paginated_and_thresholded(tracker: Tracker) -> None:
+    ids = [(await register(tracker, n, subject=f"Message {i}"))["id"] for i, n in enumerate((12, 4, 12, 12, 3))]
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(5):
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await get(tracker, f"/api/v1/messages{query}")
+        assert len(page["messages"]) <= 2
+        seen += page["messages"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [m["id"] for m in seen] == [m["id"] for m in sorted(seen, key=lambda m: (m["created_at"], m["id"]))][::-1]
+    assert sorted(m["id"] for m in seen) == sorted(ids)
+    by_subject = {m["subject"]: m for m in seen}
+    assert by_subject["Message 1"] == {
+        "id": ids[1], "suppressed": True, "created_at": by_subject["Message 1"]["created_at"], "mode": "anonymous",
+        "subject": "Message 1", "list_name": "All staff Dublin",
+    }  # fmt: skip
+    assert by_subject["Message 0"]["recipients"] == 12
+    assert by_subject["Message 0"]["opens"] == {"unique": 0, "total": 0}
+    for bad in ("?cursor=nonsense", "?limit=0", "?limit=101", "?limit=x"):
+        resp = await tracker.client.get(f"/api/v1/messages{bad}", headers=tracker.auth(Role.ANALYST))
+        assert resp.status == 400, bad
+
+
+async def test_privacy_officer_reads_per_recipient_rows_of_an_individual_message(tracker: Tracker) -> None:
+    recipients = people(("Finance", 6), ("Sales", 6))
+    await tracker.state.store.add_objection(blind_index(tracker.state.keyring, "p0011@example.com"), 0)
+    out = await register(tracker, recipients, mode="individual")
+    tokens = tokens_of(out)
+    assert tokens[11] is None
+    for token in tokens[:3]:
+        await hit(tracker, f"/o/{token}.gif")
+    await hit(tracker, f"/c/{tokens[1]}/1")
+    await hit(tracker, f"/c/{tokens[1]}/2")
+    await hit(tracker, f"/o/{tokens[4]}.gif", ua=UA_SCANNER)  # a scanner: not the person
+    await store_reads(tracker, [tokens[2]], 4_200)
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(4):
+        page = await get(
+            tracker, f"/api/v1/messages/{out['id']}/recipients?limit=5" + (f"&cursor={cursor}" if cursor else ""),
+            Role.PRIVACY,
+        )  # fmt: skip
+        rows += page["recipients"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [r["email"] for r in rows] == [r["email"] for r in recipients]
+    first = rows[0]
+    assert first["name"] == "Person 0" and first["attributes"] == {"department": "Finance"}
+    assert first["tracked"] and first["opened"] and first["opens"] == 1 and first["clicks"] == 0
+    assert isinstance(first["first_open_at"], int)
+    assert rows[1]["clicks"] == 2
+    assert rows[2]["read_ms"] == 4_200
+    assert rows[4]["opened"] is False and rows[4]["opens"] == 0  # only a scanner came by
+    assert rows[11]["tracked"] is False and rows[11]["opened"] is False
+    assert len(await audit_rows(tracker, "recipients.read")) == 3
+
+
+@pytest.mark.parametrize("mode", ["anonymous", "aggregate"])
+async def test_per_recipient_rows_do_not_exist_outside_individual_mode(tracker: Tracker, mode: str) -> None:
+    out = await register(tracker, 12, mode=mode)
+    resp = await tracker.client.get(f"/api/v1/messages/{out['id']}/recipients", headers=tracker.auth(Role.PRIVACY))
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["error"] == "not_individual_mode" and mode in body["message"]
+
+
+async def test_every_endpoint_needs_its_role(tracker: Tracker) -> None:
+    out = await register(tracker, 12, mode="individual")
+    mid = out["id"]
+    cases = {
+        "/api/v1/messages": Role.ANALYST,
+        f"/api/v1/messages/{mid}/report": Role.ANALYST,
+        f"/api/v1/messages/{mid}/export.csv": Role.ANALYST,
+        f"/api/v1/messages/{mid}/recipients": Role.PRIVACY,
+    }
+    for path, allowed in cases.items():
+        assert (await tracker.client.get(path)).status == 401, path
+        bad = await tracker.client.get(path, headers={"Authorization": "Bearer ptk_000000000000_" + "x" * 43})
+        assert bad.status == 401, path
+        for role in Role:
+            resp = await tracker.client.get(path, headers=tracker.auth(role))
+            assert resp.status == (200 if role is allowed else 403), (path, role)
+    for path in ("report", "export.csv", "recipients"):
+        role = Role.PRIVACY if path == "recipients" else Role.ANALYST
+        resp = await tracker.client.get(f"/api/v1/messages/msg_nope/{path}", headers=tracker.auth(role))
+        assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+
+
+async def test_every_read_and_export_is_audited(tracker: Tracker) -> None:
+    out = await register(tracker, 12, mode="individual")
+    mid = out["id"]
+    await get(tracker, f"/api/v1/messages/{mid}/report")
+    await get(tracker, f"/api/v1/messages/{mid}/report?segment=department")
+    await tracker.client.get(f"/api/v1/messages/{mid}/export.csv", headers=tracker.auth(Role.ANALYST))
+    await get(tracker, f"/api/v1/messages/{mid}/recipients", Role.PRIVACY)
+    await get(tracker, "/api/v1/messages")
+    await tracker.client.get(f"/api/v1/messages/{mid}/report", headers=tracker.auth(Role.SENDER))  # refused: 403
+    assert await audit_rows(tracker, "report.read") == [
+        ("analyst", f"message={mid}", "ok"),
+        ("analyst", f"message={mid} segment=department", "ok"),
+        ("analyst", "list", "ok"),
+    ]
+    assert await audit_rows(tracker, "report.export") == [("analyst", f"message={mid}", "ok")]
+    assert await audit_rows(tracker, "recipients.read") == [("privacy", f"message={mid}", "ok")]
+    check = await verify_chain(tracker.state.store, tracker.state.keyring)
+    assert check.ok and check.entries == 5

@@ -1,0 +1,319 @@
+"""Reports from hand-made events: figures, bots apart, read time, timeline, links, segments, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+
+from politetenant.tracker.api_reports import OPERATIONS, MessageReport
+from politetenant.tracker.app import api_operations
+from politetenant.tracker.openapi import build_document
+from politetenant.tracker.report_data import (
+    HOUR_MS,
+    Accumulator,
+    EventRow,
+    LinkInfo,
+    ReportInputs,
+    read_bucket,
+)
+from politetenant.tracker.reports import build_report, report_csv
+from politetenant.tracker.storage.rows import MessageRow
+from politetenant.tracker.thresholds import ALL
+
+CREATED = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS  # on the hour
+EARLY_MS = 2_000
+K = 5
+LINKS = [LinkInfo(1, "new policy", "https://intranet.example.com/policy"), LinkInfo(2, "FAQ", "https://hr.example/faq")]
+CITIES = {b"sealed-dublin": "Dublin", b"sealed-cork": "Cork"}
+
+
+def message(tracked: int = 20, mode: str = "anonymous") -> MessageRow:
+    return MessageRow(
+        id="msg_00000000000000000001", created_at=CREATED, mode=mode, subject=b"s", from_name=b"s",
+        from_email=b"s", list_name=b"s", recipients=tracked + 2, tracked=tracked, word_count=100, flesch=60.0,
+        link_count=2, created_by="tok",
+    )  # fmt: skip
+
+
+def rid(n: int) -> bytes:
+    return n.to_bytes(12, "big")
+
+
+def ev(
+    record: int, kind: int = 1, *, minutes: float = 30, link: int | None = None, device: str = "mobile",
+    os: str = "iOS", browser: str = "Apple Mail", country: str | None = "IE", city: bytes | None = b"sealed-dublin",
+    bot: int = 0, read_ms: int | None = None,
+) -> EventRow:  # fmt: skip
+    at = CREATED + int(minutes * 60_000)
+    return (rid(record), kind, link, at, country, city, os, device, browser, bot, read_ms)
+
+
+def report_of(
+    events: Iterable[EventRow], *, tracked: int = 20, mode: str = "anonymous", k: int = K,
+    segments: Mapping[bytes, str] | None = None, attribute: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    acc = Accumulator(CREATED, EARLY_MS, segment_of=segments, open_city=CITIES.__getitem__)
+    events = list(events)
+    acc.add(events[: len(events) // 2])  # in two batches, as streamed
+    acc.add(events[len(events) // 2 :])
+    populations: dict[str, int] = {ALL: tracked}
+    if segments is not None:
+        populations = {}
+        for value in segments.values():
+            populations[value] = populations.get(value, 0) + 1
+    tallies = acc.finish(populations)
+    return build_report(message(tracked, mode), ReportInputs(tallies, LINKS, attribute), k)
+
+
+def test_headline_counts_people_and_hits_apart_and_rates_use_the_tracked_population() -> None:
+    events = [ev(r) for r in range(8)] + [ev(0, minutes=90), ev(1, minutes=95)]  # 8 openers, 10 opens
+    events += [ev(2, 2, read_ms=5000), ev(9, 2, read_ms=1000)]  # a reader who had not opened counts as opener
+    events += [ev(3, 3, link=1), ev(3, 3, link=2), ev(4, 3, link=1)]
+    report = report_of(events)
+    assert report["suppressed"] is False
+    assert report["opens"] == {"unique": 9, "total": 10}
+    assert report["reads"] == {"unique": 2}
+    assert report["clicks"] == {"unique": 2, "total": 3}
+    assert report["bots"] == {"opens": 0, "clicks": 0}
+    assert report["rates"] == {"open": 0.45, "click": 0.1, "click_to_open": 0.2222}
+    assert report["recipients"] == 22 and report["tracked"] == 20
+
+
+def test_bots_and_early_hits_are_reported_apart_and_never_in_human_figures() -> None:
+    humans = [ev(r, device="desktop") for r in range(6)]
+    bots = [ev(r, bot=3, device="bot") for r in range(6, 16)]  # scanner verdicts
+    bots += [ev(r, minutes=0.01, device="bot") for r in range(16, 20)]  # 0.6 s after sending: prefetch
+    bots += [ev(r, 3, link=1, bot=1, device="bot") for r in range(6, 12)]
+    report = report_of(humans + bots)
+    assert report["opens"] == {"unique": 6, "total": 6}
+    assert report["clicks"] == {"unique": 0, "total": 0}
+    assert report["bots"] == {"opens": 14, "clicks": 6}
+    assert report["breakdowns"]["device"]["buckets"] == [{"label": "desktop", "records": 6}]
+    assert sum(w["records"] for w in report["timeline"]["opens"]) == 6
+    assert all(link["clicks"] is None for link in report["links"]["buckets"])
+
+
+def test_message_below_the_threshold_shows_only_its_id() -> None:
+    assert report_of([ev(0)], tracked=4) == {"id": "msg_00000000000000000001", "suppressed": True}
+
+
+@pytest.mark.parametrize(
+    ("read_ms", "bucket"),
+    [(0, "glanced"), (2_999, "glanced"), (3_000, "skimmed"), (9_999, "skimmed"), (10_000, "read"), (30_000, "read")],
+)
+def test_read_time_bucket_edges(read_ms: int, bucket: str) -> None:
+    assert read_bucket(read_ms) == bucket
+
+
+def test_read_time_buckets_use_each_readers_longest_read_and_the_median() -> None:
+    events = [ev(r, 2, read_ms=2_999) for r in range(5)]  # glanced
+    events += [ev(r, 2, read_ms=3_000) for r in range(5, 10)]  # skimmed
+    events += [ev(r, 2, read_ms=1_000) for r in range(10, 15)] + [ev(r, 2, read_ms=10_000) for r in range(10, 15)]
+    report = report_of(events)
+    assert report["read_time"]["buckets"] == [
+        {"label": "glanced", "records": 5},
+        {"label": "skimmed", "records": 5},
+        {"label": "read", "records": 5},
+    ]
+    assert report["read_time"]["other"] is None
+    assert report["read_time"]["median_ms"] == 3_000
+
+
+def test_read_time_of_a_handful_of_readers_shows_no_median_and_no_buckets() -> None:
+    report = report_of([ev(r, 2, read_ms=12_000) for r in range(4)])
+    assert report["read_time"] == {"median_ms": None, "buckets": [], "other": None}
+
+
+def test_small_read_bucket_never_shows_and_its_neighbour_joins_other() -> None:
+    events = [ev(r, 2, read_ms=1_000) for r in range(12)] + [ev(r, 2, read_ms=5_000) for r in range(12, 18)]
+    events += [ev(r, 2, read_ms=20_000) for r in range(18, 20)]  # two careful readers
+    rt = report_of(events)["read_time"]
+    assert rt["buckets"] == [{"label": "glanced", "records": 12}]
+    assert rt["other"] == 8  # 6 skimmed + 2 read: 20 readers = 12 + 8, nothing below 5 to subtract
+
+
+def test_timeline_counts_each_opener_once_in_the_hour_of_the_first_open() -> None:
+    events = [ev(r, minutes=10) for r in range(6)] + [ev(r, minutes=70) for r in range(6)]  # re-opens
+    events += [ev(r, minutes=130) for r in range(6, 12)] + [ev(12, minutes=190)]
+    opens = report_of(events)["timeline"]["opens"]
+    assert opens == [
+        {"start": CREATED, "end": CREATED + 2 * HOUR_MS, "records": 6},
+        {"start": CREATED + 2 * HOUR_MS, "end": CREATED + 4 * HOUR_MS, "records": 7},  # the late one joins
+    ]
+
+
+def test_clicks_per_link_name_the_link_and_fold_a_small_link_into_other() -> None:
+    events = [ev(r, 3, link=1) for r in range(8)] + [ev(0, 3, link=1)]
+    events += [ev(r, 3, link=2) for r in range(10, 13)]  # only three people clicked the FAQ
+    report = report_of(events)
+    links = report["links"]
+    # Showing link 1 (8) would give the FAQ's 3 away as clicks.unique (11) - 8: both fold into other.
+    assert links == {
+        "buckets": [
+            {"link": 1, "text": "new policy", "url": "https://intranet.example.com/policy", "clicks": None},
+            {"link": 2, "text": "FAQ", "url": "https://hr.example/faq", "clicks": None},
+        ],
+        "other": {"unique": 11, "total": 12},
+    }
+    assert report["clicks"] == {"unique": 11, "total": 12}
+
+
+def test_a_link_clicked_by_many_shows_beside_a_folded_one_when_what_is_left_is_large() -> None:
+    events = [ev(r, 3, link=1) for r in range(12)] + [ev(r, 3, link=2) for r in range(12, 15)]
+    events += [ev(r, 3, link=2) for r in range(15, 17)]
+    links = report_of(events)["links"]
+    assert links["buckets"][1]["clicks"] == {"unique": 5, "total": 5}
+    events = [ev(r, 3, link=1) for r in range(12)] + [ev(r, 3, link=2) for r in range(12, 15)]
+    links = report_of(events)["links"]
+    assert [b["clicks"] for b in links["buckets"]] == [None, None]
+    assert links["other"] == {"unique": 15, "total": 15}
+
+
+def test_breakdowns_describe_each_openers_first_open_and_fold_small_places() -> None:
+    events = [ev(r, minutes=5, device="mobile") for r in range(12)]
+    events += [ev(r, minutes=50, device="desktop") for r in range(12)]  # later opens elsewhere: ignored
+    events += [ev(r, device="desktop", city=b"sealed-cork") for r in range(12, 18)]
+    events += [ev(r, device="tablet", country=None, city=None) for r in range(18, 20)]
+    b = report_of(events)["breakdowns"]
+    # tablet (2) folds; "other" would be 2, so desktop (6) joins it: 20 = 12 + 8
+    assert b["device"] == {"buckets": [{"label": "mobile", "records": 12}], "other": 8}
+    assert b["city"] == {"buckets": [{"label": "Dublin, IE", "records": 12}], "other": 8}
+    assert b["country"] == {"buckets": [], "other": 20}  # IE 18 would leave the 2 unknowns derivable
+    labels = {x["label"] for d in b.values() for x in d["buckets"]}
+    assert "tablet" not in labels and "(unknown)" not in labels
+
+
+def test_each_sealed_city_is_opened_once() -> None:
+    opened: list[bytes] = []
+
+    def open_city(sealed: bytes) -> str:
+        opened.append(sealed)
+        return CITIES[sealed]
+
+    acc = Accumulator(CREATED, EARLY_MS, open_city=open_city)
+    acc.add([ev(r, city=b"sealed-dublin" if r % 2 else b"sealed-cork") for r in range(200)])
+    acc.finish({ALL: 200})
+    assert sorted(opened) == [b"sealed-cork", b"sealed-dublin"]
+
+
+def test_state_is_kept_per_record_not_per_event() -> None:
+    acc = Accumulator(CREATED, EARLY_MS, open_city=CITIES.__getitem__)
+    for _ in range(50):
+        acc.add([ev(r, kind) for r in range(20) for kind in (1, 2)])
+    assert len(acc.records) == 20
+    assert len(acc._places) == 1  # one shared (device, os, browser, country, city) tuple
+
+
+def test_aggregate_message_reports_totals_only() -> None:
+    events = [ev(0) for _ in range(30)] + [ev(0, 3, link=1) for _ in range(4)] + [ev(0, bot=2)]
+    report = report_of(events, mode="aggregate")
+    assert report["opens"] == {"unique": None, "total": 30}
+    assert report["clicks"] == {"unique": None, "total": 4}
+    assert report["bots"] == {"opens": 1, "clicks": 0}
+    for section in ("breakdowns", "links", "timeline", "read_time", "rates", "segments"):
+        assert section not in report
+
+
+def department(r: int) -> str:
+    return "Finance" if r < 10 else "Sales" if r < 22 else "Legal" if r < 25 else "HR"
+
+
+def test_segments_show_the_same_figures_and_small_segments_fold_into_other() -> None:
+    segments = {rid(r): department(r) for r in range(28)}  # Finance 10, Sales 12, Legal 3, HR 3
+    events = [ev(r, minutes=10) for r in range(28)] + [ev(r, 3, link=1) for r in range(0, 28, 2)]
+    report = report_of(events, tracked=28, segments=segments, attribute="department")
+    seg = report["segments"]
+    assert seg["attribute"] == "department"
+    assert [v["value"] for v in seg["values"]] == ["Sales", "Finance"]
+    assert seg["other"]["tracked"] == 6  # Legal + HR together, never apart
+    assert "Legal" not in str(seg) and "HR" not in str(seg)
+    parts = [*seg["values"], seg["other"]]
+    for key in ("opens", "clicks"):
+        for figure in ("unique", "total"):
+            assert sum(p[key][figure] for p in parts) == report[key][figure]
+    sales = seg["values"][0]
+    assert sales["tracked"] == 12 and sales["opens"] == {"unique": 12, "total": 12}
+    assert sales["rates"]["open"] == 1.0
+    for part in parts:
+        assert set(part) >= {"tracked", "opens", "clicks", "reads", "bots", "rates", "read_time", "breakdowns"}
+
+
+def test_segment_breakdowns_are_never_finer_than_the_whole_message() -> None:
+    segments = {rid(r): "A" if r < 15 else "B" for r in range(30)}
+    events = [ev(r, device="mobile") for r in range(30) if r not in (3, 20)]
+    events += [ev(3, device="watch"), ev(20, device="watch")]
+    report = report_of(events, tracked=30, segments=segments, attribute="team")
+    whole = report["breakdowns"]["device"]
+    assert whole == {"buckets": [], "other": 30}  # "watch" (2) forces mobile into other
+    for part in report["segments"]["values"]:
+        assert part["breakdowns"]["device"]["buckets"] == []  # else mobile 14 + 14 would leave 2
+
+
+def test_segment_timelines_share_windows_that_each_segment_fills() -> None:
+    segments = {rid(r): "A" if r < 10 else "B" for r in range(20)}
+    events = [ev(r, minutes=10 + 60 * (r % 3)) for r in range(20)]
+    report = report_of(events, tracked=20, segments=segments, attribute="team")
+    whole = {(w["start"], w["end"]) for w in report["timeline"]["opens"]}
+    cuts = {t for window in whole for t in window}
+    for part in report["segments"]["values"]:
+        for w in part["timeline"]["opens"]:
+            assert w["records"] >= K and w["start"] in cuts and w["end"] in cuts
+
+
+def test_csv_holds_the_reports_figures_and_neutralises_formulas() -> None:
+    links = [LinkInfo(1, "=HYPERLINK(1)", "https://x.example/"), LinkInfo(2, "FAQ", "https://hr.example/faq")]
+    acc = Accumulator(CREATED, EARLY_MS, open_city=CITIES.__getitem__)
+    acc.add([ev(r, 3, link=1) for r in range(10)] + [ev(r) for r in range(10)])
+    report = build_report(message(), ReportInputs(acc.finish({ALL: 20}), links), K)
+    rows = list(csv.reader(io.StringIO(report_csv(report))))
+    assert rows[0] == ["segment", "section", "item", "detail", "metric", "value"]
+    cells = {(r[1], r[2], r[4]): r[5] for r in rows[1:]}
+    assert cells[("summary", "", "opens_unique")] == "10"
+    assert cells[("summary", "", "clicks_total")] == "10"
+    assert cells[("device", "mobile", "records")] == "10"
+    assert cells[("link", "'=HYPERLINK(1)", "clicks_unique")] == "10"
+    assert not any(cell.startswith("=") for r in rows for cell in r)
+
+
+def test_csv_of_a_suppressed_report_is_refused() -> None:
+    with pytest.raises(ValueError, match="suppressed"):
+        report_csv({"id": "msg_x", "suppressed": True})
+
+
+def test_reports_match_the_schema_the_openapi_document_publishes() -> None:
+    segments = {rid(r): department(r) for r in range(28)}
+    events = [ev(r, minutes=10 + r) for r in range(28)] + [ev(r, 3, link=1) for r in range(0, 28, 2)]
+    events += [ev(r, 2, read_ms=100 * r) for r in range(28)]
+    reports = [
+        report_of(events, tracked=28, segments=segments, attribute="department"),
+        report_of(events, tracked=28),
+        report_of(events, mode="aggregate"),
+        report_of(events, tracked=3),
+    ]
+    for report in reports:
+        assert MessageReport.model_validate(report).model_dump(exclude_unset=True) == report
+    document = build_document(OPERATIONS)
+    assert set(document["paths"]) == {
+        "/api/v1/messages",
+        "/api/v1/messages/{id}/report",
+        "/api/v1/messages/{id}/export.csv",
+        "/api/v1/messages/{id}/recipients",
+    }
+
+
+def test_report_schemas_keep_their_names_in_the_whole_apps_document() -> None:
+    # The document keys component schemas by class name: another module's model of the same name
+    # would silently replace ours (a "Counts" once did).
+    operations = [*api_operations(), *OPERATIONS]
+    schemas = build_document(operations)["components"]["schemas"]
+    models = {m for op in operations for m in (op.body, op.response) if isinstance(m, type)}
+    for model in models:
+        own = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        nested = own.pop("$defs", {})
+        assert schemas[model.__name__] == own, model
+        for name, schema in nested.items():
+            assert schemas[name] == schema, (model, name)
