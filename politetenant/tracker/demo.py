@@ -202,6 +202,10 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
                 report: dict[str, Any] = await r.json()
         _step("report (suspected bots are counted apart, never mixed into the human figures):")
         print(json.dumps(report, indent=2), flush=True)
+        _step(
+            "the minimum-segment rule at work: no device, city or read-time bucket holds 10 people, so they "
+            "fold into an unnamed 'other' rather than show figures about fewer than 10"
+        )
         events = await state.store.count_rows("events")
         _step(f"{events} events stored; no IP address, user agent, e-mail, name or subject in plaintext at rest")
         print()
