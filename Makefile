@@ -41,7 +41,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check politetenant tests bench
 	$(BIN)/mypy
 
+## make bench: benchmarks with same-run baselines (needs wrk and nginx: installed here when missing)
 bench: $(STAMP)
+	command -v wrk >/dev/null && test -x /usr/sbin/nginx || \
+		(apt-get update -q && apt-get install -y -q wrk nginx-light)
 	$(BIN)/python -m bench
 
 ## make lock: re-resolve requirements.lock from pyproject.toml (needs network to PyPI)

@@ -1,0 +1,275 @@
+"""Beacon and click throughput of the tracker, side by side with two baselines, in one run.
+
+Same core for every server (``taskset -c 0``), the same load generator (``wrk`` pinned to core 1,
+bounded duration, loopback only):
+  A. nginx ``empty_gif`` (one worker, access log off): the ceiling for serving a beacon;
+  B. a bare aiohttp handler returning the same GIF (uvloop, as the tracker uses it);
+  3. the tracker's ``/o/{token}.gif`` with valid tokens of a 10,000-recipient message, judging
+     each request and persisting to PostgreSQL;
+  4. the same for ``/c/{token}/{link}``;
+  5. the tracker with ``--workers 2`` (on this 2-core machine the load generator shares the cores).
+Prints requests/s, p50/p99 and the ratios 3/B, 3/A, 4/B, then counts stored events against the
+accepted requests (they must be equal). Writes bench/results/tracker_http.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PG_ADMIN = os.environ.get("POLITE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+SERVER_CORE, LOAD_CORE = "0", "1"
+BARE_AIOHTTP = """
+import asyncio, sys, uvloop
+from aiohttp import web
+from politetenant.tracker.gif import PIXEL
+HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0"}
+async def gif(request): return web.Response(body=PIXEL, headers=HEADERS)
+app = web.Application(); app.router.add_get("/o/{token}.gif", gif)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=uvloop.new_event_loop())
+"""
+NGINX_CONF = """
+worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{ listen 127.0.0.1:{port} reuseport; location / {{ empty_gif; }} }} }}
+"""
+WRK_SCRIPT = """
+local paths = {{}}
+for line in io.lines("{paths}") do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1], {{["User-Agent"] = "{ua}"}})
+end
+"""
+UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def pinned(core: str, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *cmd] if shutil.which("taskset") else cmd
+
+
+def run_wrk(url: str, paths_file: Path, seconds: int, connections: int, tmp: Path) -> dict[str, float]:
+    script = tmp / "paths.lua"
+    script.write_text(WRK_SCRIPT.format(paths=paths_file, ua=UA))
+    cmd = pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    return parse_wrk(out)
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": rps,
+        "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": total,
+        "non_2xx_3xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+    }
+
+
+def scratch_db(create: bool, dsn: str = "") -> str:
+    import uuid
+
+    import asyncpg
+
+    name = f"polite_bench_{uuid.uuid4().hex[:8]}" if create else dsn.rsplit("/", 1)[1]
+    sql = f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        await conn.execute(sql)
+        await conn.close()
+
+    asyncio.run(run())
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def count_events(dsn: str) -> int:
+    import asyncpg
+
+    async def run() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM events"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+class Tracker:
+    def __init__(self, tmp: Path, dsn: str, workers: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        settings = tmp / f"settings-{workers}.yaml"
+        settings.write_text(
+            f"tenant_id: bench\npublic_base_url: {self.base}\nscanner_window_seconds: 0\nspool_dir: {tmp}/spool\n"
+        )
+        self.args = ["--db", dsn, "--keys", f"local:{tmp}/keys.json", "--settings", str(settings)]
+        cli = [sys.executable, "-m", "politetenant.tracker.cli"]
+        core = SERVER_CORE if workers == 1 else "0,1"
+        self.proc = subprocess.Popen(
+            pinned(core, [*cli, "serve", *self.args, "--port", str(self.port), "--workers", str(workers)]),
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        wait_http(f"{self.base}/healthz")
+        self.cli = cli
+
+    def token(self, role: str) -> str:
+        out = subprocess.run([*self.cli, "token", "create", "--role", role, *self.args], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+
+def register(base: str, token: str, recipients: int) -> list[str]:
+    body = {
+        "subject": "Bench",
+        "from_name": "Bench",
+        "from_email": "bench@example.com",
+        "list_name": "All",
+        "html": "<html><body><a href='https://intranet.example.com/a'>a</a></body></html>",
+        "recipients": [{"email": f"p{i}@example.com"} for i in range(recipients)],
+    }
+    req = urllib.request.Request(  # noqa: S310 - loopback only
+        f"{base}/api/v1/messages",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
+        return [r["token"] for r in json.loads(resp.read())["recipients"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--recipients", type=int, default=10_000)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} is missing: `make bench` installs it (apt-get install wrk nginx-light)")
+    tmp = Path(tempfile.mkdtemp(prefix="polite-http-"))
+    results: dict[str, Any] = {}
+    beacon_paths = tmp / "beacons.txt"
+    beacon_paths.write_text("/o/x.gif\n")
+
+    # A: nginx empty_gif
+    port = free_port()
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen(pinned(SERVER_CORE, [nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)]))
+    wait_http(f"http://127.0.0.1:{port}/o/x.gif")
+    results["A nginx empty_gif"] = run_wrk(
+        f"http://127.0.0.1:{port}", beacon_paths, args.seconds, args.connections, tmp
+    )
+    proc.terminate()
+    proc.wait()
+
+    # B: bare aiohttp
+    port = free_port()
+    proc = subprocess.Popen(pinned(SERVER_CORE, [sys.executable, "-c", BARE_AIOHTTP, str(port)]), cwd=ROOT)
+    wait_http(f"http://127.0.0.1:{port}/o/x.gif")
+    results["B bare aiohttp"] = run_wrk(f"http://127.0.0.1:{port}", beacon_paths, args.seconds, args.connections, tmp)
+    proc.terminate()
+    proc.wait()
+
+    accepted = 0
+    dsn = scratch_db(create=True)
+    try:
+        for workers in (1, 2):
+            tracker = Tracker(tmp, dsn, workers)
+            try:
+                tokens = register(tracker.base, tracker.token("sender"), args.recipients)
+                opens = tmp / "opens.txt"
+                opens.write_text("".join(f"/o/{t}.gif\n" for t in tokens))
+                label = "3 tracker /o/" if workers == 1 else "5 tracker /o/ --workers 2"
+                results[label] = run_wrk(tracker.base, opens, args.seconds, args.connections, tmp)
+                accepted += int(results[label]["requests"] - results[label]["non_2xx_3xx"])
+                if workers == 1:
+                    clicks = tmp / "clicks.txt"
+                    clicks.write_text("".join(f"/c/{t}/1\n" for t in tokens))
+                    results["4 tracker /c/"] = run_wrk(tracker.base, clicks, args.seconds, args.connections, tmp)
+                    accepted += int(results["4 tracker /c/"]["requests"] - results["4 tracker /c/"]["non_2xx_3xx"])
+            finally:
+                tracker.stop()
+        stored = count_events(dsn)
+    finally:
+        scratch_db(create=False, dsn=dsn)
+
+    a, b = results["A nginx empty_gif"]["rps"], results["B bare aiohttp"]["rps"]
+    ratios = {
+        "3/B": results["3 tracker /o/"]["rps"] / b,
+        "3/A": results["3 tracker /o/"]["rps"] / a,
+        "4/B": results["4 tracker /c/"]["rps"] / b,
+        "workers 2 / 1": results["5 tracker /o/ --workers 2"]["rps"] / results["3 tracker /o/"]["rps"],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    summary = {"results": results, "ratios": ratios, "accepted": accepted, "stored": stored}
+    summary["lost"] = max(0, accepted - stored)
+    (RESULTS / "tracker_http.json").write_text(json.dumps(summary, indent=2))
+    print(f"{'server':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for label, r in results.items():
+        print(f"{label:<28} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx_3xx']:>8.0f}")
+    print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+    # wrk counts only responses it read before its deadline; requests still in flight then were
+    # served and stored too, so stored may exceed accepted by at most one request per connection.
+    in_flight = args.connections * 3
+    verdict = "ok" if accepted <= stored <= accepted + in_flight else "LOST EVENTS" if stored < accepted else "TOO MANY"
+    print(
+        f"accepted {accepted} events (answered 2xx before wrk stopped), stored {stored}: {verdict} "
+        f"(stored may exceed accepted by the <= {in_flight} requests in flight at wrk's deadline)"
+    )
+
+
+if __name__ == "__main__":
+    main()
