@@ -134,9 +134,12 @@ def build_state(config: TrackerConfig) -> TrackerState:
         flush_interval=settings.flush_interval_seconds,
         max_buffered=settings.buffer_max_events,
     )
+    agents = UserAgentClassifier()
+    # Build ua-parser's matchers now (hundreds of regexes): the first hit must not pay for it.
+    agents.classify("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36")
     judge = Judge(
         GeoLocator(config.geoip),
-        UserAgentClassifier(),
+        agents,
         scanner_networks=parse_cidrs(settings.scanner_networks),
         extra_scanner_agents=settings.scanner_user_agents,
     )
