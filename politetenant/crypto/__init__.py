@@ -3,8 +3,10 @@
 from politetenant.crypto.blind_index import blind_index, blind_indexes, normalise_email
 from politetenant.crypto.keys import KeyMaterialError, KeyProvider, Keyring, KeySet
 from politetenant.crypto.local_provider import LocalKeyProvider, provider_from_url
+from politetenant.crypto.local_tenant_keys import LocalTenantKeys, TenantKeys
 from politetenant.crypto.sealing import Sealer, SealError
 from politetenant.crypto.tokens import TokenCodec, VerifiedToken, new_record_id
+from politetenant.crypto.vault import VaultKeyProvider, VaultLogin, VaultRefused, VaultTenantKeys, VaultUnavailable
 
 __all__ = [
     "KeyMaterialError",
@@ -12,9 +14,16 @@ __all__ = [
     "KeySet",
     "Keyring",
     "LocalKeyProvider",
+    "LocalTenantKeys",
     "SealError",
     "Sealer",
+    "TenantKeys",
     "TokenCodec",
+    "VaultKeyProvider",
+    "VaultLogin",
+    "VaultRefused",
+    "VaultTenantKeys",
+    "VaultUnavailable",
     "VerifiedToken",
     "blind_index",
     "blind_indexes",

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from politetenant.crypto.keys import KEY_BYTES, KeyMaterialError, KeySet
+from politetenant.crypto.keys import KEY_BYTES, KeyMaterialError, KeyProvider, KeySet
 
 FILE_FORMAT = 1
 _PURPOSES = ("dek", "token_key", "index_key")
@@ -155,8 +155,9 @@ class LocalKeyProvider:
             return self._unwrap_all(doc)
 
 
-def provider_from_url(url: str) -> LocalKeyProvider:
-    """Parse ``--keys``: ``local:PATH`` (``local:///abs/path`` and ``local:./rel`` both work)."""
+def provider_from_url(url: str) -> KeyProvider:
+    """Parse ``--keys``: ``local:PATH`` (``local:///abs/path`` and ``local:./rel`` both work), or
+    ``vault:PATH`` (the wrapped key file; Vault's address, key and login come from ``POLITE_VAULT_*``)."""
     if url.startswith("local:"):
         path = url[len("local:") :]
         if path.startswith("//"):
@@ -164,5 +165,19 @@ def provider_from_url(url: str) -> LocalKeyProvider:
         if not path:
             raise ValueError("--keys local: needs a file path, e.g. local:./polite-data/keys.json")
         return LocalKeyProvider(path)
+    if url.startswith("vault:"):
+        from politetenant.crypto.vault import ENV_ADDRESS, VaultKeyProvider
+
+        path = url[len("vault:") :]
+        if path.startswith("//") and not path.startswith("///"):
+            raise ValueError(
+                f"--keys vault:PATH names the wrapped key file, not a Vault address (that is {ENV_ADDRESS})"
+            )
+        path = path[2:] if path.startswith("//") else path
+        if not path:
+            raise ValueError(
+                "--keys vault: needs the wrapped key file, e.g. vault:/var/run/polite/keys/wrapped-keys.json"
+            )
+        return VaultKeyProvider.from_environment(path, os.environ)
     scheme = url.split(":", 1)[0] if ":" in url else url
-    raise ValueError(f"--keys: unknown key provider {scheme!r}; use local:PATH")
+    raise ValueError(f"--keys: unknown key provider {scheme!r}; use local:PATH or vault:PATH")

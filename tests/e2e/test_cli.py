@@ -78,7 +78,8 @@ def test_environment_variables_configure_every_subcommand(tmp_path: Path) -> Non
 def test_bad_flags_exit_2_with_a_fix_it_line(tmp_path: Path) -> None:
     cases = [
         (["migrate", "--db", "mysql://x"], "sqlite:///PATH or postgresql://"),
-        (["serve", "--keys", "vault://x", "--db", f"sqlite:///{tmp_path}/a.db"], "local:PATH"),
+        (["serve", "--keys", "vault://x", "--db", f"sqlite:///{tmp_path}/a.db"], "not a Vault address"),
+        (["serve", "--keys", "kms:x", "--db", f"sqlite:///{tmp_path}/a.db"], "local:PATH"),
         (["serve", "--trusted-proxies", "10.0.0.0/33", "--db", f"sqlite:///{tmp_path}/a.db"], "10.0.0.0/33"),
         (["serve", "--workers", "0"], "--workers"),
         (["serve", "--geoip", str(tmp_path / "missing.mmdb")], "missing.mmdb"),

@@ -528,7 +528,7 @@ def test_provider_from_url_reads_local_paths(url: str, expected: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("vault://vault.example:8200/acme", "unknown key provider 'vault'"),
+        ("vault://vault.example:8200/acme", "not a Vault address"),
         ("file:/tmp/keys.json", "unknown key provider 'file'"),
         ("/tmp/keys.json", "unknown key provider '/tmp/keys.json'"),
         ("", "unknown key provider ''"),
