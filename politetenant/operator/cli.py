@@ -1,4 +1,5 @@
-"""``polite-operator``: ``render`` a tenant's children for review and GitOps, print the ``crd``.
+"""``polite-operator``: ``run`` the operator, ``render`` a tenant's children for review and GitOps,
+print the ``crd``.
 
 Bad input exits 2 with one line per problem, ``FILE: field.path: what is wrong`` (the camelCase
 path of the YAML), so a platform engineer can fix the file without reading a traceback.
@@ -11,15 +12,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
-from politetenant.operator.config import ConfigError, load_operator_config
+from politetenant.operator.config import ConfigError, OperatorConfig, load_operator_config
 from politetenant.operator.model import PoliteTenant
 from politetenant.operator.render import RenderError, render_tenant
 from politetenant.operator.summary import summarize, tracker_settings_yaml
+from politetenant.regions import RegionName
 from politetenant.settings import format_validation_error
 
 EXIT_USAGE = 2
@@ -91,7 +93,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracker-settings", action="store_true", help="only the TrackerSettings file the tenant's tracker reads"
     )
     sub.add_parser("crd", help="print the PoliteTenant CustomResourceDefinition")
+    _add_run(sub)
     return parser
+
+
+def _add_run(sub: Any) -> None:
+    run = sub.add_parser("run", help="run the operator (kopf) against the cluster of KUBECONFIG or in-cluster")
+    run.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch tenants cluster-wide (always so: PoliteTenants are cluster-scoped; accepted for clarity)",
+    )
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--peering", metavar="NAME", help="ClusterKopfPeering shared by replicas: one works, the others stand by"
+    )
+    peering.add_argument("--standalone", action="store_true", help="no peering: this process is the only operator")
+    run.add_argument("--liveness", metavar="URL", help="serve kopf's health probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--config", help="operator configuration YAML (default: $POLITE_OPERATOR_CONFIG, else built-in defaults)"
+    )
+    run.add_argument(
+        "--metrics-port", type=_port, default=9090, metavar="N", help="Prometheus metrics port (0: off; default 9090)"
+    )
+    run.add_argument(
+        "--served-regions", metavar="A,B", help="regions this operator provisions, overriding the configuration"
+    )
+    run.add_argument(
+        "--resync-seconds",
+        type=_positive,
+        default=60.0,
+        metavar="S",
+        help="how often every tenant is checked for drift (default 60)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return value
 
 
 def _fail(message: str) -> int:
@@ -135,8 +191,49 @@ def _crd() -> int:
     return 0
 
 
+def served_regions(config: OperatorConfig, text: str) -> OperatorConfig:
+    """``config`` serving the comma-separated regions of ``--served-regions`` instead of its own."""
+    regions = [part.strip() for part in text.split(",") if part.strip()]
+    known = get_args(RegionName)
+    unknown = [region for region in regions if region not in known]
+    if unknown or not regions:
+        what = f"unknown region {', '.join(unknown)}" if unknown else "no region named"
+        raise ConfigError(f"--served-regions: {what} (known: {', '.join(known)})")
+    try:
+        return OperatorConfig.model_validate({**config.model_dump(), "served_regions": regions})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "--served-regions")) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_operator_config(args.config, os.environ)
+        if args.served_regions is not None:
+            config = served_regions(config, args.served_regions)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    import kopf  # only this verb needs kopf, the cluster client and the handlers
+
+    from politetenant.operator.handlers import RunOptions, build_registry
+    from politetenant.operator.settings import peering_priority
+
+    kopf.configure(verbose=args.verbose)
+    options = RunOptions(config, metrics_port=args.metrics_port, resync_seconds=args.resync_seconds)
+    kopf.run(
+        registry=build_registry(options),
+        clusterwide=True,
+        peering_name=args.peering,
+        standalone=True if args.standalone else None,
+        priority=peering_priority(),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     if args.command == "render":
         return _render(args)
     if args.command == "crd":

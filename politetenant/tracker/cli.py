@@ -31,7 +31,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db", default=env("POLITE_DB", DEFAULT_DB), help="sqlite:///PATH or postgresql://... (POLITE_DB)"
     )
-    parser.add_argument("--keys", default=env("POLITE_KEYS", DEFAULT_KEYS), help="local:PATH, or vault:PATH with POLITE_VAULT_* (POLITE_KEYS)")
+    parser.add_argument(
+        "--keys",
+        default=env("POLITE_KEYS", DEFAULT_KEYS),
+        help="local:PATH, or vault:PATH with POLITE_VAULT_* (POLITE_KEYS)",
+    )
     parser.add_argument(
         "--settings", default=env("POLITE_SETTINGS"), help="TrackerSettings YAML file (POLITE_SETTINGS)"
     )

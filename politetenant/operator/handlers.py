@@ -1,0 +1,174 @@
+"""Every kopf handler of the operator, and nothing else: each one is a few lines that call the module
+named for its concern (``reconcile``, ``deletion``, ``settings``, ``kube``, ``metrics``).
+
+``build_registry`` registers them for one run: the drift timer's interval is a run option, so the
+handlers are bound to it rather than to kopf's global registry at import time.
+
+Handlers (PoliteTenant, cluster-wide):
+- create / update / resume: reconcile the tenant; retried with backoff while something is pending;
+- timer (every ``resync_seconds``): the same reconcile, which restores children changed by hand;
+- delete: legal hold, Retain or Delete (``deletion.offboard``), holding the finalizer until done;
+- startup / login / cleanup / probe: settings, credentials, metrics server, ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from politetenant.crypto.keys import KeyMaterialError
+from politetenant.crypto.local_tenant_keys import LocalTenantKeys
+from politetenant.crypto.vault import VaultRefused, VaultUnavailable
+from politetenant.operator import kube
+from politetenant.operator import settings as operator_settings
+from politetenant.operator.config import OperatorConfig
+from politetenant.operator.deletion import offboard
+from politetenant.operator.keys import KeyBackend, OperatorSecrets, TenantKeyLifecycle
+from politetenant.operator.metrics import Metrics
+from politetenant.operator.model import GROUP, PLURAL, VERSION, KeyProviderName, PoliteTenant
+from politetenant.operator.reasons import EventType, Reason
+from politetenant.operator.reconcile import Outcome, Runtime, announce, reconcile, tenant_ref
+from politetenant.operator.status import status_patch
+
+BACKOFF_SECONDS = (5, 10, 20, 40, 80, 160, 300)
+
+KeyBackendFactory = Callable[[kube.KubeApi, OperatorConfig, asyncio.AbstractEventLoop], KeyBackend]
+
+
+class KeysNotWired(RuntimeError):
+    """A tenant's key provider has no lifecycle in this operator."""
+
+
+class _Unwired:
+    """Stands in for a provider that is not wired: every call says so, as KeysUnavailable."""
+
+    def _fail(self, *_: Any, **__: Any) -> Any:
+        raise KeysNotWired("this operator has no sign-in configured for the tenant's key provider")
+
+    ensure = new_wrapped_version = rotate = destroy = _fail
+
+
+def standard_keys(client: kube.KubeApi, config: OperatorConfig, loop: asyncio.AbstractEventLoop) -> KeyBackend:
+    """Local keys kept in the operator's namespace (``LocalTenantKeys``); Vault tenants wait for the
+    operator's own Vault sign-in to be configured (``VaultTenantKeys`` needs a ``VaultLogin``)."""
+    secrets = OperatorSecrets(client, config.namespace, loop)
+    local = LocalTenantKeys(secrets.get, secrets.put, secrets.delete)
+    unwired = _Unwired()
+
+    def lifecycle_for(tenant: PoliteTenant) -> TenantKeyLifecycle:
+        return local if tenant.spec.keys.provider is KeyProviderName.LOCAL else unwired
+
+    # VaultRefused is a KeyMaterialError too, and refusals are matched first. A damaged local master
+    # Secret, or the API refusing the operator its own namespace, counts as unavailable.
+    return KeyBackend(
+        lifecycle_for,
+        unavailable=(VaultUnavailable, KeyMaterialError, KeysNotWired, kube.KubeError),
+        refused=(VaultRefused,),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    config: OperatorConfig
+    metrics_port: int = 9090
+    resync_seconds: float = 60.0
+    instance: str = field(default_factory=operator_settings.instance_name)
+    key_backend: KeyBackendFactory = standard_keys
+
+
+def backoff(retry: int) -> float:
+    return BACKOFF_SECONDS[min(retry, len(BACKOFF_SECONDS) - 1)]
+
+
+def _lock(memo: Any, body: Mapping[str, Any]) -> asyncio.Lock:
+    """One lock per tenant: the drift timer and a change handler never reconcile it at once."""
+    locks: dict[str, asyncio.Lock] = memo.locks
+    return locks.setdefault(str(body["metadata"]["name"]), asyncio.Lock())
+
+
+async def _handle(
+    step: Callable[[Mapping[str, Any], Runtime], Awaitable[Outcome]],
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,
+    retry: int | None,
+) -> None:
+    """Run a step under the tenant's lock, write the status it asks for, and ask kopf to retry when
+    it says so (``retry`` None: the timer, whose next tick is the retry)."""
+    runtime: Runtime = memo.runtime
+    async with _lock(memo, body):
+        try:
+            outcome = await step(dict(body), runtime)
+        except kube.KubeError as exc:
+            if retry is None:
+                return
+            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=backoff(retry)) from None
+        except Exception as exc:  # a bug: say so where SREs look, then let kopf log and retry it
+            message = f"internal error ({type(exc).__name__}); see the operator's log"
+            await announce(runtime, tenant_ref(body), EventType.WARNING, Reason.OPERATOR_ERROR, message)
+            raise
+    if outcome.status is not None:
+        for key, value in status_patch(body.get("status"), outcome.status).items():
+            patch.status[key] = value
+    if retry is not None and (outcome.retry or not outcome.done):
+        raise kopf.TemporaryError(outcome.why or "not done yet", delay=outcome.delay or backoff(retry))
+
+
+def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
+    """The operator's handlers, registered for one run."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(id="configure", registry=registry)
+    async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+        operator_settings.configure(settings, instance=options.instance)
+        metrics = Metrics()
+        client = kube.KubeClient(
+            lambda: kube.login(settings=settings, logger=logger, namespace=options.config.namespace),
+            on_error=lambda error: metrics.api_error("kubernetes", error.reason),
+        )
+        keys = options.key_backend(client, options.config, asyncio.get_running_loop())
+        memo.runtime = Runtime(
+            client, keys, options.config, metrics, instance=options.instance, resync_seconds=options.resync_seconds
+        )
+        memo.locks = {}
+        if options.metrics_port:
+            metrics.serve(options.metrics_port)
+
+    @kopf.on.login(id="credentials", registry=registry)
+    def credentials(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo:
+        return kube.login(settings=settings, logger=logger, namespace=options.config.namespace)
+
+    @kopf.on.cleanup(id="close", registry=registry)
+    async def stop(memo: Any, **_: Any) -> None:
+        await memo.runtime.kube.close()
+
+    @kopf.on.probe(id="tenants", registry=registry)
+    def tenants(memo: Any, **_: Any) -> int:
+        return int(memo.runtime.metrics.tenant_count)
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
+    async def reconcile_tenant(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+        await _handle(reconcile, body, patch, memo, retry)
+
+    @kopf.timer(
+        GROUP, VERSION, PLURAL, id="resync", interval=options.resync_seconds, initial_delay=options.resync_seconds,
+        registry=registry,
+    )  # fmt: skip
+    async def resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        await _handle(_resync, body, patch, memo, retry=None)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, id="offboard", registry=registry)
+    async def delete_tenant(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+        await _handle(offboard, body, patch, memo, retry)
+
+    return registry
+
+
+async def _resync(body: Mapping[str, Any], runtime: Runtime) -> Outcome:
+    return await reconcile(body, runtime, trigger="resync")

@@ -1,0 +1,69 @@
+"""The one list of reasons: condition reasons, Event reasons and metric labels all come from here.
+
+``kubectl describe``, dashboards and alerts then speak one language (the habit of Vault Secrets
+Operator's ``consts/reasons.go``). Each value is a CamelCase word that fits metav1.Condition's reason
+pattern. Add a reason here before using it anywhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # -- the tenant as a whole
+    READY = "Ready"
+    PROVISIONING = "Provisioning"
+    INVALID_SPEC = "InvalidSpec"
+    API_ERROR = "ApiError"
+    OPERATOR_ERROR = "OperatorError"
+    # -- Placement
+    REGION_SERVED = "RegionServed"
+    REGION_NOT_SERVED = "RegionNotServed"
+    # -- NamespaceReady and the children
+    NAMESPACE_CREATED = "NamespaceCreated"
+    NAMESPACE_ACTIVE = "NamespaceActive"
+    NAMESPACE_TERMINATING = "NamespaceTerminating"
+    NAMESPACE_ADOPTED = "NamespaceAdopted"
+    OBJECTS_CREATED = "ObjectsCreated"
+    OBJECT_RESTORED = "ObjectRestored"
+    OBJECT_UPDATED = "ObjectUpdated"
+    SECRET_CREATED = "SecretCreated"
+    # -- KeysReady
+    KEYS_CREATED = "KeysCreated"
+    KEYS_AVAILABLE = "KeysAvailable"
+    KEYS_ROTATED = "KeysRotated"
+    KEYS_UNAVAILABLE = "KeysUnavailable"
+    KEYS_MISSING = "KeysMissing"
+    VAULT_REFUSED = "VaultRefused"
+    # -- DatabaseReady
+    DATABASE_AVAILABLE = "DatabaseAvailable"
+    DATABASE_STARTING = "DatabaseStarting"
+    DATABASE_EXTERNAL = "ExternalDatabase"
+    DATABASE_ENGINE_UNAVAILABLE = "DatabaseEngineUnavailable"
+    # -- TrackerReady
+    TRACKER_AVAILABLE = "TrackerAvailable"
+    TRACKER_STARTING = "TrackerStarting"
+    # -- RetentionReady
+    RETENTION_SCHEDULED = "RetentionScheduled"
+    LEGAL_HOLD = "LegalHold"
+    # -- deletion
+    DELETING = "Deleting"
+    NAMESPACE_DELETING = "NamespaceDeleting"
+    ORPHANED = "Orphaned"
+    CRYPTO_SHREDDED = "CryptoShredded"
+    RELEASED = "Released"
+
+
+# Reasons that need a person to act (fix the spec, install something, grant Vault access): the
+# tenant's phase is Failed rather than Provisioning while one of them holds a condition False.
+NEEDS_ACTION = frozenset(
+    {Reason.INVALID_SPEC, Reason.DATABASE_ENGINE_UNAVAILABLE, Reason.VAULT_REFUSED, Reason.KEYS_MISSING}
+)
+
+
+class EventType(StrEnum):
+    """core/v1 Event types."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"

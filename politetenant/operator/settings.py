@@ -1,0 +1,62 @@
+"""The operator's own kopf settings, written once at startup: nothing is left to kopf's defaults that
+decides how tenants are stored, watched, or reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+
+import kopf
+
+# Our own finalizer name, so `kubectl get ptenant -o yaml` says whose it is, and a tenant's deletion
+# is visibly held by the PoliteTenant operator (not by "kopf.zalando.org/KopfFinalizerMarker").
+FINALIZER = "polite.io/finalizer"
+# kopf's handler progress and last-handled spec live in annotations under this prefix. Annotations,
+# not status: the CRD's status schema is structural and the API server prunes a `status.kopf` it
+# does not describe, so progress kept there would vanish and retries would start over.
+STORAGE_PREFIX = "kopf.polite.io"
+# Watch timeouts. Without them a watch whose connection silently died (a NAT or load-balancer
+# timeout) never ends, and the operator stops seeing changes. The server ends each watch after
+# SERVER_TIMEOUT; the client gives up a little later if even that end never arrives.
+WATCH_SERVER_TIMEOUT = 300
+WATCH_CLIENT_TIMEOUT = 330
+WATCH_CONNECT_TIMEOUT = 30
+REQUEST_TIMEOUT = 60
+# kopf's own log lines do not become Events (only a framework failure would): the operator posts its
+# own, with reasons from one list (``reasons``), once per change. kopf's would carry reason "Logging",
+# repeat "handler succeeded" on every resync and "failed temporarily" on every retry of a legal hold
+# that may last months. Unexpected handler errors still become an Event (OperatorError, handlers).
+EVENT_LEVEL = logging.CRITICAL
+# Peering priorities are drawn from this range; two replicas drawing the same would both pause.
+PRIORITY_RANGE = (1, 2**30)
+
+
+def instance_name() -> str:
+    """Who this replica is in Events and the peering object: the pod name (POD_ID), else the host."""
+    return os.environ.get("POD_ID") or socket.gethostname()
+
+
+def peering_priority() -> int:
+    """A random priority per replica, so exactly one replica of the chart's two is active: kopf pauses
+    every replica that sees a live peer with a higher priority, and all of them on a tie."""
+    return random.SystemRandom().randint(*PRIORITY_RANGE)
+
+
+def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
+    """Apply the operator's settings (called from the startup handler)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
+    settings.networking.request_timeout = REQUEST_TIMEOUT
+    settings.posting.level = EVENT_LEVEL
+    settings.posting.reporting_component = "polite-operator"
+    settings.posting.reporting_instance = instance
+    settings.posting.event_name_prefix = "polite-operator-"
