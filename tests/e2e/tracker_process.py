@@ -135,6 +135,7 @@ def start_tracker(
     keys: str | None = None,
     startup_timeout: float = 30,
     extra_args: tuple[str, ...] = (),
+    preexec_fn: Any = None,
     **settings: Any,
 ) -> TrackerProcess:
     """Start ``polite-tracker serve`` on a free loopback port and return once /healthz answers 200.
@@ -156,6 +157,7 @@ def start_tracker(
             stderr=stderr,
             env=cli_env(),
             cwd=workdir,
+            preexec_fn=preexec_fn,  # only resource limits, applied before exec
         )
     spool_dir = Path(str(settings.get("spool_dir", workdir / "spool")))
     tracker = TrackerProcess(proc, port, db, keys, settings_path, spool_dir, stderr_path)
