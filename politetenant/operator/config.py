@@ -14,11 +14,12 @@ import os
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from politetenant.crypto.vault import DEFAULT_TIMEOUT, KUBERNETES_SA_TOKEN
 from politetenant.operator.model import DNS_LABEL_PATTERN, Quantity, ResourceAmounts, Resources
 from politetenant.regions import Cloud, RegionName
 
@@ -28,6 +29,8 @@ DEFAULT_TRACKER_IMAGE = "politetenant/polite-tracker:0.1.0"
 # The Debian image of PostgreSQL 17: its postgres user is uid 999, its data lives under
 # /var/lib/postgresql/data (PostgreSQL 18 images moved it, so a major upgrade is a deliberate step).
 DEFAULT_POSTGRES_IMAGE = "docker.io/library/postgres:17.5-bookworm"
+
+VAULT_ADDRESS_PATTERN = r"^https?://[^\s/?#]+/?$"
 
 LabelMap = dict[Annotated[str, Field(min_length=1, max_length=317)], Annotated[str, Field(max_length=63)]]
 
@@ -63,7 +66,7 @@ class IssuerConfig(_Config):
 
 
 class VaultConfig(_Config):
-    address: str | None = Field(None, pattern=r"^https?://[^\s/?#]+/?$", description="Default Vault address.")
+    address: str | None = Field(None, pattern=VAULT_ADDRESS_PATTERN, description="Default Vault address.")
     cidrs: list[str] = Field(
         default_factory=list,
         description="Where Vault answers (NetworkPolicies cannot name hosts).",
@@ -72,8 +75,38 @@ class VaultConfig(_Config):
         None, description="Labels of the namespace of an in-cluster Vault. Neither this nor cidrs: any address."
     )
     token_audience: str = Field("vault", min_length=1, description="Audience of the tracker's projected token.")
+    # How the operator itself signs in, for tenants with provider vault: a token file (written by a
+    # Vault agent, or a mounted Secret), or Kubernetes auth with its ServiceAccount token. Neither:
+    # vault tenants show KeysReady False (VaultRefused) saying so. Never a token value: this file is a
+    # ConfigMap. The identity needs operator_policy() of politetenant.crypto.vault, no more.
+    token_file: str | None = Field(
+        None, min_length=1, description="File holding the operator's Vault token; re-read every minute."
+    )
+    kubernetes_role: str | None = Field(
+        None, min_length=1, max_length=128, description="Kubernetes-auth role the operator logs in as, with jwt_file."
+    )
+    jwt_file: str = Field(
+        KUBERNETES_SA_TOKEN, min_length=1, description="ServiceAccount token for kubernetes_role (default: the pod's)."
+    )
+    auth_mount: str = Field(
+        "kubernetes", min_length=1, max_length=128, description="Kubernetes auth mount the operator logs in at."
+    )
+    allowed_addresses: list[Annotated[str, Field(pattern=VAULT_ADDRESS_PATTERN)]] = Field(
+        default_factory=list,
+        description="Other Vaults tenants may name in spec.keys.vault.address; the operator signs in to no other.",
+    )
+    ca_cert: str | None = Field(
+        None, min_length=1, description="PEM CA bundle of a Vault behind a private CA; unset: the system's."
+    )
+    timeout_seconds: float = Field(DEFAULT_TIMEOUT, gt=0, le=120, description="Seconds per Vault request.")
 
     _cidrs = field_validator("cidrs")(_check_cidrs)
+
+    @model_validator(mode="after")
+    def _one_sign_in(self) -> Self:
+        if self.token_file and self.kubernetes_role:
+            raise ValueError("set token_file or kubernetes_role, not both")
+        return self
 
 
 class DnsConfig(_Config):

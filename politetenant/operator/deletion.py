@@ -15,7 +15,7 @@ from typing import Any
 
 from politetenant.operator.keys import KeyServiceError, destroy_keys, key_name
 from politetenant.operator.model import DeletionPolicy, PoliteTenant
-from politetenant.operator.reasons import EventType, Reason
+from politetenant.operator.reasons import NEEDS_ACTION, EventType, Reason
 from politetenant.operator.reconcile import (
     ORPHANED_LABEL,
     Outcome,
@@ -127,7 +127,7 @@ async def _shred(body: Mapping[str, Any], tenant: PoliteTenant, rt: Runtime) -> 
         status = _deleting(body, rt, keys, failed("Ready", exc.reason, f"keys not yet destroyed: {exc.message}"))
         if not _showing(body, exc.reason):
             await announce(rt, ref, EventType.WARNING, exc.reason, f"keys not yet destroyed: {exc.message}")
-        return Outcome(status, retry=True, why=exc.message, done=False)
+        return Outcome(status, retry=True, why=exc.message, done=False, needs_action=exc.reason in NEEDS_ACTION)
     message = (
         f"keys {key_name(tenant)} destroyed after namespace {name} was deleted: "
         "data sealed under them can no longer be read by anyone, from any copy or backup"

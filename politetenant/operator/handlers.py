@@ -20,55 +20,25 @@ from typing import Any
 
 import kopf
 
-from politetenant.crypto.keys import KeyMaterialError
-from politetenant.crypto.local_tenant_keys import LocalTenantKeys
-from politetenant.crypto.vault import VaultRefused, VaultUnavailable
 from politetenant.operator import kube
 from politetenant.operator import settings as operator_settings
 from politetenant.operator.config import OperatorConfig
 from politetenant.operator.deletion import offboard
-from politetenant.operator.keys import KeyBackend, OperatorSecrets, TenantKeyLifecycle
+from politetenant.operator.key_services import standard_keys
+from politetenant.operator.keys import KeyBackend
 from politetenant.operator.metrics import Metrics
-from politetenant.operator.model import GROUP, PLURAL, VERSION, KeyProviderName, PoliteTenant
+from politetenant.operator.model import GROUP, PLURAL, VERSION
 from politetenant.operator.reasons import EventType, Reason
 from politetenant.operator.reconcile import Outcome, Runtime, announce, reconcile, tenant_ref
 from politetenant.operator.status import status_patch
 
 BACKOFF_SECONDS = (5, 10, 20, 40, 80, 160, 300)
+# What only a person can fix (a Vault that refuses the operator) is retried this many steps further
+# along the backoff (40 s, 80 s, ... 300 s): the fix is outside the cluster, and the drift timer
+# looks again anyway.
+NEEDS_ACTION_BACKOFF_STEPS = 3
 
 KeyBackendFactory = Callable[[kube.KubeApi, OperatorConfig, asyncio.AbstractEventLoop], KeyBackend]
-
-
-class KeysNotWired(RuntimeError):
-    """A tenant's key provider has no lifecycle in this operator."""
-
-
-class _Unwired:
-    """Stands in for a provider that is not wired: every call says so, as KeysUnavailable."""
-
-    def _fail(self, *_: Any, **__: Any) -> Any:
-        raise KeysNotWired("this operator has no sign-in configured for the tenant's key provider")
-
-    ensure = new_wrapped_version = rotate = destroy = _fail
-
-
-def standard_keys(client: kube.KubeApi, config: OperatorConfig, loop: asyncio.AbstractEventLoop) -> KeyBackend:
-    """Local keys kept in the operator's namespace (``LocalTenantKeys``); Vault tenants wait for the
-    operator's own Vault sign-in to be configured (``VaultTenantKeys`` needs a ``VaultLogin``)."""
-    secrets = OperatorSecrets(client, config.namespace, loop)
-    local = LocalTenantKeys(secrets.get, secrets.put, secrets.delete)
-    unwired = _Unwired()
-
-    def lifecycle_for(tenant: PoliteTenant) -> TenantKeyLifecycle:
-        return local if tenant.spec.keys.provider is KeyProviderName.LOCAL else unwired
-
-    # VaultRefused is a KeyMaterialError too, and refusals are matched first. A damaged local master
-    # Secret, or the API refusing the operator its own namespace, counts as unavailable.
-    return KeyBackend(
-        lifecycle_for,
-        unavailable=(VaultUnavailable, KeyMaterialError, KeysNotWired, kube.KubeError),
-        refused=(VaultRefused,),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +50,10 @@ class RunOptions:
     key_backend: KeyBackendFactory = standard_keys
 
 
-def backoff(retry: int) -> float:
-    return BACKOFF_SECONDS[min(retry, len(BACKOFF_SECONDS) - 1)]
+def backoff(retry: int, *, needs_action: bool = False) -> float:
+    """Seconds before retry number ``retry``; later along the steps when a person has to act first."""
+    step = retry + (NEEDS_ACTION_BACKOFF_STEPS if needs_action else 0)
+    return BACKOFF_SECONDS[min(step, len(BACKOFF_SECONDS) - 1)]
 
 
 def _lock(memo: Any, body: Mapping[str, Any]) -> asyncio.Lock:
@@ -115,7 +87,8 @@ async def _handle(
         for key, value in status_patch(body.get("status"), outcome.status).items():
             patch.status[key] = value
     if retry is not None and (outcome.retry or not outcome.done):
-        raise kopf.TemporaryError(outcome.why or "not done yet", delay=outcome.delay or backoff(retry))
+        delay = outcome.delay or backoff(retry, needs_action=outcome.needs_action)
+        raise kopf.TemporaryError(outcome.why or "not done yet", delay=delay)
 
 
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:

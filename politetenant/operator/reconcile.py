@@ -33,7 +33,7 @@ from politetenant.operator.keys import VERSION_ANNOTATION, KeyBackend, KeyPlan, 
 from politetenant.operator.kube import KubeApi, KubeError, ObjectRef, event_body
 from politetenant.operator.metrics import Metrics
 from politetenant.operator.model import API_VERSION, KIND, DatabaseEngine, PoliteTenant
-from politetenant.operator.reasons import EventType, Reason
+from politetenant.operator.reasons import NEEDS_ACTION, EventType, Reason
 from politetenant.operator.render import RenderError, render_tenant, spec_hash
 from politetenant.operator.secrets import SecretOutcome, ensure_secret
 from politetenant.operator.status import (
@@ -81,6 +81,7 @@ class Outcome:
     retry: bool = False
     why: str = ""  # for the log line of a retry; never a secret
     delay: float | None = None  # when to retry, if the step knows better than the backoff
+    needs_action: bool = False  # what failed waits for a person (a Vault refusing): retry slowly
     done: bool = True  # deletion only: the finalizer may go
 
 
@@ -171,9 +172,11 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime) -> Outcome:
         return _finish(rt, seen, body_, retry=True, why=str(exc))
 
 
-def _finish(rt: Runtime, seen: Seen, body: dict[str, Any], *, retry: bool = False, why: str = "") -> Outcome:
+def _finish(
+    rt: Runtime, seen: Seen, body: dict[str, Any], *, retry: bool = False, why: str = "", needs_action: bool = False
+) -> Outcome:
     rt.metrics.tenant(seen.tenant.name, seen.tenant.spec.region, str(body.get("phase")))
-    return Outcome(body, retry=retry, why=why)
+    return Outcome(body, retry=retry, why=why, needs_action=needs_action)
 
 
 def _facts_from(status: Mapping[str, Any]) -> Facts:
@@ -219,7 +222,8 @@ async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
     for error in errors:
         rt.metrics.api_error("kubernetes", error.reason)
     why = "; ".join([*(str(e) for e in errors), *([] if keys.check.ok else [keys.check.message])])
-    return _finish(rt, seen, body, retry=bool(errors) or not keys.check.ok, why=why)
+    slow = not errors and keys.check.reason in NEEDS_ACTION
+    return _finish(rt, seen, body, retry=bool(errors) or not keys.check.ok, why=why, needs_action=slow)
 
 
 async def _without_keys(rt: Runtime, seen: Seen, placed: Check, keys: KeyPlan, now: str) -> Outcome:
@@ -229,7 +233,7 @@ async def _without_keys(rt: Runtime, seen: Seen, placed: Check, keys: KeyPlan, n
         await announce(rt, seen.ref, EventType.WARNING, keys.check.reason, keys.check.message)
     checks = [*keep_checks(seen.status, except_types=("Ready", "Placement", "KeysReady")), placed, keys.check]
     body = status_body(seen.status, checks, _facts_from(seen.status), generation=seen.generation, now=now)
-    return _finish(rt, seen, body, retry=True, why=keys.check.message)
+    return _finish(rt, seen, body, retry=True, why=keys.check.message, needs_action=keys.check.reason in NEEDS_ACTION)
 
 
 def _without_missing_engine(

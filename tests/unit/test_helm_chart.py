@@ -587,6 +587,57 @@ def test_configuration_file_is_mounted_where_the_operator_looks(custom_objects: 
     assert [name for name in env if name.startswith("POLITE_OPERATOR_")] == ["POLITE_OPERATOR_CONFIG"]
 
 
+VAULT_DIR = "/var/run/secrets/polite-operator/vault"
+
+
+def test_vault_sign_in_by_token_secret_mounts_it_and_names_the_file(tmp_path: Path) -> None:
+    values = {"vault": {"tokenSecret": "polite-vault-token"}, "operator": {"config": CUSTOM_CONFIG}}
+    objects = render(tmp_path, values)
+    config = operator_config(only(objects, "ConfigMap"), tmp_path)
+    assert config.vault.token_file == f"{VAULT_DIR}/token"
+    assert config.vault.kubernetes_role is None
+    assert config.vault.address == CUSTOM_CONFIG["vault"]["address"]  # the rest of vault is kept
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    mount = next(m for m in operator_container(objects)["volumeMounts"] if m["mountPath"] == VAULT_DIR)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "polite-vault-token"
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+    for kube_version in KUBE_VERSIONS:
+        kubernetes_validate.validate(only(objects, "Deployment"), kube_version, strict=True)
+
+
+def test_vault_sign_in_by_kubernetes_role_uses_a_token_for_vault_not_the_api_token(tmp_path: Path) -> None:
+    objects = render(tmp_path, {"vault": {"kubernetesRole": "politetenant-operator"}})
+    config = operator_config(only(objects, "ConfigMap"), tmp_path)
+    assert (config.vault.kubernetes_role, config.vault.jwt_file) == ("politetenant-operator", f"{VAULT_DIR}/jwt")
+    assert config.vault.token_file is None
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    mount = next(m for m in operator_container(objects)["volumeMounts"] if m["mountPath"] == VAULT_DIR)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"] == {"audience": "vault", "expirationSeconds": 3600, "path": "jwt"}
+    for kube_version in KUBE_VERSIONS:
+        kubernetes_validate.validate(only(objects, "Deployment"), kube_version, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (
+            ["--set", "vault.tokenSecret=t", "--set", "vault.kubernetesRole=r"],
+            "vault.tokenSecret and vault.kubernetesRole",
+        ),
+        (["--set", "vault.tokenSecret=t", "--set", "operator.config.vault.kubernetes_role=r"], "set twice"),
+        (["--set", "vault.tokenSecret=Not_A_Name"], "/vault/tokenSecret"),
+    ],
+)
+def test_vault_sign_in_is_one_way_or_none(args: list[str], named: str) -> None:
+    result = helm("template", RELEASE, str(CHART), *args)
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
+
+
 def test_config_change_rolls_the_pods(tmp_path: Path, default_objects: list[dict[str, Any]]) -> None:
     changed = render(tmp_path, {"operator": {"config": {"ingress_class": "nginx"}}})
 

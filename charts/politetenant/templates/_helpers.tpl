@@ -59,3 +59,19 @@ The image reference: a digest pins it exactly; otherwise the tag, defaulting to 
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The operator's Vault sign-in from `vault` in the values, as operator.config.vault settings (YAML;
+empty when neither way is set). Files live in the "vault" volume of the Deployment.
+*/}}
+{{- define "politetenant.vaultSignIn" -}}
+{{- if and .Values.vault.tokenSecret .Values.vault.kubernetesRole }}
+{{- fail "vault.tokenSecret and vault.kubernetesRole: set one way for the operator to sign in to Vault, not both" }}
+{{- end }}
+{{- if .Values.vault.tokenSecret }}
+token_file: /var/run/secrets/polite-operator/vault/token
+{{- else if .Values.vault.kubernetesRole }}
+kubernetes_role: {{ .Values.vault.kubernetesRole | quote }}
+jwt_file: /var/run/secrets/polite-operator/vault/jwt
+{{- end }}
+{{- end }}
