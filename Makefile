@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools
 KUBE_TOOLS := $(TOOLS)/.kube-tools-version
 
-.PHONY: venv demo test lint bench lock clean
+.PHONY: venv demo test e2e lint bench lock clean
 
 venv: $(STAMP) $(KUBE_TOOLS)
 
@@ -34,6 +34,11 @@ demo: $(STAMP)
 ## make test: the whole suite; PostgreSQL at 127.0.0.1:5432 (or POLITE_TEST_PG_DSN) is used for real
 test: $(STAMP) $(KUBE_TOOLS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## make e2e: the operator's end-to-end tests against a real cluster (KUBECONFIG: kind or k3d);
+## make test runs the same tests against the Kubernetes API emulator
+e2e: $(STAMP) $(KUBE_TOOLS)
+	scripts/e2e-real-cluster.sh
 
 ## make lint: ruff and mypy, both must be clean
 lint: $(STAMP)

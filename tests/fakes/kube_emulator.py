@@ -14,7 +14,8 @@ reads besides: discovery with proper subresources, OpenAPI v3 paths, Tables of p
 
 Every state change happens synchronously between two awaits of the server's event loop, so each write
 is atomic and a watch subscribes at the very instant it takes its snapshot: no event falls between.
-Served requests are forgotten (kmock checks each new request against its whole history).
+Served requests are forgotten (kmock checks each new request against its whole history); what a test
+may count of them (verb, path, User-Agent) stays in ``request_log``.
 
 Approximated, and said so where it is done: strategic merge patch (the common merge keys only),
 server-side apply (create-or-merge, no field ownership), CRD validation (OpenAPI keywords; no CEL, no
@@ -522,6 +523,42 @@ _SUBRESOURCES: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# Verbs that change state, as the API server's authorizer names them.
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as it arrived, for counting: its Kubernetes verb, its path, and who sent it.
+
+    The verb is the authorizer's, "Request verbs" in
+    https://kubernetes.io/docs/reference/access-authn-authz/authorization/#determine-the-request-verb :
+    GET is get, list or watch (``?watch=true``), POST create, PUT update, PATCH patch, DELETE delete
+    (deletecollection without a name); a request outside resources (discovery, OpenAPI) is a get.
+    ``agent`` is the User-Agent header (kopf sends ``kopf/<version>``, clients their own).
+    """
+
+    verb: str
+    path: str
+    agent: str
+
+    @property
+    def write(self) -> bool:
+        return self.verb in WRITE_VERBS
+
+
+def request_verb(method: str, *, resource: bool, name: str | None, params: Mapping[str, str]) -> str:
+    """The authorizer's verb of a request (see ``RequestRecord``)."""
+    method = method.upper()
+    if method == "GET":
+        if not resource:
+            return "get"
+        return "watch" if params.get("watch") in ("true", "1") else "get" if name else "list"
+    if method == "DELETE":
+        return "delete" if name or not resource else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+
+
 @dataclass(frozen=True)
 class Change:
     """One committed write, as every watcher sees it: the object after and before."""
@@ -571,6 +608,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     event_window: int = 10_000  # changes kept for watches resuming from a resourceVersion
 
     controller_errors: list[BaseException] = attrs.field(factory=list, init=False)
+    # Every parsed request, in arrival order (three short fields each: cheap, unlike kmock's history).
+    request_log: list[RequestRecord] = attrs.field(factory=list, init=False)
     _revision: int = attrs.field(default=0, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _changes: collections.deque[Change] = attrs.field(factory=collections.deque, init=False)
@@ -636,6 +675,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         try:
             request = await self._parse_request(raw_request)
             self._requests.append(request)
+            self._log_request(request)
             try:
                 return await self._handle(request)
             except StreamingError as exc:
@@ -702,6 +742,16 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             name=name,
             subresource=match["sub"],
         )
+
+    def _log_request(self, request: kmock.Request) -> None:
+        res = request.resource
+        verb = request_verb(
+            str(getattr(request.method, "value", request.method)),
+            resource=res is not None and res.plural is not None,
+            name=request.name,
+            params=request.params,
+        )
+        self.request_log.append(RequestRecord(verb, request.url.path, _header(request, "User-Agent")))
 
     def _forget(self, request: kmock.Request) -> None:
         self._requests[:] = [r for r in self._requests if r is not request]

@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 import kmock
 import yaml
 
-from tests.fakes.kube_emulator import POLITETENANT_CRD, PoliteKubernetesEmulator, declare_cnpg, load_crd
+from tests.fakes.kube_emulator import (
+    POLITETENANT_CRD,
+    PoliteKubernetesEmulator,
+    RequestRecord,
+    declare_cnpg,
+    load_crd,
+)
 
 T = TypeVar("T")
 # Loopback only, never through a proxy from the environment.
@@ -78,6 +84,15 @@ class KubeApiHandle:
             return fn(self._emulator)
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+
+    def requests_served(self, since: int = 0) -> list[RequestRecord]:
+        """The requests the emulator parsed, in arrival order, from index ``since`` (``len`` of an
+        earlier answer marks a point to count from)."""
+        return self.call(lambda emulator: emulator.request_log[since:])
+
+    def request_count(self) -> int:
+        """How many requests the emulator has parsed so far: a mark for ``requests_served(since=...)``."""
+        return self.call(lambda emulator: len(emulator.request_log))
 
     def request(
         self,
