@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import signal
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +127,75 @@ async def test_full_spool_disk_refuses_hits_loudly_and_loses_nothing(
         log = tracker.stderr_text()
     assert "cannot write the spool" in log
     assert stored == result.accepted, f"accepted {result.accepted}, stored {stored}: {result}"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def _load_until(stop: asyncio.Event, base_url: str, tokens: list[str], counts: dict[str, int]) -> None:
+    """Hits from 16 connections until ``stop`` is set (loopback, bounded by the test's duration)."""
+    import aiohttp
+
+    async def worker(session: aiohttp.ClientSession, offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            i += 16
+            try:
+                async with session.get(f"{base_url}/o/{tokens[i % len(tokens)]}.gif") as resp:
+                    await resp.read()
+                    counts["accepted" if resp.status == 200 else "other"] += 1
+            except (aiohttp.ClientError, OSError):
+                counts["error"] += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+        await asyncio.gather(*(worker(session, k) for k in range(16)))
+
+
+async def test_twenty_second_postgres_outage_under_load(private_pg: PrivatePostgres, tmp_path: Path) -> None:
+    db = private_pg.dsn
+    settings = {"flush_interval_seconds": 0.2, "flush_batch_size": 500}
+    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    with running_tracker(workdir, db, keys=keys, **settings) as tracker:
+        tokens = await register_message(tracker.base_url, api_token, 50)
+        counts = {"accepted": 0, "other": 0, "error": 0}
+        stop = asyncio.Event()
+        load = asyncio.create_task(_load_until(stop, tracker.base_url, tokens, counts))
+        await asyncio.sleep(2)
+        await asyncio.to_thread(private_pg.stop, "fast")
+        await asyncio.sleep(1)
+        rss_start = _rss_kib(tracker.proc.pid)
+        ready_during = await asyncio.to_thread(_status, f"{tracker.base_url}/readyz")
+        await asyncio.sleep(19)
+        rss_end = _rss_kib(tracker.proc.pid)
+        spool_during = tracker.spool_bytes()
+        accepted_during = counts["accepted"]
+        await asyncio.to_thread(private_pg.start)
+        await asyncio.sleep(2)
+        stop.set()
+        await load
+        stored = await _eventually_equal(db, counts["accepted"], timeout=60)
+        ready_after = await asyncio.to_thread(_status, f"{tracker.base_url}/readyz")
+        spool_after = tracker.spool_bytes()
+    growth_mib = (rss_end - rss_start) / 1024
+    print(
+        f"20 s outage: {counts}, accepted by the end of the outage {accepted_during}, spool {spool_during} bytes, "
+        f"RSS {rss_start / 1024:.0f} -> {rss_end / 1024:.0f} MiB, stored {stored}"
+    )
+    assert ready_during == 503 and ready_after == 200
+    assert counts["other"] == 0 and counts["accepted"] > 1000
+    assert spool_during > 0 and spool_after == 0
+    # Events wait on disk, not in memory: 20 s of load grows the worker by far less than it spooled.
+    assert growth_mib < 64 and growth_mib * 1024 * 1024 < max(spool_during, 1) * 4
+    assert stored == counts["accepted"]
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
