@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["bench.tracker_http", "bench.register_message", "bench.report_large"]
+BENCHMARKS = ["bench.tracker_http", "bench.ingest", "bench.register_message", "bench.report_large"]
 
 for name in BENCHMARKS:
     print(f"\n## {name}", flush=True)

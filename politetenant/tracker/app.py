@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -46,12 +47,17 @@ class TrackerConfig:
 
 
 def _metrics_middleware(metrics: Metrics) -> object:
+    children: dict[tuple[str, int], Any] = {}  # labels() is a lookup with a lock: do it once per pair
+
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        metrics.requests.labels(route, f"{response.status // 100}xx").inc()
+        key = (resource.canonical if resource is not None else "unmatched", response.status // 100)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = metrics.requests.labels(key[0], f"{key[1]}xx")
+        child.inc()
         return response
 
     return count

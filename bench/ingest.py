@@ -1,0 +1,220 @@
+"""Ingest: events per second from the buffer into PostgreSQL (COPY) and SQLite.
+
+The product path is ``Ingest`` with a real ``Spool`` (in a temporary directory) and the real Store:
+every event is ``submit``ted, the flusher writes batches of 1,000 through ``Store.insert_events``,
+and the clock runs from the first ``submit`` until ``stop`` returns with everything stored. Submits
+go in chunks of one batch with a yield to the event loop between them, as hits arrive in a server;
+when the buffer is full the submitter waits (and counts it) instead of dropping events.
+
+The baselines in the same run write the same rows in the same batches with nothing around them:
+raw asyncpg ``copy_records_to_table('events', ...)`` on one connection, and raw ``sqlite3``
+``executemany`` with one transaction per batch (same PRAGMAs as the store). Each case gets a fresh
+database with the same schema (scratch PostgreSQL databases are created and dropped here). Prints
+events/s and the product/baseline ratio per database, checks every table holds exactly N rows and
+writes JSON to bench/results/ingest.json.
+
+Report time and peak RSS for the 100,000-recipient / 1,000,000-event message are measured by
+``python -m bench.report_large``, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.register_message import _scratch_pg
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 1000
+DEVICES = [
+    ("mobile", "iOS", "Apple Mail"),
+    ("desktop", "Windows", "Outlook"),
+    ("desktop", "Mac OS X", "Apple Mail"),
+    ("mobile", "Android", "Gmail"),
+    ("tablet", "iPadOS", "Apple Mail"),
+    ("desktop", "Windows", "Chrome"),
+]
+COUNTRIES = ["IE", "DE", "US", "FR", "GB"]
+
+
+def make_events(count: int, recipients: int = 10_000) -> list[Any]:
+    """Realistic rows: 16-byte ids, sealed-sized (~40 byte) region/city reused per place as seal_repeated does."""
+    from politetenant.tracker.ingest import EventIds
+    from politetenant.tracker.storage.rows import Event
+
+    rng = random.Random(11)
+    ids = EventIds()
+    records = [os.urandom(16) for _ in range(recipients)]
+    # version header (2) + nonce (12) + tag (16) + a place name of ~8-12 bytes
+    places = [
+        (COUNTRIES[n % len(COUNTRIES)], os.urandom(30 + rng.randint(8, 12)), os.urandom(30 + rng.randint(8, 12)))
+        for n in range(40)
+    ]
+    now = int(time.time() * 1000)
+    events = []
+    for _ in range(count):
+        device, os_, browser = DEVICES[rng.randrange(len(DEVICES))]
+        country, region, city = places[rng.randrange(len(places))]
+        roll = rng.random()  # 15 % clicks, 20 % reads, 65 % opens
+        kind, link, read_ms = 1, None, None
+        if roll < 0.15:
+            kind, link = 3, rng.randint(1, 5)
+        elif roll < 0.35:
+            kind, read_ms = 2, rng.randint(200, 30_000)
+        bot = 2 if rng.random() < 0.05 else 0
+        events.append(
+            Event(ids.next(), records[rng.randrange(recipients)], kind, link, now - rng.randint(0, 86_400_000),
+                  country, region, city, os_, device, browser, bot, read_ms)
+        )  # fmt: skip
+    return events
+
+
+async def _migrated_store(url: str) -> Any:
+    from politetenant.tracker.storage import open_store
+
+    store = open_store(url)
+    await store.connect()
+    await store.migrate()
+    return store
+
+
+async def pg_baseline(dsn: str, events: list[Any]) -> dict[str, Any]:
+    import asyncpg
+
+    from politetenant.tracker.storage.rows import EVENT_COLUMNS
+
+    store = await _migrated_store(dsn)  # same schema and indexes as the product case
+    await store.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(events), BATCH):
+            await conn.copy_records_to_table("events", records=events[i : i + BATCH], columns=EVENT_COLUMNS)
+        seconds = time.perf_counter() - started
+        stored = int(await conn.fetchval("SELECT COUNT(*) FROM events"))
+    finally:
+        await conn.close()
+    return {"seconds": seconds, "stored": stored}
+
+
+def sqlite_baseline(path: str, events: list[Any]) -> dict[str, Any]:
+    asyncio.run(_close(_migrated_store(f"sqlite:///{path}")))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    sql = "INSERT INTO events VALUES (" + ", ".join("?" * 13) + ")"
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(events), BATCH):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, events[i : i + BATCH])
+            conn.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        stored = int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+    return {"seconds": seconds, "stored": stored}
+
+
+async def _close(pending: Any) -> None:
+    store = await pending
+    await store.close()
+
+
+async def product(url: str, spool_dir: str, events: list[Any]) -> dict[str, Any]:
+    from politetenant.tracker.ingest import Ingest
+    from politetenant.tracker.metrics import Metrics
+    from politetenant.tracker.spool import Spool
+
+    store = await _migrated_store(url)
+    spool = Spool(spool_dir, "bench")
+    metrics = Metrics()
+    ingest = Ingest(store, spool, metrics, batch_size=BATCH)
+    await ingest.start()
+    waits = 0
+    try:
+        started = time.perf_counter()
+        submit = ingest.submit
+        for i in range(0, len(events), BATCH):
+            for event in events[i : i + BATCH]:
+                while not submit(event):  # buffer full: back off like a server would answer 503
+                    waits += 1
+                    await asyncio.sleep(0.001)
+            await asyncio.sleep(0)  # hits arrive over time: let the flusher run
+        await ingest.stop()
+        seconds = time.perf_counter() - started
+        stored = await store.count_rows("events")
+    finally:
+        spool.close()
+        await store.close()
+    return {
+        "seconds": seconds,
+        "stored": stored,
+        "buffer_full_waits": waits,
+        "spooled": int(metrics.registry.get_sample_value("polite_events_spooled_total") or 0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument(
+        "--pg", default=os.environ.get("POLITE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    args = parser.parse_args()
+    n = args.events
+    events = make_events(n)
+    rows: list[dict[str, Any]] = []
+
+    def record(db: str, case: str, result: dict[str, Any]) -> None:
+        rows.append({"db": db, "case": case, "events": n, "events_per_s": n / result["seconds"], **result})
+
+    for case in ("baseline", "product"):
+        dsn = _scratch_pg(args.pg, create=True)
+        try:
+            if case == "baseline":
+                result = asyncio.run(pg_baseline(dsn, events))
+            else:
+                with tempfile.TemporaryDirectory(prefix="polite-bench-") as tmp:
+                    result = asyncio.run(product(dsn, f"{tmp}/spool", events))
+        finally:
+            _scratch_pg(args.pg, create=False, dsn=dsn)
+        record("postgresql", case, result)
+
+    for case in ("baseline", "product"):
+        with tempfile.TemporaryDirectory(prefix="polite-bench-") as tmp:
+            path = f"{tmp}/bench.db"
+            if case == "baseline":
+                result = sqlite_baseline(path, events)
+            else:
+                result = asyncio.run(product(f"sqlite:///{path}", f"{tmp}/spool", events))
+        record("sqlite", case, result)
+
+    for r in rows:
+        if r["stored"] != n:
+            raise SystemExit(f"{r['db']} {r['case']}: stored {r['stored']} events, expected {n}")
+    ratios = {}
+    for db in ("postgresql", "sqlite"):
+        base, prod = (next(r for r in rows if r["db"] == db and r["case"] == c) for c in ("baseline", "product"))
+        ratios[db] = prod["events_per_s"] / base["events_per_s"]
+    RESULTS.mkdir(exist_ok=True)
+    out = {"events": n, "batch_size": BATCH, "rows": rows, "product_over_baseline": ratios}
+    (RESULTS / "ingest.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"{n:,} events, batches of {BATCH:,}; baseline = raw COPY (PostgreSQL) / raw executemany (SQLite)")
+    print(f"{'db':<11} {'case':<9} {'seconds':>8} {'events/s':>10} {'stored':>8} {'ratio':>6}")
+    for r in rows:
+        ratio = f"{ratios[r['db']]:>6.2f}" if r["case"] == "product" else f"{'1.00':>6}"
+        print(f"{r['db']:<11} {r['case']:<9} {r['seconds']:>8.2f} {r['events_per_s']:>10,.0f} {r['stored']:>8} {ratio}")
+    print("report time and peak RSS (100k recipients, 1M events): python -m bench.report_large")
+
+
+if __name__ == "__main__":
+    main()
