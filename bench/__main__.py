@@ -5,7 +5,13 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["bench.tracker_http", "bench.ingest", "bench.register_message", "bench.report_large"]
+BENCHMARKS = [
+    "bench.tracker_http",
+    "bench.ingest",
+    "bench.register_message",
+    "bench.report_large",
+    "bench.operator_scale",
+]
 
 for name in BENCHMARKS:
     print(f"\n## {name}", flush=True)
