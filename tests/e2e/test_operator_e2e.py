@@ -675,8 +675,12 @@ def test_children_deleted_or_edited_by_hand_are_restored(
         )
 
     operator.wait_for(restored, "the Deployment re-created and the ConfigMap restored", timeout=WAIT + 3 * RESYNC)
-    messages = [e["message"] for e in cluster.events(acme.name, acme.uid) if e["reason"] == "ObjectRestored"]
-    assert len(messages) - restored_before >= 2, messages
+
+    def told() -> list[str]:  # the Events follow the writes they tell of
+        messages = [e["message"] for e in cluster.events(acme.name, acme.uid) if e["reason"] == "ObjectRestored"]
+        return messages if len(messages) - restored_before >= 2 else []
+
+    messages = operator.wait_for(told, "an ObjectRestored Event for each object", timeout=5.0)
     assert any(f"Deployment {namespace}/tracker" in m for m in messages), messages
     assert any(f"ConfigMap {namespace}/tracker-settings" in m for m in messages), messages
     wait_ready(cluster, operator, acme.name)
