@@ -7,8 +7,9 @@ A tenant on the local provider has its keys in two places:
   The tracker must open its keys without the operator, so the file carries what opens it, and is
   exactly as safe as that Secret.
 - the operator's namespace holds the Secret ``polite-<tenant>-keys``: the tenant's KEK and the
-  *master copy* of every version wrapped under it. The operator restores a lost ``keys.json`` from
-  it, and crypto-shredding deletes it.
+  *master copy* of every version wrapped under it. ``key_file`` can rebuild a lost ``keys.json`` from
+  it (the operator does not yet do so on its own: a lost tenant Secret shows KeysMissing), and
+  crypto-shredding deletes it.
 
 What this does not buy, plainly: the KEK sits next to the copy it wraps, so the wrap separates keys
 (file key and KEK never open each other's copies; each copy binds tenant, version and purpose) but

@@ -259,10 +259,12 @@ def _prepared(objects: list[dict[str, Any]], seen: Seen, keys: KeyPlan) -> list[
     owner = owner_reference(API_VERSION, KIND, seen.tenant.name, seen.ref.uid) if seen.ref.uid else None
     prepared = []
     for obj in objects:
-        if owner is not None and obj["kind"] != "Namespace":
-            obj = with_owner(obj, owner)
+        # Stamp before adding the owner: the spec hash then covers what render plus the key version
+        # say, not the tenant's uid, as for every other child.
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == names.TRACKER and keys.version is not None:
             obj = _stamp_keys_version(obj, keys.version)
+        if owner is not None and obj["kind"] != "Namespace":
+            obj = with_owner(obj, owner)
         prepared.append(obj)
     return prepared
 
