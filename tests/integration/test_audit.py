@@ -5,52 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from politetenant.crypto import Keyring, KeySet, blind_index
-from politetenant.tracker import api_audit, api_subjects, audit
-from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
-from politetenant.tracker.auth import Role, create_api_token
-from tests.conftest import Tracker, tracker_settings
+from politetenant.tracker import api_audit, audit
+from politetenant.tracker.auth import Role
+from tests.conftest import Tracker
 from tests.support import message_body
 
 PERSON = "person000000@example.com"
 Action = audit.Action
-
-
-@pytest.fixture
-async def tracker(tmp_path: Path, db_url: str, geoip_path: str) -> AsyncIterator[Tracker]:
-    config = TrackerConfig(
-        settings=tracker_settings(tmp_path),
-        db=db_url,
-        keys=f"local:{tmp_path}/keys.json",
-        geoip=geoip_path,
-        trusted_proxies="127.0.0.1/32",
-    )
-    state = build_state(config)
-    app = build_app(state)
-    wired = {r.canonical for r in app.router.resources()}
-    if "/api/v1/subjects/access" not in wired:
-        api_subjects.add_routes(app.router)
-    if "/api/v1/audit" not in wired:
-        api_audit.add_routes(app.router)
-    server = TestServer(app)
-    await server.start_server(**RUNNER_OPTIONS)
-    client: TestClient[Any, Any] = TestClient(server)
-    await client.start_server()
-    t = Tracker(client=client, state=state)
-    for role in Role:
-        t.tokens[role] = await create_api_token(state.store, role)
-    try:
-        yield t
-    finally:
-        await client.close()
 
 
 async def read_audit(t: Tracker, query: str = "", status: int = 200) -> dict[str, Any]:

@@ -7,65 +7,18 @@ import csv
 import io
 import os
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from politetenant.crypto import blind_index
-from politetenant.tracker import api_messages, api_reports
 from politetenant.tracker.api_reports import MessagePage, MessageRecipientsPage, MessageReport
-from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.audit import verify_chain
-from politetenant.tracker.auth import Role, create_api_token
+from politetenant.tracker.auth import Role
 from politetenant.tracker.reports import build_report
 from politetenant.tracker.storage.rows import Event, EventKind
-from tests.conftest import Tracker, tracker_settings
+from tests.conftest import Tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body
-
-
-def _with_report_routes(app: web.Application) -> None:
-    """Add this module's routes unless app.py already does (until the lead wires add_routes in)."""
-    have = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    spare = web.UrlDispatcher()
-    api_reports.add_routes(spare)
-    for route in spare.routes():
-        assert route.resource is not None
-        if (route.method, route.resource.canonical) not in have:
-            app.router.add_route(route.method, route.resource.canonical, route.handler)
-
-
-@pytest.fixture
-async def tracker(
-    tmp_path: Path, db_url: str, geoip_path: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Tracker]:
-    """conftest's tracker, with the report routes of api_reports (the old report handler replaced)."""
-    monkeypatch.setattr(api_messages, "message_report", api_reports.message_report, raising=False)
-    marker = request.node.get_closest_marker("settings")
-    config = TrackerConfig(
-        settings=tracker_settings(tmp_path, **(marker.kwargs if marker else {})),
-        db=db_url,
-        keys=f"local:{tmp_path}/keys.json",
-        geoip=geoip_path,
-        trusted_proxies="127.0.0.1/32",
-    )
-    state = build_state(config)
-    app = build_app(state)
-    _with_report_routes(app)
-    server = TestServer(app)
-    await server.start_server(**RUNNER_OPTIONS)
-    client: TestClient[Any, Any] = TestClient(server)
-    await client.start_server()
-    t = Tracker(client=client, state=state)
-    for role in Role:
-        t.tokens[role] = await create_api_token(state.store, role)
-    try:
-        yield t
-    finally:
-        await client.close()
 
 
 def people(*groups: tuple[str, int]) -> list[dict[str, Any]]:

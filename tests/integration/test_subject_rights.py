@@ -4,63 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from politetenant.crypto import LocalKeyProvider, blind_index, blind_indexes
-from politetenant.tracker import api_subjects
-from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
-from politetenant.tracker.auth import Role, create_api_token
-from politetenant.tracker.state import TrackerState
-from tests.conftest import Tracker, tracker_settings
+from politetenant.tracker.auth import Role
+from tests.conftest import Tracker, start_tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, message_body
 
 PERSON = "person000000@example.com"
 OTHER = "person000001@example.com"
 SUBJECT_PATHS = [f"/api/v1/subjects/{right}" for right in ("access", "export", "rectify", "erase", "object")]
-
-
-def _add_routes(app: web.Application) -> None:
-    """Our routes, unless app.py already wires them."""
-    if not any(r.canonical == "/api/v1/subjects/access" for r in app.router.resources()):
-        api_subjects.add_routes(app.router)
-
-
-async def start_with_rights(
-    tmp_path: Path, db_url: str, geoip_path: str, **overrides: Any
-) -> tuple[TestClient[Any, Any], TrackerState]:
-    config = TrackerConfig(
-        settings=tracker_settings(tmp_path, **overrides),
-        db=db_url,
-        keys=f"local:{tmp_path}/keys.json",
-        geoip=geoip_path,
-        trusted_proxies="127.0.0.1/32",
-    )
-    state = build_state(config)
-    app = build_app(state)
-    _add_routes(app)
-    server = TestServer(app)
-    await server.start_server(**RUNNER_OPTIONS)
-    client: TestClient[Any, Any] = TestClient(server)
-    await client.start_server()
-    return client, state
-
-
-@pytest.fixture
-async def tracker(tmp_path: Path, db_url: str, geoip_path: str) -> AsyncIterator[Tracker]:
-    client, state = await start_with_rights(tmp_path, db_url, geoip_path)
-    t = Tracker(client=client, state=state)
-    for role in Role:
-        t.tokens[role] = await create_api_token(state.store, role)
-    try:
-        yield t
-    finally:
-        await client.close()
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -349,7 +305,7 @@ async def test_rights_still_reach_data_written_before_a_key_rotation(
     await tracker.flush()
     await right(tracker, "object", {"email": OTHER})
     LocalKeyProvider(tmp_path / "keys.json").rotate()
-    client, state = await start_with_rights(tmp_path, db_url, geoip_path, spool_dir=str(tmp_path / "spool-2"))
+    client, state = await start_tracker(tmp_path, db_url, geoip_path, spool_dir=str(tmp_path / "spool-2"))
     try:
         rotated = Tracker(client=client, state=state, tokens=tracker.tokens)
         assert state.keyring.versions == [1, 2]
