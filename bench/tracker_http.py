@@ -30,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.register_message import _scratch_pg
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PG_ADMIN = os.environ.get("POLITE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -114,20 +116,8 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 
 def scratch_db(create: bool, dsn: str = "") -> str:
-    import uuid
-
-    import asyncpg
-
-    name = f"polite_bench_{uuid.uuid4().hex[:8]}" if create else dsn.rsplit("/", 1)[1]
-    sql = f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
-        await conn.execute(sql)
-        await conn.close()
-
-    asyncio.run(run())
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    """A throw-away database on PG_ADMIN's server (the one helper all benchmarks share)."""
+    return _scratch_pg(PG_ADMIN, create=create, dsn=dsn)
 
 
 def count_events(dsn: str) -> int:

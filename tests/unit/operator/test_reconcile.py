@@ -16,8 +16,6 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
-
 from politetenant.operator import names
 from politetenant.operator.config import OperatorConfig
 from politetenant.operator.keys import KeyBackend
@@ -272,21 +270,6 @@ def make_available(kube: FakeKube, namespace: str = "polite-acme") -> None:
             obj["status"] = {"observedGeneration": generation, "replicas": 1, "readyReplicas": 1}
         elif kind == "Cluster":
             obj["status"] = {"instances": obj["spec"]["instances"], "readyInstances": obj["spec"]["instances"]}
-
-
-@pytest.fixture
-def kube() -> FakeKube:
-    return FakeKube()
-
-
-@pytest.fixture
-def keys() -> FakeKeys:
-    return FakeKeys()
-
-
-@pytest.fixture
-def rt(kube: FakeKube, keys: FakeKeys) -> Runtime:
-    return make_runtime(kube, keys)
 
 
 # -- first reconcile, readiness, resync ---------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from politetenant.operator import names
 from politetenant.operator.config import OperatorConfig
 from politetenant.operator.deletion import offboard
@@ -19,21 +17,6 @@ from tests.unit.operator.test_reconcile import (
     run,
     tenant_body,
 )
-
-
-@pytest.fixture
-def kube() -> FakeKube:
-    return FakeKube()
-
-
-@pytest.fixture
-def keys() -> FakeKeys:
-    return FakeKeys()
-
-
-@pytest.fixture
-def rt(kube: FakeKube, keys: FakeKeys) -> Runtime:
-    return make_runtime(kube, keys)
 
 
 async def provisioned(rt: Runtime, **spec: Any) -> dict[str, Any]:

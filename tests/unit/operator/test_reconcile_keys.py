@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from politetenant.operator import names
 from politetenant.operator.keys import HANDLED_ANNOTATION, ROTATE_ANNOTATION, VERSION_ANNOTATION, newest_version
 from politetenant.operator.kube import KubeError
@@ -20,21 +18,6 @@ from tests.unit.operator.test_reconcile import (
     run,
     tenant_body,
 )
-
-
-@pytest.fixture
-def kube() -> FakeKube:
-    return FakeKube()
-
-
-@pytest.fixture
-def keys() -> FakeKeys:
-    return FakeKeys()
-
-
-@pytest.fixture
-def rt(kube: FakeKube, keys: FakeKeys) -> Runtime:
-    return make_runtime(kube, keys)
 
 
 def key_doc(kube: FakeKube) -> dict[str, object]:
