@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from politetenant.settings import TrackerSettings
 from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.auth import Role, create_api_token
 from politetenant.tracker.geoip_sample import write_sample
+from politetenant.tracker.lean_server import LeanSite
 from politetenant.tracker.state import TrackerState
 from tests.support import scratch_database
 
@@ -86,6 +89,25 @@ def tracker_settings(tmp_path: Path, **overrides: Any) -> TrackerSettings:
     return TrackerSettings.model_validate(values)
 
 
+class LeanTestServer(TestServer):
+    """aiohttp's test server, listening through the production site (``LeanSite``): beacons and
+    clicks take the lean path, everything else is handed to aiohttp, as ``polite-tracker serve`` does."""
+
+    def __init__(self, app: web.Application, state: TrackerState) -> None:
+        super().__init__(app)
+        self.state = state
+
+    async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+        if self.runner:
+            return
+        self.runner = await self._make_runner(**kwargs)
+        await self.runner.setup()
+        site = LeanSite(self.runner, self.state, self.host, 0)
+        await site.start()
+        self.port, self.scheme = site.port, "http"
+        self._root = URL(f"http://{self.host}:{self.port}")
+
+
 async def start_tracker(
     tmp_path: Path, db_url: str, geoip_path: str, *, keys: str | None = None, **overrides: Any
 ) -> tuple[TestClient[Any, Any], TrackerState]:
@@ -97,7 +119,7 @@ async def start_tracker(
         trusted_proxies="127.0.0.1/32",
     )
     state = build_state(config)
-    server = TestServer(build_app(state))
+    server = LeanTestServer(build_app(state), state)
     await server.start_server(**RUNNER_OPTIONS)  # the runner options production uses: no access log
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()

@@ -23,6 +23,8 @@ _VERSION = struct.Struct(">H")
 TOKEN_BYTES = _VERSION.size + RECORD_ID_BYTES + TAG_BYTES
 TOKEN_CHARS = (TOKEN_BYTES * 4 + 2) // 3  # unpadded base64url
 _DUMMY_KEY = os.urandom(32)
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SPARE_BITS_MASK = (1 << (TOKEN_CHARS * 6 - TOKEN_BYTES * 8)) - 1  # bits of the last character left over
 
 
 def new_record_id() -> bytes:
@@ -40,18 +42,25 @@ class TokenCodec:
     """Issues and verifies tokens for one tenant's keyring."""
 
     def __init__(self, keyring: Keyring) -> None:
-        self._context = b"politetenant/token/" + keyring.tenant_bytes + b"\x00"
-        self._keys = {v: keyring.get(v).token_key for v in keyring.versions}  # type: ignore[union-attr]
+        context = b"politetenant/token/" + keyring.tenant_bytes + b"\x00"
+        # HMAC states already keyed and fed the context: each token then costs a copy and one update.
+        self._macs = {
+            v: hmac.new(keyring.get(v).token_key, context, hashlib.sha256)  # type: ignore[union-attr]
+            for v in keyring.versions
+        }
+        self._dummy_mac = hmac.new(_DUMMY_KEY, context, hashlib.sha256)
         self._current = keyring.current.version
 
-    def _tag(self, key: bytes, head: bytes) -> bytes:
-        return hmac.new(key, self._context + head, hashlib.sha256).digest()[:TAG_BYTES]
+    def _tag(self, mac: hmac.HMAC, head: bytes) -> bytes:
+        mac = mac.copy()
+        mac.update(head)
+        return mac.digest()[:TAG_BYTES]
 
     def issue(self, record_id: bytes) -> str:
         if len(record_id) != RECORD_ID_BYTES:
             raise ValueError(f"a record id is {RECORD_ID_BYTES} bytes")
         head = _VERSION.pack(self._current) + record_id
-        raw = head + self._tag(self._keys[self._current], head)
+        raw = head + self._tag(self._macs[self._current], head)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
     def verify(self, token: str) -> VerifiedToken | None:
@@ -66,12 +75,14 @@ class TokenCodec:
             return None
         head, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
         (version,) = _VERSION.unpack_from(head)
-        key = self._keys.get(version)
+        mac = self._macs.get(version)
         # An unknown version costs the same HMAC as a known one: no timing oracle on versions.
-        expected = self._tag(key if key is not None else _DUMMY_KEY, head)
-        if not hmac.compare_digest(expected, tag) or key is None:
+        expected = self._tag(mac if mac is not None else self._dummy_mac, head)
+        if not hmac.compare_digest(expected, tag) or mac is None:
             return None
-        # Reject non-canonical encodings (different trailing bits decoding to the same bytes).
-        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        # Reject non-canonical encodings: the last character's unused low bits must be zero, or
+        # several strings would decode to the same bytes.
+        last = _B64URL.find(token[-1])
+        if last < 0 or last & _SPARE_BITS_MASK:
             return None
         return VerifiedToken(version=version, record_id=head[_VERSION.size :])

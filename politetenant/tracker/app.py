@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
@@ -13,7 +12,7 @@ from politetenant.crypto import Keyring, provider_from_url
 from politetenant.settings import TrackerSettings
 from politetenant.tracker import api_audit, api_messages, api_reports, api_subjects, beacons, health
 from politetenant.tracker.client_ip import parse_cidrs
-from politetenant.tracker.errors import Handler, error_middleware
+from politetenant.tracker.errors import Handler, error_middleware, redact_server_log
 from politetenant.tracker.geoip import GeoLocator
 from politetenant.tracker.ingest import Ingest
 from politetenant.tracker.judge import Judge
@@ -44,20 +43,15 @@ class TrackerConfig:
     trusted_proxies: str = ""
     worker_tag: str = "0"
     migrate: bool = True
+    lean_public_routes: bool = True  # beacons and clicks off the socket (lean_server), not the router
 
 
 def _metrics_middleware(metrics: Metrics) -> object:
-    children: dict[tuple[str, int], Any] = {}  # labels() is a lookup with a lock: do it once per pair
-
     @web.middleware
     async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         resource = request.match_info.route.resource
-        key = (resource.canonical if resource is not None else "unmatched", response.status // 100)
-        child = children.get(key)
-        if child is None:
-            child = children[key] = metrics.requests.labels(key[0], f"{key[1]}xx")
-        child.inc()
+        metrics.count_request(resource.canonical if resource is not None else "unmatched", response.status)
         return response
 
     return count
@@ -77,6 +71,7 @@ def api_operations() -> list[Operation]:
 
 def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     """The aiohttp application of one worker; ``state`` is fully built but not started."""
+    redact_server_log()
     app = web.Application(
         middlewares=[_metrics_middleware(state.metrics), error_middleware],  # type: ignore[list-item]
         client_max_size=state.settings.max_body_bytes,

@@ -1,7 +1,9 @@
 """The public, token-only routes: open beacon, read-time beacon, click redirect.
 
-Each handler reads like its list of steps: verify the token, judge the request, hand the event to
-the ingest buffer, answer. The IP address and user agent live only in local variables of ``_judge``.
+Each step reads like its list of what it does: verify the token, judge the request, hand the event
+to the ingest buffer, answer. The steps take the peer address and headers as arguments, not a request,
+so aiohttp's handlers here and the lean server (``lean_server``) run the very same code. The IP address
+and user agent live only in arguments and local variables: judged, then dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from politetenant.tracker import gif
-from politetenant.tracker.client_ip import client_ip
+from politetenant.tracker.client_ip import Peer
 from politetenant.tracker.errors import NotFound, ServiceUnavailable
 from politetenant.tracker.judge import Verdict
 from politetenant.tracker.openapi import Operation
@@ -36,9 +38,20 @@ _SAFE_URL_CHARS = ":/?#[]@!$&'()*+,;=%~"
 _CLICK_CACHE_MAX = 100_000
 
 
-def _judge(state: TrackerState, request: web.Request, *, honeypot: bool = False) -> Verdict:
-    ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.trusted_proxies)
-    return state.judge.judge(ip, request.headers.get("User-Agent"), honeypot=honeypot)
+def _judge(
+    state: TrackerState, peer: Peer, forwarded_for: str | None, user_agent: str | None, *, honeypot: bool = False
+) -> Verdict:  # fmt: skip
+    return state.judge.judge(peer.client(forwarded_for, state.trusted_proxies), user_agent, honeypot=honeypot)
+
+
+def request_peer(state: TrackerState, request: web.Request) -> Peer:
+    return Peer.of(request.remote, state.trusted_proxies)
+
+
+def _judge_request(state: TrackerState, request: web.Request, *, honeypot: bool = False) -> Verdict:
+    headers = request.headers
+    peer = request_peer(state, request)
+    return _judge(state, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent"), honeypot=honeypot)
 
 
 def _event(
@@ -67,10 +80,63 @@ def _accept(state: TrackerState, event: Event) -> None:
         raise ServiceUnavailable("the tracker cannot store events right now", code="ingest_full")
 
 
+# -- the steps, without a request object: aiohttp's handlers and the lean server share them --------
+def record_open(state: TrackerState, token: str, peer: Peer, forwarded_for: str | None,
+                user_agent: str | None) -> None:  # fmt: skip
+    """Verify, judge and enqueue one open; raises NotFound (bad token) or ServiceUnavailable."""
+    record_id = _verify(state, token)
+    _accept(state, _event(state, record_id, EventKind.OPEN, _judge(state, peer, forwarded_for, user_agent)))
+
+
+def verify_click(state: TrackerState, token: str, link: str) -> tuple[bytes, int]:
+    """The record and link number a click path names; NotFound when either is not one of ours."""
+    record_id = _verify(state, token)
+    if not link.isdigit() or len(link) > 6:
+        raise NotFound("unknown link")
+    return record_id, int(link)
+
+
+def cached_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget | None:
+    """The link's target when this worker has looked it up before (links never change)."""
+    return state.click_cache.get((record_id, link_no))
+
+
+async def load_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget:
+    """Read the link's target from the database and remember it; NotFound for a link never stored."""
+    target = await state.store.click_target(record_id, link_no)
+    if target is None:
+        raise NotFound("unknown link")
+    if len(state.click_cache) >= _CLICK_CACHE_MAX:
+        state.click_cache.clear()
+    state.click_cache[(record_id, link_no)] = target
+    return target
+
+
+def record_click(
+    state: TrackerState, record_id: bytes, link_no: int, target: ClickTarget, peer: Peer,
+    forwarded_for: str | None, user_agent: str | None,
+) -> str | None:  # fmt: skip
+    """Judge and enqueue one click; returns the ``Location`` to redirect to, or None for the honeypot
+    link (answered 200 with an empty page: only machines follow it)."""
+    if target.url is None:
+        verdict = _judge(state, peer, forwarded_for, user_agent, honeypot=True)
+        _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=0))
+        return None
+    url = state.sealer.open_text("link.url", target.url)
+    if not url.lower().startswith(("http://", "https://")):
+        raise NotFound("unknown link")
+    verdict = _judge(state, peer, forwarded_for, user_agent)
+    _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=link_no))
+    return quote(url, safe=_SAFE_URL_CHARS)
+
+
+# -- aiohttp handlers -----------------------------------------------------------------------------
 async def open_beacon(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    record_id = _verify(state, request.match_info["token"])
-    _accept(state, _event(state, record_id, EventKind.OPEN, _judge(state, request)))
+    state, headers = request.app[STATE], request.headers
+    record_open(
+        state, request.match_info["token"], request_peer(state, request), headers.get("X-Forwarded-For"),
+        headers.get("User-Agent"),
+    )  # fmt: skip
     return web.Response(body=gif.PIXEL, headers=_GIF_HEADERS)
 
 
@@ -82,7 +148,7 @@ async def read_beacon(request: web.Request) -> web.StreamResponse:
     if state.read_streams >= settings.read_streams_per_worker or not state.ingest.accepting:
         # Saturated: answer at once and record nothing, so a flood of opens cannot exhaust memory.
         return web.Response(body=gif.PIXEL, headers=_GIF_HEADERS)
-    verdict = _judge(state, request)
+    verdict = _judge_request(state, request)
     started_wall, started = time.time(), time.monotonic()
     response = web.StreamResponse(headers=_GIF_HEADERS)
     state.read_streams += 1
@@ -123,40 +189,20 @@ async def _trickle(state: TrackerState, request: web.Request, response: web.Stre
             await asyncio.wait_for(state.stopping.wait(), timeout=min(poll, max(deadline - now, 0.001)))
 
 
-async def _click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget | None:
-    key = (record_id, link_no)
-    target = state.click_cache.get(key)
-    if target is None:
-        target = await state.store.click_target(record_id, link_no)
-        if target is not None:
-            if len(state.click_cache) >= _CLICK_CACHE_MAX:
-                state.click_cache.clear()
-            state.click_cache[key] = target
-    return target
-
-
 async def click(request: web.Request) -> web.Response:
     """302 to the URL stored for this message's link; the URL itself never travels in a request."""
     state = request.app[STATE]
-    record_id = _verify(state, request.match_info["token"])
-    link = request.match_info["link"]
-    if not link.isdigit() or len(link) > 6:
-        raise NotFound("unknown link")
-    target = await _click_target(state, record_id, int(link))
-    if target is None:
-        raise NotFound("unknown link")
-    if target.url is None:  # the hidden honeypot link: only machines follow it
-        _accept(state, _event(state, record_id, EventKind.CLICK, _judge(state, request, honeypot=True), link_no=0))
-        return web.Response(text="", content_type="text/html", headers={"Cache-Control": "no-store"})
-    url = state.sealer.open_text("link.url", target.url)
-    if not url.lower().startswith(("http://", "https://")):
-        raise NotFound("unknown link")
-    _accept(state, _event(state, record_id, EventKind.CLICK, _judge(state, request), link_no=int(link)))
-    return web.Response(
-        status=302,
-        headers={
-            "Location": quote(url, safe=_SAFE_URL_CHARS),
-            "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",
-        },
+    record_id, link_no = verify_click(state, request.match_info["token"], request.match_info["link"])
+    target = cached_click_target(state, record_id, link_no) or await load_click_target(state, record_id, link_no)
+    headers = request.headers
+    peer = request_peer(state, request)
+    location = record_click(
+        state, record_id, link_no, target, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent")
     )
+    if location is None:
+        return web.Response(text="", content_type="text/html", headers={"Cache-Control": "no-store"})
+    return web.Response(status=302, headers=_redirect_headers(location))
+
+
+def _redirect_headers(location: str) -> dict[str, str]:
+    return {"Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}

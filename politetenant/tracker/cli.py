@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--workers", type=int, default=int(os.environ.get("POLITE_WORKERS", "1")))
     serve.add_argument("--no-migrate", action="store_true", help="do not apply database migrations at start")
+    serve.add_argument(
+        "--public-routes",
+        choices=("lean", "aiohttp"),
+        default=os.environ.get("POLITE_PUBLIC_ROUTES", "lean"),
+        help="serve /o/ and /c/ straight off the socket (lean, default) or through aiohttp's router, "
+        "e.g. to compare them (POLITE_PUBLIC_ROUTES)",
+    )
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     _common(migrate)
@@ -166,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = TrackerConfig(
                 settings=settings, db=args.db, keys=args.keys, geoip=args.geoip,
                 trusted_proxies=args.trusted_proxies, migrate=not args.no_migrate,
+                lean_public_routes=args.public_routes == "lean",
             )  # fmt: skip
             load_keyring(args.keys, settings.tenant_id)  # fail here, readably, not in every worker
             return serve(config, args.host, args.port, args.workers)

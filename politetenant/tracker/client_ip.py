@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["IPAddress", "Network", "client_ip", "parse_address", "parse_cidrs"]
+__all__ = ["IPAddress", "Network", "Peer", "client_ip", "parse_address", "parse_cidrs"]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -61,6 +63,11 @@ def parse_address(text: str | None) -> IPAddress | None:
     candidate = text.strip().strip('"').strip()
     if not candidate or len(candidate) > _MAX_HOP_LENGTH:
         return None
+    if ":" not in candidate:  # IPv4, the common case: the C parser is as strict and 3x faster
+        try:
+            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, candidate))
+        except OSError:
+            return None
     if candidate[0] == "[":
         bracketed = _BRACKETED.match(candidate)
         if bracketed is None:
@@ -85,6 +92,48 @@ def _is_trusted(address: IPAddress, trusted: Sequence[Network]) -> bool:
     return any(address in network for network in trusted)
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A connection's socket peer, parsed once: the lean server keeps one per connection, so a
+    keep-alive client costs one parse, not one per request."""
+
+    address: IPAddress | None
+    trusted: bool  # a proxy whose X-Forwarded-For we believe
+    text: str | None  # ``address`` as judging uses it (normalised)
+
+    @classmethod
+    def of(cls, peer: str | None, trusted: Sequence[Network]) -> Peer:
+        try:
+            address = parse_address(peer)
+            if address is None:
+                return _NO_PEER
+            return cls(address, bool(trusted) and _is_trusted(address, trusted), str(address))
+        except Exception:  # this runs on every connection and must not fail
+            return _NO_PEER
+
+    def client(self, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
+        """The client's address (see ``client_ip``); never raises."""
+        if not forwarded_for or not self.trusted or self.address is None:
+            return self.text
+        try:
+            nearest = self.address
+            for hop in reversed(forwarded_for.split(",")):
+                if not hop.strip():
+                    continue  # "a, , b" or a trailing comma: no hop there
+                address = parse_address(hop)
+                if address is None:
+                    break
+                if not _is_trusted(address, trusted):
+                    return str(address)
+                nearest = address
+            return str(nearest)
+        except Exception:
+            return None
+
+
+_NO_PEER = Peer(None, False, None)
+
+
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
     """Return the client's address (normalised text), or None when the peer is not an address.
 
@@ -96,22 +145,4 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Net
 
     Never raises.
     """
-    try:
-        peer_address = parse_address(peer)
-        if peer_address is None:
-            return None
-        if not forwarded_for or not trusted or not _is_trusted(peer_address, trusted):
-            return str(peer_address)
-        nearest = peer_address
-        for hop in reversed(forwarded_for.split(",")):
-            if not hop.strip():
-                continue  # "a, , b" or a trailing comma: no hop there
-            address = parse_address(hop)
-            if address is None:
-                break
-            if not _is_trusted(address, trusted):
-                return str(address)
-            nearest = address
-        return str(nearest)
-    except Exception:  # this runs on every beacon hit and must not fail
-        return None
+    return Peer.of(peer, trusted).client(forwarded_for, trusted)

@@ -15,6 +15,29 @@ from politetenant.tracker.storage.base import StorageUnavailable
 log = logging.getLogger(__name__)
 
 
+class _NoClientDetails(logging.Filter):
+    """aiohttp's server logger names the client's address and its exceptions quote the bytes of a
+    malformed request (a user agent, say). Keep what kind of request was refused; drop the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg, record.args = "refused a malformed request (%s)", (type(exc).__name__ if exc else "no detail",)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        if record.levelno > logging.WARNING:  # a client's mistake, not the tracker's
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_SERVER_LOG_FILTER = _NoClientDetails()
+
+
+def redact_server_log() -> None:
+    """Install the filter on aiohttp's server logger (once, however many apps a process builds)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _SERVER_LOG_FILTER not in server_log.filters:
+        server_log.addFilter(_SERVER_LOG_FILTER)
+
+
 class ApiError(Exception):
     status = 400
     code = "bad_request"
@@ -54,11 +77,16 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+def error_body(code: str, message: str) -> dict[str, str]:
+    """The one JSON shape of every error, for aiohttp's responses and the lean server's alike."""
+    return {"error": code, "message": message}
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="polite-tracker"'
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+    return web.json_response(error_body(code, message), status=status, headers=headers)
 
 
 _HTTP_CODES = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -24,6 +26,11 @@ class Metrics:
             "Events written to the spool while the database was unavailable",
             registry=r,
         )
+        self.events_spilled = Counter(
+            "polite_events_spilled",
+            "Events spooled because they waited longer than a flush interval (the database lags behind)",
+            registry=r,
+        )
         self.events_refused = Counter(
             "polite_events_refused", "Hits answered 503 because the event could not be kept", registry=r
         )
@@ -37,3 +44,12 @@ class Metrics:
             registry=r,
         )
         self.read_streams = Gauge("polite_read_streams", "Read-time beacons streaming now", registry=r)
+        self._request_children: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        """Count one answered request by route and status class (``labels`` takes a lock: once per pair)."""
+        key = (route, status // 100)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(route, f"{key[1]}xx")
+        child.inc()

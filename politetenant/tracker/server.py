@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
+from politetenant.tracker.lean_server import LeanSite
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,17 @@ async def serve_worker(
     app = build_app(state, migrate=config.migrate)
     runner = web.AppRunner(app, **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
+    site: web.TCPSite
+    if config.lean_public_routes:
+        site = LeanSite(runner, state, host, port, reuse_port=reuse_port, backlog=4096)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=4096)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
+    bound = site.port
     log.info("worker %s serving on http://%s:%d (pid %d)", config.worker_tag, host, bound, os.getpid())
     if ready is not None:
         ready(bound)
