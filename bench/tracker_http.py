@@ -291,7 +291,7 @@ def main() -> None:
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
     # wrk counts only responses it read before its deadline; requests still in flight then were
     # served and stored too, so stored may exceed accepted by at most one request per connection.
-    in_flight = args.connections * 3
+    in_flight = args.connections * len(runs)
     verdict = "ok" if accepted <= stored <= accepted + in_flight else "LOST EVENTS" if stored < accepted else "TOO MANY"
     print(
         f"accepted {accepted} events (answered 2xx before wrk stopped), stored {stored}: {verdict} "

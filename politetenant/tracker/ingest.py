@@ -2,9 +2,12 @@
 
 Handlers call ``submit`` and never wait on the database. One flusher task drains the buffer in
 batches; when the database refuses, the batch is fsynced to the spool and replayed once the database
-answers again. ``stop`` (on SIGTERM) writes out everything still buffered. Nothing accepted is lost;
-when neither the database nor the spool can take events and the buffer is full, ``submit`` says no
-and the hit is answered 503 instead of being silently dropped.
+answers again. When the database answers but more slowly than hits arrive, events that have waited
+in memory longer than two flush intervals are fsynced to the spool too and replayed from there, so
+what a crash (SIGKILL) can lose is bounded by time, not by how far the database has fallen behind.
+``stop`` (on SIGTERM) writes out everything still buffered. Nothing accepted is lost; when neither
+the database nor the spool can take events and the buffer is full, ``submit`` says no and the hit is
+answered 503 instead of being silently dropped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.rows import Event
 
 log = logging.getLogger(__name__)
+
+SPILL_AFTER_INTERVALS = 2  # what SIGKILL can lose: the hits of about this many flush intervals
 
 
 class EventIds:
@@ -66,6 +71,10 @@ class Ingest:
         self.spool_ok = True
         self._retry_at = 0.0
         self._backoff = 0.25
+        # When the event now at the head of the buffer arrived, at the latest: set when an event
+        # enters an empty buffer and kept while batches leave, so the age is never underestimated.
+        self._head_since = 0.0
+        self._flushing = asyncio.Lock()
 
     # -- the hot path ---------------------------------------------------------------------------
     def submit(self, event: Event) -> bool:
@@ -73,6 +82,8 @@ class Ingest:
         if len(self._buffer) >= self.max_buffered:
             self.metrics.events_refused.inc()
             return False
+        if not self._buffer:
+            self._head_since = time.monotonic()
         self._buffer.append(event)
         self.metrics.events_accepted.inc()
         if len(self._buffer) >= self.batch_size:
@@ -144,20 +155,38 @@ class Ingest:
         self._backoff = min(self._backoff * 2, 5.0)
 
     async def _flush(self, *, final: bool) -> None:
+        async with self._flushing:  # one flush at a time: a replay must not meet another one
+            await self._flush_now(final=final)
+
+    async def _flush_now(self, *, final: bool) -> None:
         if not self.database_ok:
             await self._ensure_database()
             if self.database_ok:
                 await self._replay_spool()
         while self._buffer:
+            if not final:
+                self._spill_if_behind()
+                if not self._buffer:
+                    break
             batch = self._buffer[: self.batch_size]
             stored = await self._store_batch(batch) if self.database_ok else False
             if not stored and not self._spool_batch(batch):
                 break  # neither took it: keep it in memory, submit() refuses once the buffer is full
             del self._buffer[: len(batch)]
-            if not final and not self._buffer:
-                break
+        if not final and self.database_ok and self.spool.pending():
+            await self._replay_spool()  # what was spilled while the database lagged
         self.metrics.events_buffered.set(len(self._buffer))
         self.metrics.spool_bytes.set(self.spool.size_bytes())
+
+    def _spill_if_behind(self) -> None:
+        """The head of the buffer has waited longer than two flush intervals (one, plus slack for a busy
+        loop's late timer): the database is not keeping up. Make the whole buffer durable on the spool
+        now (one fsync) and replay it from there."""
+        if time.monotonic() - self._head_since <= SPILL_AFTER_INTERVALS * self.flush_interval or not self.spool_ok:
+            return
+        if self._spool_batch(self._buffer):
+            self.metrics.events_spilled.inc(len(self._buffer))
+            self._buffer.clear()
 
     async def _store_batch(self, batch: list[Event]) -> bool:
         started = time.perf_counter()
@@ -183,9 +212,14 @@ class Ingest:
         return True
 
     async def _replay_spool(self) -> None:
-        """Move spooled events into the database; stop at the first failure and try again later."""
+        """Move spooled events into the database; stop at the first failure and try again later.
+
+        Between batches, events that waited too long in memory are spilled to the fresh own file
+        (``seal_own`` set the replayed one aside), so a long replay does not widen a crash's loss.
+        """
         if not self.spool.pending():
             return
+        self.spool.seal_own()
         replayed = 0
         current = None
         for batch, spool_file in self.spool.drain_batches(self.batch_size):
@@ -196,6 +230,8 @@ class Ingest:
                 log.warning("ingest: replay interrupted after %d events; will retry", replayed)
                 return
             replayed += len(batch)
+            if self._buffer:
+                self._spill_if_behind()
         if current is not None:
             self.spool.done(current)
         if replayed:

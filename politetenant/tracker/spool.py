@@ -2,7 +2,9 @@
 
 Each worker owns one file (held with an exclusive flock); a worker that starts later adopts files
 whose owner died. Lines are JSON, one event each; a torn last line from a crash is skipped, and
-replay is idempotent because every event carries a unique id.
+replay is idempotent because every event carries a unique id. Before a replay the worker sets its
+file aside (``seal_own``) and appends to a fresh one, so events spooled while the replay runs are
+never truncated with the file being replayed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -65,8 +68,20 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str], worker_tag: str) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.worker_tag = worker_tag
         self.own = SpoolFile(self.directory / f"spool-{worker_tag}.jsonl")
         self._adopted: dict[Path, SpoolFile] = {}
+
+    def seal_own(self) -> None:
+        """Set this worker's non-empty file aside for replay (still locked, so no other worker takes
+        it; adopted after a crash like any orphan) and start a new, empty one for appends."""
+        if self.own.size() == 0:
+            return
+        sealed = self.directory / f"spool-{self.worker_tag}.{time.time_ns()}.jsonl"
+        os.rename(self.own.path, sealed)
+        self.own.path = sealed
+        self._adopted[sealed] = self.own
+        self.own = SpoolFile(self.directory / f"spool-{self.worker_tag}.jsonl")
 
     def append(self, events: Sequence[Event]) -> None:
         """Write and fsync: after this returns, the events survive a crash of this process."""

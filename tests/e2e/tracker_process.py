@@ -215,6 +215,7 @@ async def register_message(base_url: str, api_token: str, recipients: int) -> li
 class BurstResult:
     sent: int = 0
     accepted: int = 0  # answered 200: the tracker promised to keep the event
+    accepted_at: list[float] = field(default_factory=list)  # time.monotonic() of each 200
     statuses: Counter[int] = field(default_factory=Counter)  # every other status
     errors: Counter[str] = field(default_factory=Counter)  # exception class -> count
 
@@ -268,6 +269,7 @@ class Burst:
                     await resp.read()
                     if resp.status == 200:
                         self.result.accepted += 1
+                        self.result.accepted_at.append(time.monotonic())
                     else:
                         self.result.statuses[resp.status] += 1
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:

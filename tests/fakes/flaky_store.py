@@ -1,11 +1,13 @@
 """A store that fails on command, wrapping a real one: for testing the spool without a real outage.
 
 It behaves like a database that is unreachable (every call raises StorageUnavailable, as the real
-backends do on a refused connection) while ``down`` is set; otherwise it passes calls through.
+backends do on a refused connection) while ``down`` is set; otherwise it passes calls through. While
+``gate`` is closed (cleared), event inserts wait for it: a database that answers, slowly.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +20,9 @@ class FlakyStore:
         self.inner = inner
         self.down = False
         self.insert_calls = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.inserting = asyncio.Event()  # set by the first insert: a test can wait for it
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
@@ -33,6 +38,8 @@ class FlakyStore:
 
     async def insert_events(self, events: Sequence[Event]) -> None:
         self.insert_calls += 1
+        self.inserting.set()
+        await self.gate.wait()
         if self.down:
             raise StorageUnavailable("database unreachable (flaky store is down)")
         await self.inner.insert_events(events)

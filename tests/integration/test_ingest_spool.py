@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import AsyncIterator
@@ -133,3 +134,60 @@ async def test_when_neither_database_nor_disk_can_keep_events_hits_are_refused(
     ingest._retry_at = 0
     await ingest._flush(final=True)
     assert await store.inner.count_rows("events") == 50
+
+
+def spooled_events(spool_dir: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in spool_dir.glob("spool-*.jsonl"))
+
+
+async def test_events_that_wait_while_the_database_lags_are_made_durable_on_the_spool(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    """A database that answers, but slower than hits arrive: what waits longer than two flush
+    intervals goes to the spool (a crash now loses none of it), and is replayed from there."""
+    store, ingest = flaky
+    ingest.flush_interval = 0.01
+    for n in range(300):
+        ingest.submit(make_event(ingest, n))
+    store.gate.clear()  # the next insert hangs, as on a database that has fallen behind
+    flushing = asyncio.create_task(ingest._flush(final=False))
+    await store.inserting.wait()
+    await asyncio.sleep(0.05)  # the 200 events behind the batch in flight have now waited 5 intervals
+    for n in range(300, 350):  # hits keep coming meanwhile
+        ingest.submit(make_event(ingest, n))
+    store.gate.set()  # the first batch (100) lands; the flusher sees how old the rest is
+    original_append = ingest.spool.append
+    durable_at_spill: list[int] = []
+
+    def append_and_count(events: list[Event]) -> None:
+        original_append(events)
+        durable_at_spill.append(spooled_events(tmp_path / "spool"))
+
+    ingest.spool.append = append_and_count  # type: ignore[method-assign]
+    await flushing
+    assert durable_at_spill and durable_at_spill[0] == 250  # everything waiting went to disk at once
+    assert ingest.metrics.events_spilled._value.get() == 250
+    assert ingest.buffered == 0
+    assert await store.inner.count_rows("events") == 350  # and was replayed while the database caught up
+    assert spooled_events(tmp_path / "spool") == 0
+
+
+async def test_events_spilled_during_a_replay_are_not_truncated_with_the_replayed_file(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    store, ingest = flaky
+    ingest.flush_interval = 0.01
+    ingest.spool.append([make_event(ingest, n) for n in range(200)])  # spilled earlier
+    store.gate.clear()
+    replaying = asyncio.create_task(ingest._replay_spool())
+    await store.inserting.wait()
+    for n in range(200, 260):  # arrive during the replay, and wait long enough to be spilled
+        ingest.submit(make_event(ingest, n))
+    await asyncio.sleep(0.05)
+    store.gate.set()
+    await replaying
+    assert ingest.buffered == 0  # spilled between replayed batches ...
+    assert spooled_events(tmp_path / "spool") == 60  # ... into the fresh file, which the replay left alone
+    await ingest._flush(final=False)
+    assert await store.inner.count_rows("events") == 260
+    assert spooled_events(tmp_path / "spool") == 0
