@@ -34,6 +34,17 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,
     TimeoutError,
 )
+
+
+async def _end_open_transaction(conn: asyncpg.Connection) -> None:
+    """Reset a connection going back to the pool. asyncpg's default runs RESET ALL, UNLISTEN, CLOSE
+    ALL and an advisory unlock on every release: a round trip per ingest batch. The tracker sets no
+    session state (its one lock and its cursors live in transactions), so only a transaction left
+    open needs ending."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 _MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time across workers
 
 
@@ -50,8 +61,9 @@ class PostgresStore(Store):
             return
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], command_timeout=60, timeout=10
-            )
+                self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], command_timeout=60, timeout=10,
+                reset=_end_open_transaction,
+            )  # fmt: skip
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
