@@ -45,6 +45,7 @@ _NO_PEER = Peer(None, False, None)
 
 OPEN_ROUTE, CLICK_ROUTE = "/o/{token}.gif", "/c/{token}/{link}"  # the labels aiohttp's router gives
 MAX_HEAD_BYTES = 8190  # aiohttp's line limit: a longer head is handed over, and aiohttp refuses it
+MAX_PIPELINED_BYTES = 64 * 1024  # buffered behind an answer that waits on the database
 KEEPALIVE_SECONDS = 75.0
 _SWEEP_SECONDS = 5.0
 
@@ -214,6 +215,8 @@ class LeanProtocol(asyncio.Protocol):
         self._buffer = self._buffer + data if self._buffer else data
         if not self._waiting:
             self._serve()
+        elif len(self._buffer) > MAX_PIPELINED_BYTES:
+            self._set_reading(False)  # a client piling requests behind a database lookup waits
 
     def eof_received(self) -> bool:
         return False  # the client is done sending: close once written
@@ -225,15 +228,21 @@ class LeanProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
-        if self._transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()
+        self._set_reading(False)  # a client that does not read its answers gets no more served
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        if self._transport is not None and self._reading_paused:
-            self._reading_paused = False
+        if not self._waiting:
+            self._set_reading(True)
+
+    def _set_reading(self, reading: bool) -> None:
+        if self._transport is None or self._reading_paused is not reading:
+            return
+        self._reading_paused = not reading
+        if reading:
             self._transport.resume_reading()
+        else:
+            self._transport.pause_reading()
 
     # -- serving --------------------------------------------------------------------------------
     def close_when_idle(self) -> None:
@@ -311,6 +320,8 @@ class LeanProtocol(asyncio.Protocol):
             self.close_when_idle()
         elif self._transport is not None:
             self._serve()  # requests pipelined behind this one
+            if not self._writing_paused and not self._waiting:
+                self._set_reading(True)
 
     def _click(self, request: PublicRequest, record_id: bytes, link_no: int, target: ClickTarget) -> None:
         state = self.server.state

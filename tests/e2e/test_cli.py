@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -50,7 +51,19 @@ def test_token_created_by_the_cli_works_against_serve(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 201
-            assert len(json.loads(resp.read())["recipients"]) == 6
+            recipients = json.loads(resp.read())["recipients"]
+            assert len(recipients) == 6
+        # One keep-alive connection on the real server (uvloop): a beacon on the lean path, then a
+        # request it hands to aiohttp with the connection, then a beacon aiohttp answers.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        answers = []
+        for path in (f"/o/{recipients[0]['token']}.gif", "/healthz", f"/o/{recipients[1]['token']}.gif"):
+            connection.request("GET", path, headers={"User-Agent": "Mozilla/5.0 (Windows NT 10.0) Outlook"})
+            response = connection.getresponse()
+            answers.append((response.status, response.getheader("Content-Type"), len(response.read())))
+        connection.close()
+        assert answers[0] == answers[2] == (200, "image/gif", 43)
+        assert answers[1][0] == 200 and answers[1][1].startswith("application/json")
     finally:
         server.terminate()
         assert server.wait(timeout=30) == 0

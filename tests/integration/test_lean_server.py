@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from politetenant.tracker.auth import Role
+from politetenant.tracker.lean_server import MAX_PIPELINED_BYTES, LeanSite
 from tests.conftest import Tracker
 from tests.integration.test_beacons_and_report import register
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL
@@ -234,3 +235,34 @@ async def test_stopping_the_site_closes_idle_keep_alive_connections(tracker: Tra
     assert await http.closed_by_server()
     await http.close()
     assert len(await events(tracker)) == 1
+
+
+async def test_requests_piled_behind_a_slow_click_lookup_pause_reading_and_are_all_answered(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
+    store = tracker.state.store
+    lookup, release = store.click_target, asyncio.Event()
+
+    async def slow_lookup(record_id: bytes, link_no: int) -> object:
+        await release.wait()
+        return await lookup(record_id, link_no)
+
+    monkeypatch.setattr(store, "click_target", slow_lookup)
+    piled = [beacon(f"/o/{tokens[n % 12]}.gif") for n in range(700)]
+    assert sum(map(len, piled)) > 2 * 64 * 1024
+    http = await Http.connect(lean_port(tracker))
+    http.send(beacon(f"/c/{tokens[0]}/1"), *piled)
+    await asyncio.sleep(0.2)  # the server reads what it may, then stops reading
+    runner = tracker.client.server.runner
+    assert runner is not None
+    (site,) = runner.sites
+    assert isinstance(site, LeanSite) and site._lean is not None
+    (connection,) = site._lean.connections
+    assert connection._reading_paused  # memory per connection stays bounded while it waits
+    assert MAX_PIPELINED_BYTES < len(connection._buffer) < MAX_PIPELINED_BYTES + 512 * 1024
+    release.set()
+    statuses = [(await http.response())[0] for _ in range(701)]
+    await http.close()
+    assert statuses == [302] + [200] * 700
+    assert len(await events(tracker)) == 701
