@@ -1,12 +1,14 @@
 """Every kopf handler of the operator, and nothing else: each one is a few lines that call the module
-named for its concern (``reconcile``, ``deletion``, ``settings``, ``kube``, ``metrics``).
+named for its concern (``reconcile``, ``deletion``, ``retries``, ``settings``, ``kube``, ``metrics``).
 
 ``build_registry`` registers them for one run: the drift timer's interval is a run option, so the
 handlers are bound to it rather than to kopf's global registry at import time.
 
 Handlers (PoliteTenant, cluster-wide):
-- create / update / resume: reconcile the tenant; retried with backoff while something is pending;
-- timer (every ``resync_seconds``): the same reconcile, which restores children changed by hand;
+- create / update / resume: reconcile the tenant; retried with backoff while something is pending,
+  and looked at again within seconds while only its workloads are rolling out (``retries``);
+- timer (every ``resync_seconds``): the same reconcile, which restores children changed by hand
+  (a tenant reconciled moments ago by a change handler is left out of that tick);
 - delete: legal hold, Retain or Delete (``deletion.offboard``), holding the finalizer until done;
 - startup / login / cleanup / probe: settings, credentials, metrics server, ``/healthz``.
 """
@@ -14,6 +16,7 @@ Handlers (PoliteTenant, cluster-wide):
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +33,8 @@ from politetenant.operator.metrics import Metrics
 from politetenant.operator.model import GROUP, PLURAL, VERSION
 from politetenant.operator.reasons import EventType, Reason
 from politetenant.operator.reconcile import Outcome, Runtime, announce, reconcile, tenant_ref
+from politetenant.operator.retries import Reconciled, backoff, rollout_recheck
 from politetenant.operator.status import status_patch
-
-BACKOFF_SECONDS = (5, 10, 20, 40, 80, 160, 300)
-# What only a person can fix (a Vault that refuses the operator) is retried this many steps further
-# along the backoff (40 s, 80 s, ... 300 s): the fix is outside the cluster, and the drift timer
-# looks again anyway.
-NEEDS_ACTION_BACKOFF_STEPS = 3
 
 KeyBackendFactory = Callable[[kube.KubeApi, OperatorConfig, asyncio.AbstractEventLoop], KeyBackend]
 
@@ -50,16 +48,14 @@ class RunOptions:
     key_backend: KeyBackendFactory = standard_keys
 
 
-def backoff(retry: int, *, needs_action: bool = False) -> float:
-    """Seconds before retry number ``retry``; later along the steps when a person has to act first."""
-    step = retry + (NEEDS_ACTION_BACKOFF_STEPS if needs_action else 0)
-    return BACKOFF_SECONDS[min(step, len(BACKOFF_SECONDS) - 1)]
-
-
 def _lock(memo: Any, body: Mapping[str, Any]) -> asyncio.Lock:
     """One lock per tenant: the drift timer and a change handler never reconcile it at once."""
     locks: dict[str, asyncio.Lock] = memo.locks
-    return locks.setdefault(str(body["metadata"]["name"]), asyncio.Lock())
+    return locks.setdefault(_name(body), asyncio.Lock())
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return str(body["metadata"]["name"])
 
 
 async def _handle(
@@ -70,9 +66,14 @@ async def _handle(
     retry: int | None,
 ) -> None:
     """Run a step under the tenant's lock, write the status it asks for, and ask kopf to retry when
-    it says so (``retry`` None: the timer, whose next tick is the retry)."""
+    it says so, or to look again soon while workloads roll out (``retry`` None: the drift timer, whose
+    next tick is the retry, and which leaves out a tenant reconciled moments ago)."""
     runtime: Runtime = memo.runtime
+    reconciled: Reconciled = memo.reconciled
+    name = _name(body)
     async with _lock(memo, body):
+        if retry is None and reconciled.fresh(name, time.monotonic(), runtime.resync_seconds):
+            return  # a change handler or a rollout re-check just did the same reconcile
         try:
             outcome = await step(dict(body), runtime)
         except kube.KubeError as exc:
@@ -83,12 +84,23 @@ async def _handle(
             message = f"internal error ({type(exc).__name__}); see the operator's log"
             await announce(runtime, tenant_ref(body), EventType.WARNING, Reason.OPERATOR_ERROR, message)
             raise
+        reconciled.mark(name, time.monotonic())
     if outcome.status is not None:
         for key, value in status_patch(body.get("status"), outcome.status).items():
             patch.status[key] = value
-    if retry is not None and (outcome.retry or not outcome.done):
+    if retry is not None:
+        _ask_again(outcome, retry, runtime.resync_seconds)
+
+
+def _ask_again(outcome: Outcome, retry: int, resync_seconds: float) -> None:
+    """After a change handler's step: ask kopf to retry what failed (backoff), or to look again soon
+    while only workloads roll out."""
+    if outcome.retry or not outcome.done:
         delay = outcome.delay or backoff(retry, needs_action=outcome.needs_action)
         raise kopf.TemporaryError(outcome.why or "not done yet", delay=delay)
+    recheck = rollout_recheck(retry, resync_seconds=resync_seconds) if outcome.rolling_out else None
+    if recheck is not None:
+        raise kopf.TemporaryError(f"{outcome.why}; looking again in {recheck:g} s", delay=recheck)
 
 
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
@@ -108,6 +120,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
             client, keys, options.config, metrics, instance=options.instance, resync_seconds=options.resync_seconds
         )
         memo.locks = {}
+        memo.reconciled = Reconciled()
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 

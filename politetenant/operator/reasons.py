@@ -61,6 +61,10 @@ NEEDS_ACTION = frozenset(
     {Reason.INVALID_SPEC, Reason.DATABASE_ENGINE_UNAVAILABLE, Reason.VAULT_REFUSED, Reason.KEYS_MISSING}
 )
 
+# Reasons another controller clears by itself: the workload exists and is rolling out. The tenant is
+# looked at again soon rather than at the next drift timer tick (``retries.rollout_recheck``).
+ROLLING_OUT = frozenset({Reason.TRACKER_STARTING, Reason.DATABASE_STARTING})
+
 
 class EventType(StrEnum):
     """core/v1 Event types."""

@@ -3,8 +3,9 @@
 The order keeps the tenant whole at every step: placement and rendering first (no writes); then
 every key-service call (``prepare_keys``), so an unreachable Vault leaves nothing half-written; then
 the namespace, the Secrets the pods need, and the rest of the children in render order (the fence
-before any pod). The result is the status the tenant should show and whether to retry; the handler
-writes it. A resync of an unchanged tenant makes no write and posts no Event.
+before any pod). The result is the status the tenant should show and whether to retry, or, when only
+workloads are still rolling out, to look again soon; the handler writes it and asks kopf. A resync of
+an unchanged tenant makes no write and posts no Event.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from politetenant.operator.status import (
     part_of,
     parts_checks,
     passed,
+    rolling_out,
     status_body,
     utc_now,
 )
@@ -83,6 +85,7 @@ class Outcome:
     delay: float | None = None  # when to retry, if the step knows better than the backoff
     needs_action: bool = False  # what failed waits for a person (a Vault refusing): retry slowly
     done: bool = True  # deletion only: the finalizer may go
+    rolling_out: bool = False  # all is applied; only workloads rolling out keep it from Ready: look again soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +176,18 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime) -> Outcome:
 
 
 def _finish(
-    rt: Runtime, seen: Seen, body: dict[str, Any], *, retry: bool = False, why: str = "", needs_action: bool = False
+    rt: Runtime,
+    seen: Seen,
+    body: dict[str, Any],
+    *,
+    retry: bool = False,
+    why: str = "",
+    needs_action: bool = False,
+    rollout: str | None = None,
 ) -> Outcome:
     rt.metrics.tenant(seen.tenant.name, seen.tenant.spec.region, str(body.get("phase")))
+    if rollout is not None and not retry:
+        return Outcome(body, why=f"waiting for the rollout: {rollout}", rolling_out=True)
     return Outcome(body, retry=retry, why=why, needs_action=needs_action)
 
 
@@ -223,7 +235,8 @@ async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
         rt.metrics.api_error("kubernetes", error.reason)
     why = "; ".join([*(str(e) for e in errors), *([] if keys.check.ok else [keys.check.message])])
     slow = not errors and keys.check.reason in NEEDS_ACTION
-    return _finish(rt, seen, body, retry=bool(errors) or not keys.check.ok, why=why, needs_action=slow)
+    retry = bool(errors) or not keys.check.ok
+    return _finish(rt, seen, body, retry=retry, why=why, needs_action=slow, rollout=rolling_out(checks))
 
 
 async def _without_keys(rt: Runtime, seen: Seen, placed: Check, keys: KeyPlan, now: str) -> Outcome:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from politetenant.operator import names
 from politetenant.operator.model import CONDITION_TYPES, DatabaseEngine, PoliteTenant
-from politetenant.operator.reasons import NEEDS_ACTION, Reason
+from politetenant.operator.reasons import NEEDS_ACTION, ROLLING_OUT, Reason
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 FENCE_KINDS = frozenset({"Namespace", "ResourceQuota", "NetworkPolicy", "ServiceAccount"})
@@ -106,6 +106,15 @@ def phase(checks: Iterable[Check], *, previous_phase: str | None, deleting: bool
     if previous_phase in ("Ready", "Degraded"):
         return "Degraded"
     return "Provisioning"
+
+
+def rolling_out(checks: Iterable[Check]) -> str | None:
+    """What the tenant waits for when that is only a rollout other controllers finish by themselves
+    (``part: message``), else None: nothing to wait for, or something that needs a person or a retry."""
+    failing = [check for check in checks if not check.ok and check.type != "Ready"]
+    if not failing or any(check.reason not in ROLLING_OUT for check in failing):
+        return None
+    return "; ".join(f"{check.type}: {check.message}" for check in failing)
 
 
 @dataclass(frozen=True, slots=True)
