@@ -34,6 +34,25 @@ EVENT_LEVEL = logging.CRITICAL
 PRIORITY_RANGE = (1, 2**30)
 
 
+# What a tenant waits for by design (workloads rolling out, a legal hold, a namespace going away):
+# kopf logs every delayed retry as "failed temporarily" at ERROR; these are not failures.
+EXPECTED_WAITS = ("waiting for the rollout", "deletion held: legal hold", "waiting for namespace")
+
+
+class ExpectedWaitsAreInfo(logging.Filter):
+    """Log kopf's "failed temporarily" lines of an expected wait at INFO, so ERROR means a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR:
+            message = record.getMessage()
+            if "failed temporarily: " in message and any(wait in message for wait in EXPECTED_WAITS):
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_EXPECTED_WAITS_FILTER = ExpectedWaitsAreInfo()
+
+
 def instance_name() -> str:
     """Who this replica is in Events and the peering object: the pod name (POD_ID), else the host."""
     return os.environ.get("POD_ID") or socket.gethostname()
@@ -60,3 +79,6 @@ def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
     settings.posting.reporting_component = "polite-operator"
     settings.posting.reporting_instance = instance
     settings.posting.event_name_prefix = "polite-operator-"
+    objects_log = logging.getLogger("kopf.objects")
+    if _EXPECTED_WAITS_FILTER not in objects_log.filters:
+        objects_log.addFilter(_EXPECTED_WAITS_FILTER)
