@@ -372,12 +372,12 @@ def http_get(url: str) -> tuple[int, str]:
 WORKLOADS = (("Deployment", "tracker"), ("StatefulSet", "postgres"), ("Cluster", "postgres"))
 
 
-def roll_out(cluster: Cluster, namespace: str) -> None:
+def roll_out(cluster: Cluster, namespace: str, workloads: tuple[tuple[str, str], ...] = WORKLOADS) -> None:
     """Report the tenant's workloads rolled out, as the Deployment and StatefulSet controllers and
     CloudNativePG would: every replica of the newest generation ready. A real cluster does it itself."""
     if not cluster.emulated:
         return
-    for kind, name in WORKLOADS:
+    for kind, name in workloads:
         workload_path = path(kind, name, namespace)
         live = cluster.get(workload_path)
         if live is None:

@@ -618,6 +618,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
     _outcomes: dict[int, Response] = attrs.field(factory=dict, init=False)
     _dirty: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _uids: set[str] = attrs.field(factory=set, init=False)  # live uids, as of the last pass and the commits since
     _controller: asyncio.Task[None] | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _served: int = attrs.field(default=0, init=False)
@@ -1233,8 +1234,26 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             watcher.queue.put_nowait(change)
         if key[0] == CRDS:
             self._serve_crd(obj, removed=kind == "DELETED")
-        self._dirty.set()
+        if kind == "DELETED":
+            self._uids.discard(str(_meta(obj).get("uid")))
+        else:
+            self._uids.add(str(_meta(obj).get("uid")))
+        if self._gives_controllers_work(key, kind, obj, previous):
+            self._dirty.set()
         return obj
+
+    def _gives_controllers_work(self, key: Key, kind: str, obj: Body, previous: Body | None) -> bool:
+        """Whether a change can give the namespace controller or the garbage collector something to do:
+        a deletion, an object being deleted, a CRD (its removal takes its objects), owner references that
+        changed, or a new object owned by a uid not seen. Any other write leaves their work as it was, so
+        a pass (a scan of every object) after each one would only make the emulator O(n²) in writes."""
+        meta = _meta(obj)
+        if kind == "DELETED" or meta.get("deletionTimestamp") or key[0] == CRDS:
+            return True
+        refs = meta.get("ownerReferences") or []
+        if previous is not None:
+            return bool(refs != (_meta(previous).get("ownerReferences") or []))
+        return any(str(ref.get("uid")) not in self._uids for ref in refs)
 
     def _create(self, res: kmock.resource, namespace: str | None, body: Body, *, dry_run: bool = False) -> Body:
         """Create, following the object-metadata reference (``OBJECT_META``) and the API conventions.
@@ -1569,6 +1588,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         """
         live = dict(self._live_items())
         uids = {str(_meta(obj).get("uid")) for obj in live.values()}
+        self._uids = set(uids)
         dependents: dict[str, list[Key]] = collections.defaultdict(list)
         for key, obj in live.items():
             for ref in _meta(obj).get("ownerReferences") or []:

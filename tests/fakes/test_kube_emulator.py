@@ -328,6 +328,28 @@ def test_foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone(
     wait_for(lambda: gone(kube, configmaps(ns, "owner")), 5, what="the owner to go")
 
 
+def test_a_dependent_created_for_an_owner_that_is_gone_is_collected(kube: KubeApiHandle) -> None:
+    ns = make_namespace(kube)
+    owner = create_configmap(kube, ns, "owner")
+    kube.request("DELETE", configmaps(ns, "owner"))
+    wait_for(lambda: gone(kube, configmaps(ns, "owner")), 5, what="the owner to go")
+    create_configmap(kube, ns, "late-dependent", ownerReferences=owned_by(owner))
+    wait_for(lambda: gone(kube, configmaps(ns, "late-dependent")), 5, what="the late dependent to be collected")
+
+
+def test_an_owner_reference_added_to_an_object_for_an_owner_that_is_gone_gets_it_collected(
+    kube: KubeApiHandle,
+) -> None:
+    ns = make_namespace(kube)
+    owner = create_configmap(kube, ns, "owner")
+    create_configmap(kube, ns, "bystander")
+    kube.request("DELETE", configmaps(ns, "owner"))
+    wait_for(lambda: gone(kube, configmaps(ns, "owner")), 5, what="the owner to go")
+    adopted = {"metadata": {"ownerReferences": owned_by(owner)}}
+    kube.request("PATCH", configmaps(ns, "bystander"), adopted, content_type=MERGE)
+    wait_for(lambda: gone(kube, configmaps(ns, "bystander")), 5, what="the newly owned object to be collected")
+
+
 # --- selectors ------------------------------------------------------------------------------------------------
 
 
