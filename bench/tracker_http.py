@@ -112,14 +112,48 @@ def client_addresses(count: int) -> list[str]:
     return [f"{bases[i % len(bases)]}.{(i // 250) % 250}.{i % 250 + 1}" for i in range(count)]
 
 
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by the processes that share the cores with wrk during a run: the server
+    under test (nginx, the bare app or the tracker's workers) and PostgreSQL (its backends do the COPY).
+    (wrk's own comes from its rusage.)"""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"server": 0.0, "postgres": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if name == "postgres" or name.startswith("postgres:"):
+            totals["postgres"] += seconds
+        elif b"nginx" in cmdline or b"politetenant.tracker.cli" in cmdline or b"web.run_app" in cmdline:
+            totals["server"] += seconds
+    return totals
+
+
 def run_wrk(url: str, paths_file: Path, seconds: int, connections: int, tmp: Path) -> dict[str, float]:
     script, addresses, agents = tmp / "paths.lua", tmp / "addresses.txt", tmp / "agents.txt"
     addresses.write_text("\n".join(client_addresses(5000)) + "\n")
     agents.write_text("\n".join(AGENTS) + "\n")
     script.write_text(WRK_SCRIPT.format(paths=paths_file, addresses=addresses, agents=agents))
     cmd = pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    return parse_wrk(out)
+    before = cpu_by_program()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # until wrk exits
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited with {proc.returncode}")
+    after = cpu_by_program()
+    result = parse_wrk(out)
+    for program in ("server", "postgres"):
+        result[f"cpu_{program}"] = after[program] - before[program]
+    result["cpu_wrk"] = usage.ru_utime + usage.ru_stime
+    return result
 
 
 def _ms(value: str) -> float:
@@ -285,9 +319,16 @@ def main() -> None:
     summary = {"results": results, "ratios": ratios, "accepted": accepted, "stored": stored}
     summary["lost"] = max(0, accepted - stored)
     (RESULTS / "tracker_http.json").write_text(json.dumps(summary, indent=2))
-    print(f"{'server':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(
+        f"{'server':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}   CPU s: {'server':>6} {'wrk':>5} "
+        f"{'pg':>5}  server us/req"
+    )
     for label, r in results.items():
-        print(f"{label:<30} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx_3xx']:>8.0f}")
+        per_request = r["cpu_server"] / max(r["requests"], 1) * 1e6
+        print(
+            f"{label:<30} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx_3xx']:>8.0f}          "
+            f"{r['cpu_server']:>6.1f} {r['cpu_wrk']:>5.1f} {r['cpu_postgres']:>5.1f}  {per_request:>13.1f}"
+        )
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
     # wrk counts only responses it read before its deadline; requests still in flight then were
     # served and stored too, so stored may exceed accepted by at most one request per connection.

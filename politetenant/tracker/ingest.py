@@ -173,8 +173,8 @@ class Ingest:
             if not stored and not self._spool_batch(batch):
                 break  # neither took it: keep it in memory, submit() refuses once the buffer is full
             del self._buffer[: len(batch)]
-        if not final and self.database_ok and self.spool.pending():
-            await self._replay_spool()  # what was spilled while the database lagged
+        if self.database_ok and self.spool.pending():
+            await self._replay_spool()  # what was spilled while the database lagged (on stop too)
         self.metrics.events_buffered.set(len(self._buffer))
         self.metrics.spool_bytes.set(self.spool.size_bytes())
 
