@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.register_message import _scratch_pg
+from bench.scratch_db import scratch_pg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 1000
@@ -179,7 +179,7 @@ def main() -> None:
         rows.append({"db": db, "case": case, "events": n, "events_per_s": n / result["seconds"], **result})
 
     for case in ("baseline", "product"):
-        dsn = _scratch_pg(args.pg, create=True)
+        dsn = scratch_pg(args.pg, create=True)
         try:
             if case == "baseline":
                 result = asyncio.run(pg_baseline(dsn, events))
@@ -187,7 +187,7 @@ def main() -> None:
                 with tempfile.TemporaryDirectory(prefix="polite-bench-") as tmp:
                     result = asyncio.run(product(dsn, f"{tmp}/spool", events))
         finally:
-            _scratch_pg(args.pg, create=False, dsn=dsn)
+            scratch_pg(args.pg, create=False, dsn=dsn)
         record("postgresql", case, result)
 
     for case in ("baseline", "product"):

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.scratch_db import scratch_pg
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -133,12 +135,12 @@ def main() -> None:
     for label, recipients, html in cases:
         base = _run_case("baseline", recipients, html)
         for db_name in ("sqlite", "postgresql"):
-            db = "sqlite" if db_name == "sqlite" else _scratch_pg(args.pg, create=True)
+            db = "sqlite" if db_name == "sqlite" else scratch_pg(args.pg, create=True)
             try:
                 result = _run_case(db, recipients, html)
             finally:
                 if db_name == "postgresql":
-                    _scratch_pg(args.pg, create=False, dsn=db)
+                    scratch_pg(args.pg, create=False, dsn=db)
             result.update(case=label, db=db_name, baseline_seconds=base["seconds"],
                           ratio_to_json_baseline=result["seconds"] / base["seconds"])  # fmt: skip
             rows.append(result)
@@ -150,24 +152,6 @@ def main() -> None:
             f"{r['case']:<18} {r['db']:<11} {r['seconds']:>8.2f} {r['baseline_seconds']:>9.2f} "
             f"{r['ratio_to_json_baseline']:>6.1f} {r['peak_rss_mib']:>7.0f}Mi {r['records_stored']:>8}"
         )
-
-
-def _scratch_pg(admin_dsn: str, *, create: bool, dsn: str = "") -> str:
-    """Create (or drop) a throw-away database on the server, never touching existing ones."""
-    import uuid
-
-    import asyncpg
-
-    name = f"polite_bench_{uuid.uuid4().hex[:8]}" if create else dsn.rsplit("/", 1)[1]
-    sql = f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-
-    async def run() -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        await conn.execute(sql)
-        await conn.close()
-
-    asyncio.run(run())
-    return admin_dsn.rsplit("/", 1)[0] + "/" + name
 
 
 if __name__ == "__main__":

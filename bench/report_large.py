@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.register_message import _scratch_pg
+from bench.scratch_db import scratch_pg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGE_ID = "msg_bench0000000000000001"
@@ -177,7 +177,7 @@ def main() -> None:
     for db_name in ("sqlite", "postgresql"):
         tmp = tempfile.mkdtemp(prefix="polite-bench-")
         keys = f"local:{tmp}/keys.json"
-        db = f"sqlite:///{tmp}/bench.db" if db_name == "sqlite" else _scratch_pg(args.pg, create=True)
+        db = f"sqlite:///{tmp}/bench.db" if db_name == "sqlite" else scratch_pg(args.pg, create=True)
         try:
             sizes = ("--recipients", str(args.recipients), "--events", str(args.events))
             filled = _run("--step", "populate", "--db", db, "--keys", keys, *sizes)
@@ -186,7 +186,7 @@ def main() -> None:
                 rows.append({"db": db_name, "report": segment or "whole", **filled, **result})
         finally:
             if db_name == "postgresql":
-                _scratch_pg(args.pg, create=False, dsn=db)
+                scratch_pg(args.pg, create=False, dsn=db)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "report_large.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"{args.recipients:,} records, {args.events:,} events")

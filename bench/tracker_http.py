@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.register_message import _scratch_pg
+from bench.scratch_db import scratch_pg
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -178,7 +178,7 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 def scratch_db(create: bool, dsn: str = "") -> str:
     """A throw-away database on PG_ADMIN's server (the one helper all benchmarks share)."""
-    return _scratch_pg(PG_ADMIN, create=create, dsn=dsn)
+    return scratch_pg(PG_ADMIN, create=create, dsn=dsn)
 
 
 def count_events(dsn: str) -> int:
