@@ -25,6 +25,7 @@ from politetenant.settings import load_settings
 from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.auth import Role, create_api_token
 from politetenant.tracker.geoip_sample import SAMPLE_ADDRESSES, write_sample
+from politetenant.tracker.lean_server import LeanSite
 
 SCANNER_NETWORK = "198.18.0.0/15"  # benchmark range: stands in for a mail gateway's scanners
 DEVICES = {
@@ -112,7 +113,7 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
     state = build_state(config)
     runner = web.AppRunner(build_app(state), **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await LeanSite(runner, state, "127.0.0.1", port).start()  # as `serve` does: beacons on the lean path
     base = f"http://127.0.0.1:{port}"
     try:
         _step(f"tracker running at {base} (SQLite {config.db[10:]}, keys {config.keys[6:]}, GeoIP sample)")
