@@ -103,7 +103,7 @@ def cached_click_target(state: TrackerState, record_id: bytes, link_no: int) -> 
 
 async def load_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget:
     """Read the link's target from the database and remember it; NotFound for a link never stored."""
-    target = await state.store.click_target(record_id, link_no)
+    target = await state.click_lookups.get(record_id, link_no)  # batched with this turn's other misses
     if target is None:
         raise NotFound("unknown link")
     if len(state.click_cache) >= _CLICK_CACHE_MAX:

@@ -11,6 +11,7 @@ from aiohttp import web
 from politetenant.crypto import Keyring, Sealer, TokenCodec
 from politetenant.settings import TrackerSettings
 from politetenant.tracker.auth import Authenticator
+from politetenant.tracker.click_lookups import ClickLookups
 from politetenant.tracker.ingest import Ingest
 from politetenant.tracker.judge import Judge
 from politetenant.tracker.metrics import Metrics
@@ -30,6 +31,7 @@ class TrackerState:
     sealer: Sealer = field(init=False)
     tokens: TokenCodec = field(init=False)
     auth: Authenticator = field(init=False)
+    click_lookups: ClickLookups = field(init=False)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     read_streams: int = 0
     # (record id, link number) -> where it goes; links never change once a message is stored.
@@ -39,6 +41,7 @@ class TrackerState:
         self.sealer = Sealer(self.keyring)
         self.tokens = TokenCodec(self.keyring)
         self.auth = Authenticator(self.store)
+        self.click_lookups = ClickLookups(self.store)
 
 
 STATE: web.AppKey[TrackerState] = web.AppKey("polite_state", TrackerState)

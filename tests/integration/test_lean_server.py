@@ -242,13 +242,13 @@ async def test_requests_piled_behind_a_slow_click_lookup_pause_reading_and_are_a
 ) -> None:
     tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
     store = tracker.state.store
-    lookup, release = store.click_target, asyncio.Event()
+    lookup, release = store.click_targets, asyncio.Event()
 
-    async def slow_lookup(record_id: bytes, link_no: int) -> object:
+    async def slow_lookup(keys: list[tuple[bytes, int]]) -> object:
         await release.wait()
-        return await lookup(record_id, link_no)
+        return await lookup(keys)
 
-    monkeypatch.setattr(store, "click_target", slow_lookup)
+    monkeypatch.setattr(store, "click_targets", slow_lookup)
     piled = [beacon(f"/o/{tokens[n % 12]}.gif") for n in range(700)]
     assert sum(map(len, piled)) > 2 * 64 * 1024
     http = await Http.connect(lean_port(tracker))

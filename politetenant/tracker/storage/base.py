@@ -45,6 +45,7 @@ CLICK_TARGET = (
     "SELECT r.message_id, l.url FROM records r JOIN links l ON l.message_id = r.message_id"
     " WHERE r.id = $1 AND l.link_no = $2"
 )
+ClickKey = tuple[bytes, int]  # (record id, link number)
 SELECT_MESSAGE = (
     "SELECT id, created_at, mode, subject, from_name, from_email, list_name, recipients, tracked,"
     " word_count, flesch, link_count, created_by FROM messages WHERE id = $1"
@@ -126,7 +127,8 @@ class Store(abc.ABC):
         """Store a batch; a batch seen before (replay) must not be counted twice."""
 
     @abc.abstractmethod
-    async def click_target(self, record_id: bytes, link_no: int) -> ClickTarget | None: ...
+    async def click_targets(self, keys: Sequence[ClickKey]) -> dict[ClickKey, ClickTarget]:
+        """Where each (record id, link number) goes, in one query; keys not found are absent."""
 
     @abc.abstractmethod
     async def get_message(self, message_id: str) -> MessageRow | None: ...

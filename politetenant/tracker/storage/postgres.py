@@ -45,6 +45,11 @@ async def _end_open_transaction(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+# Many clicks' targets in one round trip: the keys travel as two arrays, joined like CLICK_TARGET.
+_CLICK_TARGETS = (
+    "SELECT k.id, k.link_no, r.message_id, l.url FROM unnest($1::bytea[], $2::int[]) AS k(id, link_no)"
+    " JOIN records r ON r.id = k.id JOIN links l ON l.message_id = r.message_id AND l.link_no = k.link_no"
+)
 _MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time across workers
 
 
@@ -154,9 +159,11 @@ class PostgresStore(Store):
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
-    async def click_target(self, record_id: bytes, link_no: int) -> ClickTarget | None:
-        row = await self._call("fetchrow", base.CLICK_TARGET, record_id, link_no)
-        return None if row is None else ClickTarget(message_id=row[0], url=row[1])
+    async def click_targets(self, keys: Sequence[base.ClickKey]) -> dict[base.ClickKey, ClickTarget]:
+        if not keys:
+            return {}
+        rows = await self._call("fetch", _CLICK_TARGETS, [k[0] for k in keys], [k[1] for k in keys])
+        return {(bytes(r[0]), int(r[1])): ClickTarget(message_id=r[2], url=r[3]) for r in rows}
 
     async def get_message(self, message_id: str) -> MessageRow | None:
         row = await self._call("fetchrow", base.SELECT_MESSAGE, message_id)

@@ -163,9 +163,16 @@ class SqliteStore(Store):
         if events:
             await self._run(run)
 
-    async def click_target(self, record_id: bytes, link_no: int) -> ClickTarget | None:
-        row = await self._run(lambda conn: conn.execute(_q(base.CLICK_TARGET), (record_id, link_no)).fetchone())
-        return None if row is None else ClickTarget(message_id=row[0], url=row[1])
+    async def click_targets(self, keys: Sequence[base.ClickKey]) -> dict[base.ClickKey, ClickTarget]:
+        def run(conn: sqlite3.Connection) -> dict[base.ClickKey, ClickTarget]:
+            found = {}
+            for key in keys:  # one thread hop for the batch; each lookup is an index probe
+                row = conn.execute(_q(base.CLICK_TARGET), key).fetchone()
+                if row is not None:
+                    found[key] = ClickTarget(message_id=row[0], url=row[1])
+            return found
+
+        return await self._run(run) if keys else {}
 
     async def get_message(self, message_id: str) -> MessageRow | None:
         row = await self._run(lambda conn: conn.execute(_q(base.SELECT_MESSAGE), (message_id,)).fetchone())
