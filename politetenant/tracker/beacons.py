@@ -33,7 +33,10 @@ OPERATIONS = [
               errors=(404, 503), extra_responses={200: {"description": "The hidden honeypot link (no redirect)."}}),
 ]  # fmt: skip
 
-_GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+# The headers of each answer, shared with the lean server (which writes them as bytes).
+GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+HONEYPOT_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}  # plus Location
 _SAFE_URL_CHARS = ":/?#[]@!$&'()*+,;=%~"
 _CLICK_CACHE_MAX = 100_000
 
@@ -137,7 +140,7 @@ async def open_beacon(request: web.Request) -> web.Response:
         state, request.match_info["token"], request_peer(state, request), headers.get("X-Forwarded-For"),
         headers.get("User-Agent"),
     )  # fmt: skip
-    return web.Response(body=gif.PIXEL, headers=_GIF_HEADERS)
+    return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
 
 
 async def read_beacon(request: web.Request) -> web.StreamResponse:
@@ -147,10 +150,10 @@ async def read_beacon(request: web.Request) -> web.StreamResponse:
     settings = state.settings
     if state.read_streams >= settings.read_streams_per_worker or not state.ingest.accepting:
         # Saturated: answer at once and record nothing, so a flood of opens cannot exhaust memory.
-        return web.Response(body=gif.PIXEL, headers=_GIF_HEADERS)
+        return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
     verdict = _judge_request(state, request)
     started_wall, started = time.time(), time.monotonic()
-    response = web.StreamResponse(headers=_GIF_HEADERS)
+    response = web.StreamResponse(headers=GIF_HEADERS)
     state.read_streams += 1
     state.metrics.read_streams.set(state.read_streams)
     try:
@@ -200,9 +203,5 @@ async def click(request: web.Request) -> web.Response:
         state, record_id, link_no, target, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent")
     )
     if location is None:
-        return web.Response(text="", content_type="text/html", headers={"Cache-Control": "no-store"})
-    return web.Response(status=302, headers=_redirect_headers(location))
-
-
-def _redirect_headers(location: str) -> dict[str, str]:
-    return {"Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        return web.Response(body=b"", headers=HONEYPOT_HEADERS)
+    return web.Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["IPAddress", "Network", "Peer", "client_ip", "parse_address", "parse_cidrs"]
+__all__ = ["NO_PEER", "IPAddress", "Network", "Peer", "client_ip", "parse_address", "parse_cidrs"]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -106,10 +106,10 @@ class Peer:
         try:
             address = parse_address(peer)
             if address is None:
-                return _NO_PEER
+                return NO_PEER
             return cls(address, bool(trusted) and _is_trusted(address, trusted), str(address))
         except Exception:  # this runs on every connection and must not fail
-            return _NO_PEER
+            return NO_PEER
 
     def client(self, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
         """The client's address (see ``client_ip``); never raises."""
@@ -131,7 +131,7 @@ class Peer:
             return None
 
 
-_NO_PEER = Peer(None, False, None)
+NO_PEER = Peer(None, False, None)
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:

@@ -77,13 +77,16 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+ERROR_HEADERS = {"Cache-Control": "no-store"}  # besides the JSON content type
+
+
 def error_body(code: str, message: str) -> dict[str, str]:
     """The one JSON shape of every error, for aiohttp's responses and the lean server's alike."""
     return {"error": code, "message": message}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
-    headers = {"Cache-Control": "no-store"}
+    headers = dict(ERROR_HEADERS)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="polite-tracker"'
     return web.json_response(error_body(code, message), status=status, headers=headers)

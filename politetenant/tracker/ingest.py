@@ -75,6 +75,9 @@ class Ingest:
         # enters an empty buffer and kept while batches leave, so the age is never underestimated.
         self._head_since = 0.0
         self._flushing = asyncio.Lock()
+        # This worker wrote to the spool since its last replay: a flush looks at the spool directory
+        # only then, not on every flush (start and recovery replay whatever is there, orphans too).
+        self._spooled_since_replay = False
 
     # -- the hot path ---------------------------------------------------------------------------
     def submit(self, event: Event) -> bool:
@@ -173,10 +176,9 @@ class Ingest:
             if not stored and not self._spool_batch(batch):
                 break  # neither took it: keep it in memory, submit() refuses once the buffer is full
             del self._buffer[: len(batch)]
-        if self.database_ok and self.spool.pending():
+        if self.database_ok and self._spooled_since_replay:
             await self._replay_spool()  # what was spilled while the database lagged (on stop too)
         self.metrics.events_buffered.set(len(self._buffer))
-        self.metrics.spool_bytes.set(self.spool.size_bytes())
 
     def _spill_if_behind(self) -> None:
         """The head of the buffer has waited longer than two flush intervals (one, plus slack for a busy
@@ -208,7 +210,9 @@ class Ingest:
             self.spool_ok = False
             return False
         self.spool_ok = True
+        self._spooled_since_replay = True
         self.metrics.events_spooled.inc(len(batch))
+        self.metrics.spool_bytes.set(self.spool.size_bytes())
         return True
 
     async def _replay_spool(self) -> None:
@@ -220,6 +224,7 @@ class Ingest:
         if not self.spool.pending():
             return
         self.spool.seal_own()
+        self._spooled_since_replay = False  # what is spilled from here on lands in the fresh file
         replayed = 0
         current = None
         for batch, spool_file in self.spool.drain_batches(self.batch_size):
@@ -228,6 +233,7 @@ class Ingest:
             current = spool_file
             if batch and not await self._store_batch(batch):
                 log.warning("ingest: replay interrupted after %d events; will retry", replayed)
+                self._spooled_since_replay = True
                 return
             replayed += len(batch)
             if self._buffer:

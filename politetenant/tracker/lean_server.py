@@ -28,20 +28,22 @@ from aiohttp import web
 
 from politetenant.tracker import gif
 from politetenant.tracker.beacons import (
+    GIF_HEADERS,
+    HONEYPOT_HEADERS,
+    REDIRECT_HEADERS,
     cached_click_target,
     load_click_target,
     record_click,
     record_open,
     verify_click,
 )
-from politetenant.tracker.client_ip import Peer
-from politetenant.tracker.errors import ApiError, error_body
+from politetenant.tracker.client_ip import NO_PEER, Peer
+from politetenant.tracker.errors import ERROR_HEADERS, ApiError, error_body
 from politetenant.tracker.state import TrackerState
 from politetenant.tracker.storage.base import StorageUnavailable
 from politetenant.tracker.storage.rows import ClickTarget
 
 log = logging.getLogger(__name__)
-_NO_PEER = Peer(None, False, None)
 
 OPEN_ROUTE, CLICK_ROUTE = "/o/{token}.gif", "/c/{token}/{link}"  # the labels aiohttp's router gives
 MAX_HEAD_BYTES = 8190  # aiohttp's line limit: a longer head is handed over, and aiohttp refuses it
@@ -56,10 +58,17 @@ _PRINTABLE = bytes(b for b in range(256) if b == 0x09 or (b >= 0x20 and b != 0x7
 _FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 _TOKEN = re.compile(rb"[A-Za-z0-9_=-]{1,200}")  # what a base64url token can be; the rest is aiohttp's
 _REASONS = {200: b"OK", 302: b"Found", 404: b"Not Found", 500: b"Internal Server Error", 503: b"Service Unavailable"}
-_GIF_HEAD = b"Content-Type: image/gif\r\nCache-Control: no-store, max-age=0\r\nPragma: no-cache\r\n"
-_JSON_HEAD = b"Content-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n"
-_EMPTY_HTML_HEAD = b"Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n"
-_REDIRECT_HEAD = b"Cache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n"
+
+
+def _head(headers: dict[str, str]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
+
+
+# The same headers aiohttp's handlers send (beacons.py, errors.py), written once as bytes.
+_GIF_HEAD = _head(GIF_HEADERS)
+_JSON_HEAD = _head({"Content-Type": "application/json; charset=utf-8", **ERROR_HEADERS})
+_EMPTY_HTML_HEAD = _head(HONEYPOT_HEADERS)
+_REDIRECT_HEAD = _head(REDIRECT_HEADERS)
 
 
 class PublicRequest(NamedTuple):
@@ -192,7 +201,7 @@ class LeanProtocol(asyncio.Protocol):
         self.server = server
         self.last_active = time.monotonic()
         self._transport: asyncio.Transport | None = None
-        self._peer = _NO_PEER
+        self._peer = NO_PEER
         self._buffer = b""
         self._waiting = False  # an answer awaits the database (a click on a link not seen yet)
         self._closing = False
