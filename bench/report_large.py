@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.ingest import DEVICES  # the same device mix as the ingest rows
 from bench.scratch_db import scratch_pg
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -30,14 +31,6 @@ TENANT = "bench"
 BASELINE_SQL = (
     "SELECT e.kind, COUNT(*) FROM records r JOIN events e ON e.record_id = r.id WHERE r.message_id = $1 GROUP BY e.kind"
 )
-DEVICES = [
-    ("mobile", "iOS", "Apple Mail"),
-    ("desktop", "Windows", "Outlook"),
-    ("desktop", "Mac OS X", "Apple Mail"),
-    ("mobile", "Android", "Gmail"),
-    ("tablet", "iPadOS", "Apple Mail"),
-    ("desktop", "Windows", "Chrome"),
-]
 CITIES = [("IE", f"City {n}") for n in range(25)] + [("DE", "Berlin"), ("US", "New York")]
 
 

@@ -15,20 +15,18 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from politetenant.tracker.ingest import SPILL_AFTER_INTERVALS
-from tests.e2e.private_postgres import PrivatePostgres, started_private_postgres
+from tests.e2e.private_postgres import PrivatePostgres
 from tests.e2e.tracker_process import (
     Burst,
     count_events,
-    create_token,
+    prepare_workdir,
     register_message,
     running_tracker,
-    tracker_settings_file,
 )
 
 pytestmark = pytest.mark.slow
@@ -36,19 +34,6 @@ BATCH = 200
 CONNECTIONS = 32
 FLUSH_INTERVAL = 0.1
 WRITE_SLACK = 1.0  # one batch being written when the kill comes (SQLite's thread shares the GIL)
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    with started_private_postgres() as server:
-        yield server
-
-
-def _prepare(tmp_path: Path, db: str, **settings: object) -> tuple[Path, str, str]:
-    workdir = tmp_path / "tracker"
-    workdir.mkdir()
-    keys = f"local:{workdir / 'keys.json'}"
-    return workdir, keys, create_token("sender", db, keys, tracker_settings_file(workdir, **settings))
 
 
 async def _eventually_stable(db: str, timeout: float = 30) -> int:
@@ -81,7 +66,7 @@ async def test_sigkill_loses_only_the_hits_of_the_last_flush_intervals(tmp_path:
     being written), however far behind the database is. The default memory cap (50,000) applies."""
     db = f"sqlite:///{tmp_path}/tracker.db"
     settings = {"flush_interval_seconds": FLUSH_INTERVAL, "flush_batch_size": BATCH}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, **settings) as tracker:
         tokens = await register_message(tracker.base_url, api_token, 50)
         burst = Burst(tracker.base_url, tokens, 20_000, connections=CONNECTIONS)
@@ -108,7 +93,7 @@ async def test_sigkill_loses_only_the_hits_of_the_last_flush_intervals(tmp_path:
 async def test_what_reached_the_spool_survives_sigkill(private_pg: PrivatePostgres, tmp_path: Path) -> None:
     db = private_pg.dsn
     settings = {"flush_interval_seconds": 0.2, "flush_batch_size": BATCH}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, **settings) as tracker:
         tokens = await register_message(tracker.base_url, api_token, 50)
         await asyncio.to_thread(private_pg.stop, "fast")
@@ -140,7 +125,7 @@ async def test_full_spool_disk_refuses_hits_loudly_and_loses_nothing(
 ) -> None:
     db = private_pg.dsn
     settings = {"flush_interval_seconds": 0.2, "flush_batch_size": 100, "buffer_max_events": 300}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, preexec_fn=_small_files, **settings) as tracker:
         tokens = await register_message(tracker.base_url, api_token, 50)
         await asyncio.to_thread(private_pg.stop, "fast")
@@ -185,7 +170,7 @@ async def _load_until(stop: asyncio.Event, base_url: str, tokens: list[str], cou
 async def test_twenty_second_postgres_outage_under_load(private_pg: PrivatePostgres, tmp_path: Path) -> None:
     db = private_pg.dsn
     settings = {"flush_interval_seconds": 0.2, "flush_batch_size": 500}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, **settings) as tracker:
         tokens = await register_message(tracker.base_url, api_token, 50)
         counts = {"accepted": 0, "other": 0, "error": 0}

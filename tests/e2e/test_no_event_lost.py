@@ -15,17 +15,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.e2e.private_postgres import PrivatePostgres, started_private_postgres
+from tests.e2e.private_postgres import PrivatePostgres
 from tests.e2e.tracker_process import (
     Burst,
     BurstResult,
     TrackerProcess,
     count_events,
-    create_token,
     http_status,
+    prepare_workdir,
     register_message,
     running_tracker,
-    tracker_settings_file,
 )
 from tests.support import scratch_database
 
@@ -43,21 +42,6 @@ def burst_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         with scratch_database() as dsn:  # on the shared server, which this test never stops
             yield dsn
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    with started_private_postgres() as server:
-        yield server
-
-
-def _prepare(tmp_path: Path, db: str, **settings: object) -> tuple[Path, str, str]:
-    """Settings and keys under tmp_path, and a sender token from the CLI (which also migrates the db)."""
-    workdir = tmp_path / "tracker"
-    workdir.mkdir()
-    settings_path = tracker_settings_file(workdir, **settings)
-    keys = f"local:{workdir / 'keys.json'}"
-    return workdir, keys, create_token("sender", db, keys, settings_path)
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -81,7 +65,7 @@ async def test_sigterm_during_burst_loses_no_accepted_event(burst_db: str, tmp_p
     # Nothing is written before SIGTERM unless stop flushes: a long interval and a batch larger than
     # the burst keep every accepted event in memory, so a shutdown that drops the buffer fails here.
     settings = {"flush_interval_seconds": 30, "flush_batch_size": 100_000, "buffer_max_events": 100_000}
-    workdir, keys, api_token = _prepare(tmp_path, burst_db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, burst_db, **settings)
     with running_tracker(workdir, burst_db, keys=keys, **settings) as tracker:
         tokens = await register_message(tracker.base_url, api_token, RECIPIENTS)
         burst = Burst(tracker.base_url, tokens, total, connections=CONNECTIONS)
@@ -112,7 +96,7 @@ def _mostly_accepted(result: BurstResult, what: str) -> None:
 async def test_postgres_outage_during_burst_loses_nothing(private_pg: PrivatePostgres, tmp_path: Path) -> None:
     db = private_pg.dsn
     settings = {"flush_interval_seconds": 0.2, "flush_batch_size": 500}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, **settings) as tracker:
         base = tracker.base_url
         tokens = await register_message(base, api_token, RECIPIENTS)
@@ -180,7 +164,7 @@ async def test_postgres_outage_during_burst_loses_nothing(private_pg: PrivatePos
 async def test_two_workers_share_the_port_and_both_flush_on_sigterm(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/tracker.db"
     settings = {"flush_interval_seconds": 30, "flush_batch_size": 100_000}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, extra_args=("--workers", "2"), **settings) as tracker:
         tokens = await register_message(tracker.base_url, api_token, RECIPIENTS)
         result = await Burst(tracker.base_url, tokens, 2000, connections=CONNECTIONS).run()
@@ -197,7 +181,7 @@ async def test_tracker_started_while_postgres_is_down_accepts_and_catches_up(
 ) -> None:
     db = private_pg.dsn
     settings = {"flush_interval_seconds": 0.2, "flush_batch_size": 500}
-    workdir, keys, api_token = _prepare(tmp_path, db, **settings)
+    workdir, keys, api_token = prepare_workdir(tmp_path, db, **settings)
     with running_tracker(workdir, db, keys=keys, **settings) as first:
         tokens = await register_message(first.base_url, api_token, RECIPIENTS)
         await _sigterm_and_wait(first)

@@ -53,6 +53,15 @@ def tracker_settings_file(workdir: Path, **overrides: Any) -> Path:
     return write_settings(workdir / "settings.yaml", **values)
 
 
+def prepare_workdir(tmp_path: Path, db: str, **settings: object) -> tuple[Path, str, str]:
+    """Settings and keys under tmp_path, and a sender token from the CLI (which also migrates the db)."""
+    workdir = tmp_path / "tracker"
+    workdir.mkdir()
+    settings_path = tracker_settings_file(workdir, **settings)
+    keys = f"local:{workdir / 'keys.json'}"
+    return workdir, keys, create_token("sender", db, keys, settings_path)
+
+
 def create_token(role: str, db: str, keys: str, settings: Path, *, timeout: float = 60) -> str:
     """``polite-tracker token create --role ROLE``: the token is the one line on stdout."""
     done = subprocess.run(
