@@ -47,7 +47,7 @@ COUNTRIES = ["IE", "DE", "US", "FR", "GB"]
 
 def make_events(count: int, recipients: int = 10_000) -> list[Any]:
     """Realistic rows: 16-byte ids, sealed-sized (~40 byte) region/city reused per place as seal_repeated does."""
-    from politetenant.tracker.ingest import EventIds
+    from politetenant.tracker.ingest.buffer import EventIds
     from politetenant.tracker.storage.rows import Event
 
     rng = random.Random(11)
@@ -130,9 +130,9 @@ async def _close(pending: Any) -> None:
 
 
 async def product(url: str, spool_dir: str, events: list[Any]) -> dict[str, Any]:
-    from politetenant.tracker.ingest import Ingest
+    from politetenant.tracker.ingest.buffer import Ingest
+    from politetenant.tracker.ingest.spool import Spool
     from politetenant.tracker.metrics import Metrics
-    from politetenant.tracker.spool import Spool
 
     store = await _migrated_store(url)
     spool = Spool(spool_dir, "bench")

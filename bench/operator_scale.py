@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from politetenant.operator.config import load_operator_config
-from politetenant.operator.model import KeyProviderName, PoliteTenant
-from politetenant.operator.render import render_tenant
+from politetenant.operator.model.config import load_operator_config
+from politetenant.operator.model.tenant import KeyProviderName, PoliteTenant
+from politetenant.operator.render.tenant import render_tenant
 from tests.e2e.operator_process import start_operator, wait_for
 from tests.e2e.test_operator_e2e import (
     TENANTS,

@@ -69,8 +69,8 @@ async def register(db: str, recipients: int, html_bytes: int) -> dict[str, Any]:
     from aiohttp.test_utils import TestClient, TestServer
 
     from politetenant.settings import TrackerSettings
-    from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
-    from politetenant.tracker.auth import Role, create_api_token
+    from politetenant.tracker.http.auth import Role, create_api_token
+    from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 
     tmp = tempfile.mkdtemp(prefix="polite-bench-")
     if db == "sqlite":

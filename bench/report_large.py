@@ -42,7 +42,7 @@ def _status_kib(field: str) -> int:
 
 
 async def _open(db: str, keys: str) -> Any:
-    from politetenant.tracker.app import load_keyring
+    from politetenant.tracker.server.app import load_keyring
     from politetenant.tracker.storage import open_store
 
     store = open_store(db)
@@ -108,8 +108,8 @@ async def populate(db: str, keys: str, recipients: int, events: int) -> dict[str
 
 async def measure(db: str, keys: str, segment: str | None) -> dict[str, Any]:
     from politetenant.crypto import Sealer
-    from politetenant.tracker.report_data import load_report_inputs
-    from politetenant.tracker.reports import build_report
+    from politetenant.tracker.reports.build import build_report
+    from politetenant.tracker.reports.report_data import load_report_inputs
 
     store, keyring = await _open(db, keys)
     sealer = Sealer(keyring)

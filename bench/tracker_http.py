@@ -41,7 +41,7 @@ SERVER_CORE, LOAD_CORE = "0", "1"
 BARE_AIOHTTP = """
 import asyncio, sys, uvloop
 from aiohttp import web
-from politetenant.tracker.gif import PIXEL
+from politetenant.tracker.public.gif import PIXEL
 HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0"}
 async def gif(request): return web.Response(body=PIXEL, headers=HEADERS)
 app = web.Application(); app.router.add_get("/o/{token}.gif", gif)
@@ -106,7 +106,7 @@ def pinned(core: str, cmd: list[str]) -> list[str]:
 
 def client_addresses(count: int) -> list[str]:
     """Addresses inside the sample GeoIP database's networks (every city), as proxies would forward."""
-    from politetenant.tracker.geoip_sample import SAMPLE_ADDRESSES
+    from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES
 
     bases = [address.rsplit(".", 2)[0] for address in SAMPLE_ADDRESSES.values() if address.startswith("100.")]
     return [f"{bases[i % len(bases)]}.{(i // 250) % 250}.{i % 250 + 1}" for i in range(count)]
@@ -129,7 +129,7 @@ def cpu_by_program() -> dict[str, float]:
         seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
         if name == "postgres" or name.startswith("postgres:"):
             totals["postgres"] += seconds
-        elif b"nginx" in cmdline or b"politetenant.tracker.cli" in cmdline or b"web.run_app" in cmdline:
+        elif b"nginx" in cmdline or b"politetenant.tracker.cli.commands" in cmdline or b"web.run_app" in cmdline:
             totals["server"] += seconds
     return totals
 
@@ -203,11 +203,11 @@ class Tracker:
             f"tenant_id: bench\npublic_base_url: {self.base}\nscanner_window_seconds: 0\nspool_dir: {tmp}/spool\n"
         )
         self.args = ["--db", dsn, "--keys", f"local:{tmp}/keys.json", "--settings", str(settings)]
-        cli = [sys.executable, "-m", "politetenant.tracker.cli"]
+        cli = [sys.executable, "-m", "politetenant.tracker.cli.commands"]
         core = SERVER_CORE if workers == 1 else "0,1"
         geoip = tmp / "geoip.mmdb"
         if not geoip.exists():
-            from politetenant.tracker.geoip_sample import write_sample
+            from politetenant.tracker.cli.geoip_sample import write_sample
 
             write_sample(geoip)
         serve = [

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from politetenant.settings import TrackerSettings
-from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
-from politetenant.tracker.auth import Role, create_api_token
-from politetenant.tracker.geoip_sample import write_sample
-from politetenant.tracker.lean_server import LeanSite
-from politetenant.tracker.state import TrackerState
+from politetenant.tracker.cli.geoip_sample import write_sample
+from politetenant.tracker.http.auth import Role, create_api_token
+from politetenant.tracker.http.state import TrackerState
+from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
+from politetenant.tracker.server.lean_server import LeanSite
 from tests.support import scratch_database
 
 

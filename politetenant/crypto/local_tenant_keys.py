@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from politetenant.crypto.keys import KEY_BYTES, KeyMaterialError, KeySet
 from politetenant.crypto.local_provider import FILE_FORMAT, _unwrap, _wrap
-from politetenant.operator.names import vault_name
+from politetenant.operator.model.names import vault_name
 
 PURPOSES = ("dek", "token_key", "index_key")
 MASTER_KEK = "kek"

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from politetenant.crypto.keys import KeyMaterialError, KeySet
-from politetenant.operator.names import vault_name
+from politetenant.operator.model.names import vault_name
 
 T = TypeVar("T")
 

@@ -17,10 +17,10 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
-from politetenant.operator.config import ConfigError, OperatorConfig, load_operator_config
-from politetenant.operator.model import PoliteTenant
-from politetenant.operator.render import RenderError, render_tenant
-from politetenant.operator.summary import summarize, tracker_settings_yaml
+from politetenant.operator.model.config import ConfigError, OperatorConfig, load_operator_config
+from politetenant.operator.model.tenant import PoliteTenant
+from politetenant.operator.render.summary import summarize, tracker_settings_yaml
+from politetenant.operator.render.tenant import RenderError, render_tenant
 from politetenant.regions import RegionName
 from politetenant.settings import format_validation_error
 
@@ -185,7 +185,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _crd() -> int:
-    from politetenant.operator.crd import crd_yaml  # written beside the model; only this verb needs it
+    from politetenant.operator.model.crd import crd_yaml  # written beside the model; only this verb needs it
 
     sys.stdout.write(crd_yaml())
     return 0
@@ -214,8 +214,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     import kopf  # only this verb needs kopf, the cluster client and the handlers
 
-    from politetenant.operator.handlers import RunOptions, build_registry
-    from politetenant.operator.settings import peering_priority
+    from politetenant.operator.runtime.handlers import RunOptions, build_registry
+    from politetenant.operator.runtime.settings import peering_priority
 
     kopf.configure(verbose=args.verbose)
     options = RunOptions(config, metrics_port=args.metrics_port, resync_seconds=args.resync_seconds)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.support import free_port, message_body, write_settings
 
-CLI = [sys.executable, "-m", "politetenant.tracker.cli"]
+CLI = [sys.executable, "-m", "politetenant.tracker.cli.commands"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

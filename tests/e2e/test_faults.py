@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from politetenant.tracker.ingest import SPILL_AFTER_INTERVALS
+from politetenant.tracker.ingest.buffer import SPILL_AFTER_INTERVALS
 from tests.e2e.private_postgres import PrivatePostgres
 from tests.e2e.tracker_process import (
     Burst,

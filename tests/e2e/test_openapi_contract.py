@@ -39,7 +39,7 @@ def _schema(tracker: TrackerProcess) -> schemathesis.BaseSchema:
 
 
 def test_openapi_document_describes_every_route(live: tuple[TrackerProcess, dict[str, str]]) -> None:
-    from politetenant.tracker.app import api_operations
+    from politetenant.tracker.server.app import api_operations
 
     schema = _schema(live[0])
     documented = {(op.ok().method.upper(), op.ok().path) for op in schema.get_all_operations()}

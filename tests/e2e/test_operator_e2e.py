@@ -47,9 +47,9 @@ import kubernetes
 import pytest
 import yaml
 
-from politetenant.operator import kubectl_plugin
-from politetenant.operator.keys import VERSION_ANNOTATION
-from politetenant.operator.render import spec_hash
+from politetenant.operator.keys.secret import VERSION_ANNOTATION
+from politetenant.operator.kubectl import plugin as kubectl_plugin
+from politetenant.operator.render.tenant import spec_hash
 from tests.e2e.operator_process import OperatorProcess, start_operator
 from tests.fakes.kube_emulator import POLITETENANT_CRD, RequestRecord
 from tests.fakes.kube_server import ApiResponse, KubeApiHandle, running_kube_api

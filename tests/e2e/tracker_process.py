@@ -1,6 +1,6 @@
 """Driving the real ``polite-tracker`` from the outside: a subprocess, its CLI and HTTP on loopback.
 
-Nothing here stands in for product code: the server is ``python -m politetenant.tracker.cli serve``,
+Nothing here stands in for product code: the server is ``python -m politetenant.tracker.cli.commands serve``,
 the API token comes from ``polite-tracker token create``, the message is registered over HTTP, beacon
 hits are real concurrent GETs and stored events are counted in the database itself.
 """
@@ -29,7 +29,7 @@ import aiohttp
 from tests.support import UA_IPHONE_MAIL, free_port, message_body, write_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "politetenant.tracker.cli"]
+CLI = [sys.executable, "-m", "politetenant.tracker.cli.commands"]
 
 
 def cli_env() -> dict[str, str]:

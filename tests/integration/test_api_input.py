@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from politetenant.tracker.auth import Role
+from politetenant.tracker.http.auth import Role
 from tests.conftest import Tracker
 from tests.support import message_body
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from politetenant.crypto import Keyring, KeySet, blind_index
-from politetenant.tracker import api_audit, audit
-from politetenant.tracker.auth import Role
+from politetenant.tracker.http.auth import Role
+from politetenant.tracker.privacy import api_audit, audit
 from tests.conftest import Tracker
 from tests.support import message_body
 

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from politetenant.crypto import Keyring, KeySet, TokenCodec, new_record_id
-from politetenant.tracker.auth import Role
+from politetenant.tracker.http.auth import Role
 from tests.conftest import Tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body
 

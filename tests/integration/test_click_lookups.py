@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from politetenant.tracker.click_lookups import ClickLookups
 from politetenant.tracker.storage.base import StorageUnavailable
+from politetenant.tracker.storage.click_lookups import ClickLookups
 from tests.conftest import Tracker
 from tests.integration.test_beacons_and_report import hit, register
 

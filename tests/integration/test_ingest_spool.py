@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from politetenant.tracker.ingest import Ingest
+from politetenant.tracker.ingest.buffer import Ingest
+from politetenant.tracker.ingest.spool import Spool, encode_event
 from politetenant.tracker.metrics import Metrics
-from politetenant.tracker.spool import Spool, encode_event
 from politetenant.tracker.storage import open_store
 from politetenant.tracker.storage.rows import Event, EventKind
 from tests.fakes.flaky_store import FlakyStore

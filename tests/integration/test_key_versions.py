@@ -20,13 +20,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from politetenant.crypto import KeyMaterialError, Keyring, KeySet, LocalKeyProvider, Sealer, SealError
-from politetenant.tracker import audit
-from politetenant.tracker.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
-from politetenant.tracker.auth import Role
-from politetenant.tracker.geoip_sample import SAMPLE_ADDRESSES
-from politetenant.tracker.keys_cli import rotate_keys, run_reseal
-from politetenant.tracker.reseal import SEALED_TABLES, ResealProgress, reseal, sealed_versions
-from politetenant.tracker.state import TrackerState
+from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES
+from politetenant.tracker.cli.keys_cli import rotate_keys, run_reseal
+from politetenant.tracker.http.auth import Role
+from politetenant.tracker.http.state import TrackerState
+from politetenant.tracker.privacy import audit
+from politetenant.tracker.privacy.reseal import SEALED_TABLES, ResealProgress, reseal, sealed_versions
+from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.storage.base import Store
 from tests.conftest import Tracker, start_tracker, tracker_settings
 from tests.support import IP_DUBLIN, UA_IPHONE_MAIL, message_body

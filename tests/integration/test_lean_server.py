@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from politetenant.tracker.auth import Role
-from politetenant.tracker.lean_server import MAX_PIPELINED_BYTES, LeanSite
+from politetenant.tracker.http.auth import Role
+from politetenant.tracker.server.lean_server import MAX_PIPELINED_BYTES, LeanSite
 from tests.conftest import Tracker
 from tests.integration.test_beacons_and_report import register
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from politetenant.tracker.auth import Role
-from politetenant.tracker.geoip_sample import SAMPLE_ADDRESSES
+from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES
+from politetenant.tracker.http.auth import Role
 from tests.conftest import Tracker
 from tests.support import UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from politetenant.crypto import blind_index
-from politetenant.tracker.api_reports import MessagePage, MessageRecipientsPage, MessageReport
-from politetenant.tracker.audit import verify_chain
-from politetenant.tracker.auth import Role
-from politetenant.tracker.reports import build_report
+from politetenant.tracker.http.auth import Role
+from politetenant.tracker.privacy.audit import verify_chain
+from politetenant.tracker.reports.api_reports import MessagePage, MessageRecipientsPage, MessageReport
+from politetenant.tracker.reports.build import build_report
 from politetenant.tracker.storage.rows import Event, EventKind
 from tests.conftest import Tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body

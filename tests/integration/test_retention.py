@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from politetenant.tracker import audit
-from politetenant.tracker.auth import Role
-from politetenant.tracker.keys_cli import run_purge
-from politetenant.tracker.retention import DAY_MS, PurgeProgress, PurgeResult, purge
+from politetenant.tracker.cli.keys_cli import run_purge
+from politetenant.tracker.http.auth import Role
+from politetenant.tracker.privacy import audit
+from politetenant.tracker.privacy.retention import DAY_MS, PurgeProgress, PurgeResult, purge
 from politetenant.tracker.storage.base import Store
 from tests.conftest import Tracker
 from tests.support import IP_DUBLIN, UA_IPHONE_MAIL, message_body

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from politetenant.crypto import LocalKeyProvider, blind_index, blind_indexes
-from politetenant.tracker.auth import Role
+from politetenant.tracker.http.auth import Role
 from tests.conftest import Tracker, start_tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, message_body
 

@@ -29,8 +29,8 @@ from politetenant.crypto import (
 )
 from politetenant.crypto.local_tenant_keys import decode_key_document, encode_key_document, master_secret_name
 from politetenant.crypto.vault import PURPOSES, operator_policy, tracker_policy, wrap_context
-from politetenant.operator.names import vault_name
-from politetenant.tracker.auth import Role, create_api_token
+from politetenant.operator.model.names import vault_name
+from politetenant.tracker.http.auth import Role, create_api_token
 from tests.conftest import start_tracker
 from tests.fakes.vault_fake import ROOT_TOKEN, VaultFake, parse_policy, running_vault_fake
 from tests.support import IP_DUBLIN, UA_IPHONE_MAIL, message_body

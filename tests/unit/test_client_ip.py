@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from politetenant.tracker.client_ip import client_ip, parse_address, parse_cidrs
+from politetenant.tracker.judging.client_ip import client_ip, parse_address, parse_cidrs
 
 TRUSTED = parse_cidrs("10.0.0.0/8, 172.16.0.0/12 fd00::/8")
 

@@ -11,9 +11,9 @@ from typing import Any
 import maxminddb
 import pytest
 
-from politetenant.tracker import geoip_sample
-from politetenant.tracker.geoip import UNKNOWN_PLACE, GeoLocator, GeoPlace
-from politetenant.tracker.geoip_sample import SAMPLE_ADDRESSES, SAMPLE_NETWORKS, write_mmdb, write_sample
+from politetenant.tracker.cli import geoip_sample
+from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES, SAMPLE_NETWORKS, write_mmdb, write_sample
+from politetenant.tracker.judging.geoip import UNKNOWN_PLACE, GeoLocator, GeoPlace
 
 # Both decoders: libmaxminddb (strict about metadata types) and the pure-Python reader.
 READER_MODES = [maxminddb.MODE_MMAP_EXT, maxminddb.MODE_FILE]

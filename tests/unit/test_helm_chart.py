@@ -6,7 +6,7 @@ newest Kubernetes the chart supports; custom resources are checked against the C
 The operator's configuration in the values is checked against the operator's own config model.
 
 `.venv/bin/python -m tests.unit.test_helm_chart` rewrites `operator.config` in values.schema.json
-from politetenant/operator/config.py after that model changes.
+from politetenant/operator/model/config.py after that model changes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from politetenant.operator.config import OperatorConfig, load_operator_config
+from politetenant.operator.model.config import OperatorConfig, load_operator_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "politetenant"
@@ -200,7 +200,7 @@ def operator_config_values_schema() -> dict[str, Any]:
     schema: dict[str, Any] = inline(raw)
     del schema["properties"][_SET_BY_CHART]
     schema["description"] = (
-        "The operator's configuration file (politetenant/operator/config.py); `namespace` is the release's."
+        "The operator's configuration file (politetenant/operator/model/config.py); `namespace` is the release's."
     )
     return schema
 
@@ -401,7 +401,7 @@ def test_values_schema_closes_every_object() -> None:
 def test_values_schema_knows_the_operator_configuration() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["properties"]["operator"]["properties"]["config"] == operator_config_values_schema(), (
-        "operator.config in values.schema.json differs from politetenant/operator/config.py; "
+        "operator.config in values.schema.json differs from politetenant/operator/model/config.py; "
         "rewrite it with `.venv/bin/python -m tests.unit.test_helm_chart`"
     )
 
@@ -725,4 +725,4 @@ def test_chart_ships_kopf_cluster_peering_crd() -> None:
 
 if __name__ == "__main__":
     write_operator_config_values_schema()
-    print(f"rewrote operator.config in {CHART / 'values.schema.json'} from politetenant/operator/config.py")
+    print(f"rewrote operator.config in {CHART / 'values.schema.json'} from politetenant/operator/model/config.py")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from politetenant.tracker.html_rewrite import (
+from politetenant.tracker.messages.html_rewrite import (
     HONEYPOT_LINK,
     TOKEN_PLACEHOLDER,
     RewriteResult,

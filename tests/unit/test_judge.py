@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from politetenant.tracker.client_ip import client_ip, parse_cidrs
-from politetenant.tracker.geoip import UNKNOWN_PLACE, GeoLocator, GeoPlace
-from politetenant.tracker.geoip_sample import write_mmdb
-from politetenant.tracker.judge import (
+from politetenant.tracker.cli.geoip_sample import write_mmdb
+from politetenant.tracker.judging.client_ip import client_ip, parse_cidrs
+from politetenant.tracker.judging.geoip import UNKNOWN_PLACE, GeoLocator, GeoPlace
+from politetenant.tracker.judging.judge import (
     DEFAULT_SCANNER_AGENTS,
     BotReason,
     GeoLookup,
@@ -20,7 +20,7 @@ from politetenant.tracker.judge import (
     Verdict,
     compile_scanner_agents,
 )
-from politetenant.tracker.useragent import UserAgentClassifier
+from politetenant.tracker.judging.useragent import UserAgentClassifier
 
 ANDROID_CUBOT = (
     "Mozilla/5.0 (Linux; Android 11; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from politetenant.tracker.lean_server import CLICK_ROUTE, OPEN_ROUTE, PublicRequest, parse_public_request
+from politetenant.tracker.server.lean_server import CLICK_ROUTE, OPEN_ROUTE, PublicRequest, parse_public_request
 
 TOKEN = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk"
 UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"

@@ -11,10 +11,10 @@ import pytest
 
 from politetenant.crypto import Keyring, KeySet, Sealer, TokenCodec, blind_index
 from politetenant.settings import TrackerSettings, TrackingMode
-from politetenant.tracker.api_models import MessageIn
-from politetenant.tracker.errors import PayloadTooLarge, Unprocessable
-from politetenant.tracker.messages import PreparedMessage, check_limits, prepare_message, resolve_mode
-from politetenant.tracker.reports import build_report
+from politetenant.tracker.http.errors import PayloadTooLarge, Unprocessable
+from politetenant.tracker.messages.api_models import MessageIn
+from politetenant.tracker.messages.registration import PreparedMessage, check_limits, prepare_message, resolve_mode
+from politetenant.tracker.reports.build import build_report
 from politetenant.tracker.storage.rows import EventTally, LinkRow, MessageRow
 
 BASE = "https://t.acme.example"

@@ -61,7 +61,7 @@ def test_every_declared_dependency_is_pinned_with_hashes_in_the_lock_file() -> N
 
 def test_readme_documents_every_tracker_setting_and_cli_flag() -> None:
     from politetenant.settings import TrackerSettings
-    from politetenant.tracker.cli import build_parser
+    from politetenant.tracker.cli.commands import build_parser
 
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in TrackerSettings.model_fields if f"| `{name}` |" not in readme]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from politetenant.crypto import Keyring, KeySet, Sealer, SealError, TokenCodec, new_record_id
-from politetenant.tracker.html_rewrite import TOKEN_PLACEHOLDER, rewrite_html
+from politetenant.tracker.messages.html_rewrite import TOKEN_PLACEHOLDER, rewrite_html
 
 KEYRING = Keyring("acme", [KeySet(1, os.urandom(32), os.urandom(32), os.urandom(32))])
 CODEC = TokenCodec(KEYRING)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from politetenant.tracker.readability import Readability, count_syllables, measure, text_of_html
+from politetenant.tracker.messages.readability import Readability, count_syllables, measure, text_of_html
 
 
 def flesch(words: int, sentences: int, syllables: int) -> float:

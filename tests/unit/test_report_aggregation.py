@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from politetenant.tracker.api_reports import OPERATIONS, MessageReport
-from politetenant.tracker.app import api_operations
-from politetenant.tracker.openapi import build_document
-from politetenant.tracker.report_data import (
+from politetenant.tracker.http.openapi import build_document
+from politetenant.tracker.reports.api_reports import OPERATIONS, MessageReport
+from politetenant.tracker.reports.build import build_report, report_csv
+from politetenant.tracker.reports.report_data import (
     HOUR_MS,
     Accumulator,
     EventRow,
@@ -20,9 +20,9 @@ from politetenant.tracker.report_data import (
     ReportInputs,
     read_bucket,
 )
-from politetenant.tracker.reports import build_report, report_csv
+from politetenant.tracker.reports.thresholds import ALL
+from politetenant.tracker.server.app import api_operations
 from politetenant.tracker.storage.rows import MessageRow
-from politetenant.tracker.thresholds import ALL
 
 CREATED = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS  # on the hour
 EARLY_MS = 2_000

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from politetenant.tracker.thresholds import ALL, coarsen, fold, fold_table, headline_visible, safe_remainder
+from politetenant.tracker.reports.thresholds import ALL, coarsen, fold, fold_table, headline_visible, safe_remainder
 
 K = 10
 

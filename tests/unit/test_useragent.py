@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from politetenant.tracker.useragent import (
+from politetenant.tracker.judging.useragent import (
     MAX_USER_AGENT_LENGTH,
     UNKNOWN_DEVICE,
     Device,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from politetenant.operator.reconcile import Runtime
+from politetenant.operator.runtime.reconcile import Runtime
 from tests.unit.operator.test_reconcile import FakeKeys, FakeKube, make_runtime
 
 

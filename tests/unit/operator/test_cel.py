@@ -20,8 +20,8 @@ import cel
 import pytest
 from pydantic import ValidationError
 
-from politetenant.operator.crd import apply_defaults, openapi_schema
-from politetenant.operator.model import (
+from politetenant.operator.model.crd import apply_defaults, openapi_schema
+from politetenant.operator.model.tenant import (
     DEFAULT_MODE_ALLOWED,
     EXTERNAL_DB_NEEDS_SECRET,
     LEGAL_HOLD_BLOCKS_DELETE,

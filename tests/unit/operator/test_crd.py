@@ -17,8 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from politetenant.operator.crd import CRD_PATH, apply_defaults, crd_manifest, crd_yaml, openapi_schema
-from politetenant.operator.model import PoliteTenant
+from politetenant.operator.model.crd import CRD_PATH, apply_defaults, crd_manifest, crd_yaml, openapi_schema
+from politetenant.operator.model.tenant import PoliteTenant
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").glob("tenant-*.yaml"))
@@ -304,7 +304,7 @@ def test_committed_crd_is_what_polite_operator_crd_generates() -> None:
     assert committed == crd_yaml(), (
         f"{CRD_PATH} drifted from the model; regenerate it with: "
         f"polite-operator crd > {CRD_PATH}  (or .venv/bin/python -c "
-        "\"from politetenant.operator.crd import crd_yaml; print(crd_yaml(), end='')\" > " + CRD_PATH + ")"
+        "\"from politetenant.operator.model.crd import crd_yaml; print(crd_yaml(), end='')\" > " + CRD_PATH + ")"
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import kopf
 import pytest
 
-from politetenant.operator import settings
+from politetenant.operator.runtime import settings
 
 
 def test_configure_sets_our_finalizer_storage_timeouts_and_quiet_events() -> None:

@@ -27,9 +27,8 @@ import cel
 import pytest
 import yaml
 
-from politetenant.operator import kubectl_plugin as plugin
-from politetenant.operator.crd import apply_defaults, openapi_schema
-from politetenant.operator.kubectl_plugin import (
+from politetenant.operator.kubectl import plugin
+from politetenant.operator.kubectl.plugin import (
     clean,
     condition_rows,
     describe_tenant,
@@ -44,7 +43,8 @@ from politetenant.operator.kubectl_plugin import (
     rotation_value,
     status_document,
 )
-from politetenant.operator.model import LEGAL_HOLD_BLOCKS_DELETE
+from politetenant.operator.model.crd import apply_defaults, openapi_schema
+from politetenant.operator.model.tenant import LEGAL_HOLD_BLOCKS_DELETE
 from tests.support import free_port
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -166,7 +166,7 @@ def test_each_rotation_request_carries_a_new_rfc3339_value() -> None:
 
 
 def test_the_plugin_asks_with_the_annotation_the_operator_reads() -> None:
-    from politetenant.operator import keys
+    from politetenant.operator.keys import secret as keys
 
     assert plugin.ROTATE_KEYS_ANNOTATION == keys.ROTATE_ANNOTATION == "polite.io/rotate-keys"
 

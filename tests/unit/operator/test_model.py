@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from politetenant.operator import docs
-from politetenant.operator.crd import apply_defaults, openapi_schema
-from politetenant.operator.model import (
+from politetenant.operator.model import docs
+from politetenant.operator.model.crd import apply_defaults, openapi_schema
+from politetenant.operator.model.tenant import (
     CRON_PATTERN,
     PoliteTenant,
     PoliteTenantSpec,
@@ -345,11 +345,11 @@ def test_readme_field_reference_is_the_generated_one() -> None:
     if section is None:
         pytest.fail(
             f"README.md has no field reference: add the lines {docs.START_MARKER} and {docs.END_MARKER} "
-            "where it belongs, then run `python -m politetenant.operator.docs --update README.md` "
-            "(or paste the output of `python -m politetenant.operator.docs` between them)"
+            "where it belongs, then run `python -m politetenant.operator.model.docs --update README.md` "
+            "(or paste the output of `python -m politetenant.operator.model.docs` between them)"
         )
     assert section == docs.field_reference_markdown(), (
-        "README.md's field reference is stale: run `python -m politetenant.operator.docs --update README.md`"
+        "README.md's field reference is stale: run `python -m politetenant.operator.model.docs --update README.md`"
     )
 
 

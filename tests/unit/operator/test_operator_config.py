@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from politetenant.operator.config import ConfigError, OperatorConfig, load_operator_config
+from politetenant.operator.model.config import ConfigError, OperatorConfig, load_operator_config
 from politetenant.regions import REGION_NAMES
 
 

@@ -16,15 +16,15 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from politetenant.operator import names
-from politetenant.operator.config import OperatorConfig
-from politetenant.operator.keys import KeyBackend
-from politetenant.operator.kube import KINDS, KubeError
-from politetenant.operator.metrics import Metrics
-from politetenant.operator.model import DatabaseEngine
-from politetenant.operator.reconcile import CNPG_CRD, ORPHANED_LABEL, Outcome, Runtime, reconcile
-from politetenant.operator.secrets import decode
-from politetenant.operator.status import status_patch
+from politetenant.operator.keys.secret import KeyBackend
+from politetenant.operator.kube.client import KINDS, KubeError
+from politetenant.operator.kube.secrets import decode
+from politetenant.operator.model import names
+from politetenant.operator.model.config import OperatorConfig
+from politetenant.operator.model.status import status_patch
+from politetenant.operator.model.tenant import DatabaseEngine
+from politetenant.operator.runtime.metrics import Metrics
+from politetenant.operator.runtime.reconcile import CNPG_CRD, ORPHANED_LABEL, Outcome, Runtime, reconcile
 
 # -- fakes ------------------------------------------------------------------------------------------
 

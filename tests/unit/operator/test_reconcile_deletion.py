@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from politetenant.operator import names
-from politetenant.operator.config import OperatorConfig
-from politetenant.operator.deletion import offboard
-from politetenant.operator.reconcile import ORPHANED_LABEL, Outcome, Runtime
+from politetenant.operator.model import names
+from politetenant.operator.model.config import OperatorConfig
+from politetenant.operator.runtime.deletion import offboard
+from politetenant.operator.runtime.reconcile import ORPHANED_LABEL, Outcome, Runtime
 from tests.unit.operator.test_reconcile import (
     FakeKeys,
     FakeKube,

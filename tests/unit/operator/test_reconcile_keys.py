@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-from politetenant.operator import names
-from politetenant.operator.keys import HANDLED_ANNOTATION, ROTATE_ANNOTATION, VERSION_ANNOTATION, newest_version
-from politetenant.operator.kube import KubeError
-from politetenant.operator.reconcile import Runtime
-from politetenant.operator.secrets import decode
+from politetenant.operator.keys.secret import HANDLED_ANNOTATION, ROTATE_ANNOTATION, VERSION_ANNOTATION, newest_version
+from politetenant.operator.kube.client import KubeError
+from politetenant.operator.kube.secrets import decode
+from politetenant.operator.model import names
+from politetenant.operator.runtime.reconcile import Runtime
 from tests.unit.operator.test_reconcile import (
     FakeKeys,
     FakeKube,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from politetenant.operator.kube import KubeClient, KubeError
+from politetenant.operator.kube.client import KubeClient, KubeError
 
 
 @dataclass

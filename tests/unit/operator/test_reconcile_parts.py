@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from politetenant.operator import cli, names
-from politetenant.operator.apply import Create, Patch, Unchanged, contains, plan, with_owner
-from politetenant.operator.kube import ObjectRef, event_body, object_path
-from politetenant.operator.model import CONDITION_REASON_PATTERN
-from politetenant.operator.reasons import NEEDS_ACTION, EventType, Reason
-from politetenant.operator.secrets import TOKEN_PATTERN, generated_values
-from politetenant.operator.status import (
+from politetenant.operator import cli
+from politetenant.operator.kube.apply import Create, Patch, Unchanged, contains, plan, with_owner
+from politetenant.operator.kube.client import ObjectRef, event_body, object_path
+from politetenant.operator.kube.secrets import TOKEN_PATTERN, generated_values
+from politetenant.operator.model import names
+from politetenant.operator.model.reasons import NEEDS_ACTION, EventType, Reason
+from politetenant.operator.model.status import (
     Facts,
     conditions,
     failed,
@@ -24,7 +24,8 @@ from politetenant.operator.status import (
     status_body,
     status_patch,
 )
-from politetenant.operator.wiring import OwnedSecret
+from politetenant.operator.model.tenant import CONDITION_REASON_PATTERN
+from politetenant.operator.render.wiring import OwnedSecret
 
 
 def obj(spec: dict[str, Any], hash_: str = "h1", **annotations: str) -> dict[str, Any]:

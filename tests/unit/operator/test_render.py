@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from politetenant.operator.cli import dump_objects
-from politetenant.operator.config import OperatorConfig, load_operator_config
-from politetenant.operator.model import PoliteTenant
-from politetenant.operator.render import RenderError, RenderResult, render_tenant, spec_hash
+from politetenant.operator.model.config import OperatorConfig, load_operator_config
+from politetenant.operator.model.tenant import PoliteTenant
+from politetenant.operator.render.tenant import RenderError, RenderResult, render_tenant, spec_hash
 from politetenant.regions import REGIONS
 from politetenant.settings import TrackerSettings, TrackingMode
 
@@ -571,7 +571,7 @@ def test_no_host_no_ingress() -> None:
 
 
 def test_quota_admits_every_rendered_pod_plus_a_rollout_surge_and_no_exposure() -> None:
-    from politetenant.operator.hardening import parse_quantity
+    from politetenant.operator.render.hardening import parse_quantity
 
     for engine in ("statefulset", "cnpg", "external"):
         extra = {"externalSecretRef": {"name": "x", "key": "dsn"}} if engine == "external" else {}

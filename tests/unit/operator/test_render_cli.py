@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from politetenant.operator.cli import load_tenant, main
-from politetenant.operator.config import load_operator_config
-from politetenant.operator.render import render_tenant
+from politetenant.operator.model.config import load_operator_config
+from politetenant.operator.render.tenant import render_tenant
 
 DATA = Path(__file__).with_name("data")
 MINIMAL = str(DATA / "tenant-minimal.yaml")
@@ -158,7 +158,7 @@ def test_render_reads_standard_input(monkeypatch: pytest.MonkeyPatch, capsys: py
 
 
 def test_crd_prints_the_custom_resource_definition(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("politetenant.operator.crd")
+    pytest.importorskip("politetenant.operator.model.crd")
     code, out, _ = run(capsys, "crd")
     assert code == 0
     crd = yaml.safe_load(out)

@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from politetenant.operator.config import load_operator_config
-from politetenant.operator.model import PoliteTenant
-from politetenant.operator.render import render_tenant
+from politetenant.operator.model.config import load_operator_config
+from politetenant.operator.model.tenant import PoliteTenant
+from politetenant.operator.render.tenant import render_tenant
 from politetenant.regions import REGION_NAMES, REGIONS
 from tests.unit.operator.test_render import check_cnpg_cluster, validate
 

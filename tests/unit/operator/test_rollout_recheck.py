@@ -14,11 +14,11 @@ from typing import Any
 import kopf
 import pytest
 
-from politetenant.operator.handlers import _handle
-from politetenant.operator.reasons import Reason
-from politetenant.operator.reconcile import Outcome, Runtime, reconcile
-from politetenant.operator.retries import Reconciled, rollout_recheck
-from politetenant.operator.status import failed, passed, rolling_out
+from politetenant.operator.model.reasons import Reason
+from politetenant.operator.model.status import failed, passed, rolling_out
+from politetenant.operator.runtime.handlers import _handle
+from politetenant.operator.runtime.reconcile import Outcome, Runtime, reconcile
+from politetenant.operator.runtime.retries import Reconciled, rollout_recheck
 from tests.unit.operator.test_reconcile import FakeKube, make_available, run, tenant_body
 
 RESYNC = 60.0

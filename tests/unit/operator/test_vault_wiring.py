@@ -18,14 +18,14 @@ import pytest
 
 from politetenant.crypto.local_tenant_keys import LocalTenantKeys
 from politetenant.crypto.vault import KUBERNETES_SA_TOKEN, VaultLogin, VaultTenantKeys, operator_policy
-from politetenant.operator import names
-from politetenant.operator.config import ConfigError, OperatorConfig, load_operator_config
-from politetenant.operator.key_services import VaultClients, VaultNotConfigured, operator_login, standard_keys
-from politetenant.operator.metrics import Metrics
-from politetenant.operator.model import PoliteTenant
-from politetenant.operator.reconcile import Outcome, Runtime, parse
-from politetenant.operator.retries import BACKOFF_SECONDS, backoff
-from politetenant.operator.secrets import decode
+from politetenant.operator.keys.services import VaultClients, VaultNotConfigured, operator_login, standard_keys
+from politetenant.operator.kube.secrets import decode
+from politetenant.operator.model import names
+from politetenant.operator.model.config import ConfigError, OperatorConfig, load_operator_config
+from politetenant.operator.model.tenant import PoliteTenant
+from politetenant.operator.runtime.metrics import Metrics
+from politetenant.operator.runtime.reconcile import Outcome, Runtime, parse
+from politetenant.operator.runtime.retries import BACKOFF_SECONDS, backoff
 from tests.fakes.vault_fake import IssuedToken, VaultFake, running_vault_fake
 from tests.unit.operator.test_reconcile import Clock, FakeKube, conditions, run, tenant_body
 

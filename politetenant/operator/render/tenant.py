@@ -1,0 +1,381 @@
+"""``render_tenant``: a PoliteTenant and the operator configuration in, every child object out.
+
+Pure and deterministic: the same tenant and configuration give byte-identical objects, so a resync of
+an unchanged tenant writes nothing. Objects come from the Jinja2 templates next to this module
+(``StrictUndefined``; every value is emitted through ``tojson``, so no spec value can inject YAML)
+and are parsed back with a YAML safe loader. Each object carries the tenant's labels and
+``polite.io/spec-hash``, the sha256 of its canonical JSON without that annotation, which the apply
+step compares instead of diffing fields the API server defaults.
+
+Secrets that need generated values are not rendered: ``RenderResult.secrets`` names them, and the
+reconcile step creates them (see ``wiring``). Objects that hold tenant data carry
+``polite.io/holds-data``: the apply step must never give them an ownerReference.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from pydantic import ValidationError
+
+from politetenant.operator.model import names
+from politetenant.operator.model.config import OperatorConfig
+from politetenant.operator.model.tenant import DatabaseEngine, PoliteTenant
+from politetenant.operator.render.hardening import (
+    POSTGRES_UID,
+    TRACKER_UID,
+    container_security_context,
+    parse_quantity,
+    pod_security_context,
+    quota,
+    resource_requirements,
+    workers_for,
+)
+from politetenant.operator.render.network import network_values
+from politetenant.operator.render.placement import node_affinity, spread, storage_class
+from politetenant.operator.render.wiring import (
+    SPOOL_DIR,
+    OwnedSecret,
+    RenderError,
+    database_engine,
+    dsn_secret,
+    owned_secrets,
+    retention_env,
+    retention_mounts,
+    retention_volumes,
+    tracker_env,
+    tracker_mounts,
+    tracker_volumes,
+    vault_address,
+)
+from politetenant.settings import TrackerSettings, format_validation_error
+
+__all__ = ["OwnedSecret", "RenderError", "RenderResult", "render_tenant", "spec_hash"]
+
+TEMPLATES = Path(__file__).with_name("templates")
+APP_NAMES: dict[names.Component, str] = {
+    "tenant": "politetenant",
+    "tracker": "polite-tracker",
+    "database": "postgresql",
+    "retention": "polite-retention",
+}
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+# The settings the operator decides for a tenant; every other TrackerSettings field keeps the
+# tracker's own default.
+SETTINGS_FIELDS = (
+    "tenant_id", "public_base_url", "default_mode", "allowed_modes", "mode_locked", "min_segment_size",
+    "retention_interaction_days", "retention_message_days", "legal_hold", "spool_dir",
+)  # fmt: skip
+TEMPLATE_NAMES = {
+    "tracker": names.TRACKER,
+    "settings": names.SETTINGS_CONFIGMAP,
+    "settings_file": names.SETTINGS_FILE,
+    "retention": names.RETENTION,
+    "database": names.DATABASE,
+    "database_name": names.DATABASE_NAME,
+    "database_credentials": names.DATABASE_CREDENTIALS_SECRET,
+    "quota": names.QUOTA,
+}
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+# libyaml's safe loader when PyYAML has it (five times faster, same objects), else the Python one.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """The tenant's objects, or none and why; and the Secrets the reconcile step must create."""
+
+    objects: list[dict[str, Any]]
+    skipped_reason: str | None = None
+    secrets: tuple[OwnedSecret, ...] = ()
+
+
+def render_tenant(tenant: PoliteTenant, config: OperatorConfig, *, cnpg_available: bool = False) -> RenderResult:
+    """Every child object of ``tenant``; nothing, with the reason, when its region is not served here."""
+    region = tenant.spec.region
+    if region not in config.served_regions:
+        served = ", ".join(config.served_regions)
+        return RenderResult([], skipped_reason=f"region {region} is not served by this operator (it serves {served})")
+    if len(tenant.namespace) > 63:
+        raise RenderError(f"metadata.name: at most 56 characters, so that namespace {tenant.namespace} fits in 63")
+    engine = database_engine(tenant, cnpg_available)
+    values = _template_values(tenant, config, engine)
+    objects = [obj for template in _templates(engine, values) for obj in _render(template, values)]
+    return RenderResult(
+        [_finish(obj, values["labels"]["tenant"]) for obj in objects], None, owned_secrets(tenant, config, engine)
+    )
+
+
+def _templates(engine: DatabaseEngine, values: dict[str, Any]) -> list[str]:
+    """Template names in apply order: the fence (namespace, quota, policies) before any pod."""
+    chosen = ["namespace", "resourcequota", "networkpolicies", "serviceaccount", "configmap"]
+    if engine is not DatabaseEngine.EXTERNAL:
+        chosen.append(f"database-{engine.value}")
+    chosen += ["tracker-deployment", "tracker-service", "tracker-pdb"]
+    if values["ingress"] is not None:
+        chosen.append("tracker-ingress")
+    chosen.append("retention-cronjob")
+    return [f"{name}.yaml.j2" for name in chosen]
+
+
+# -- values handed to the templates ----------------------------------------------------------------------
+
+
+def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: DatabaseEngine) -> dict[str, Any]:
+    """Everything the templates print, computed here so templates hold only layout."""
+    spec = tenant.spec
+    labels = _labels(tenant)
+    selectors = _selectors(tenant, engine)
+    vault = vault_address(tenant, config)
+    dsn = dsn_secret(tenant, engine)
+    ingress = _ingress(tenant, config)
+    settings_yaml = _settings_yaml(tenant, _public_base_url(tenant, config, ingress))
+    tracker = _tracker(tenant, config, dsn=dsn, vault=vault, settings_yaml=settings_yaml, selector=selectors["tracker"])
+    retention = _retention(tenant, config, dsn=dsn, vault=vault)
+    database = _database(tenant, config, engine, labels["database"])
+    return {
+        "namespace": tenant.namespace,
+        "names": TEMPLATE_NAMES,
+        "labels": labels,
+        "selectors": selectors,
+        "namespace_labels": {**labels["tenant"], **POD_SECURITY_LABELS},
+        "namespace_annotations": {
+            names.DISPLAY_NAME_ANNOTATION: spec.display_name,
+            names.HOLDS_DATA_ANNOTATION: "true",
+        },
+        "data_annotations": {names.HOLDS_DATA_ANNOTATION: "true"},
+        "node_affinity": node_affinity(spec.region, config),
+        "storage_class": storage_class(spec.region, config),
+        "pull_policy": config.images.pull_policy,
+        "container_security": container_security_context(),
+        "settings_yaml": settings_yaml,
+        "ingress": ingress,
+        "tracker": tracker,
+        "retention": retention,
+        "database": database,
+        "network": network_values(engine=engine, selectors=selectors, vault_address=vault, config=config),
+        "quota": _quota(tenant, config, engine, tracker["resources"], retention["resources"], database),
+    }
+
+
+def _tracker(
+    tenant: PoliteTenant,
+    config: OperatorConfig,
+    *,
+    dsn: dict[str, str],
+    vault: str | None,
+    settings_yaml: str,
+    selector: dict[str, str],
+) -> dict[str, Any]:
+    resources = resource_requirements(tenant.spec.tracker.resources)
+    return {
+        "replicas": tenant.spec.tracker.replicas,
+        "image": tenant.spec.tracker.image or config.images.tracker,
+        "resources": resources,
+        "env": tracker_env(tenant, config, dsn=dsn, vault=vault, workers=workers_for(resources)),
+        "volumes": tracker_volumes(config, vault=vault),
+        "mounts": tracker_mounts(vault=vault),
+        "spread": spread(selector),
+        "pod_security": pod_security_context(TRACKER_UID),
+        # The tracker reads its settings at start: a changed file must roll the pods.
+        "pod_annotations": {names.CONFIG_HASH_ANNOTATION: hashlib.sha256(settings_yaml.encode()).hexdigest()},
+    }
+
+
+def _retention(
+    tenant: PoliteTenant, config: OperatorConfig, *, dsn: dict[str, str], vault: str | None
+) -> dict[str, Any]:
+    return {
+        "schedule": tenant.spec.retention.schedule,
+        "suspend": tenant.spec.legal_hold,
+        "env": retention_env(tenant, dsn=dsn, vault=vault),
+        "resources": resource_requirements(config.retention_resources),
+        "volumes": retention_volumes(config, vault=vault),
+        "mounts": retention_mounts(vault=vault),
+        "pod_security": pod_security_context(TRACKER_UID),  # the tracker image, running purge
+    }
+
+
+def _labels(tenant: PoliteTenant) -> dict[str, dict[str, str]]:
+    """Labels per component: the app.kubernetes.io/* set plus the tenant and its region."""
+    return {
+        component: {
+            "app.kubernetes.io/name": app,
+            "app.kubernetes.io/instance": tenant.name,
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": "politetenant",
+            "app.kubernetes.io/managed-by": "polite-operator",
+            names.TENANT_LABEL: tenant.name,
+            names.REGION_LABEL: tenant.spec.region,
+        }
+        for component, app in APP_NAMES.items()
+    }
+
+
+def _selectors(tenant: PoliteTenant, engine: DatabaseEngine) -> dict[str, dict[str, str]]:
+    """Pod selectors (immutable on Deployments, so only labels that never change)."""
+    selectors = {
+        component: {"app.kubernetes.io/instance": tenant.name, "app.kubernetes.io/component": component}
+        for component in ("tracker", "retention", "database")
+    }
+    if engine is DatabaseEngine.CNPG:
+        selectors["database"] = {"cnpg.io/cluster": names.DATABASE}  # the label CNPG guarantees on its pods
+    return selectors
+
+
+def _ingress(tenant: PoliteTenant, config: OperatorConfig) -> dict[str, Any] | None:
+    tracker = tenant.spec.tracker
+    if not tracker.host:
+        return None
+    tls = tracker.tls
+    secret = tls.secret_name if tls else None
+    issuer: tuple[str, str, str] | None = None
+    if secret is None and tls is not None and tls.issuer_ref is not None:
+        issuer = (tls.issuer_ref.name, tls.issuer_ref.kind, tls.issuer_ref.group)
+    elif secret is None and tls is None and config.cert_manager_issuer is not None:
+        default = config.cert_manager_issuer
+        issuer = (default.name, default.kind, default.group)
+    annotations: dict[str, str] = {}
+    if issuer is not None:
+        annotations = _cert_manager_annotations(*issuer)
+        secret = names.INGRESS_TLS_SECRET
+    return {"host": tracker.host, "class_name": config.ingress_class, "tls_secret": secret, "annotations": annotations}
+
+
+def _cert_manager_annotations(name: str, kind: str, group: str) -> dict[str, str]:
+    """cert-manager's ingress-shim annotations for an issuer (external issuers name kind and group)."""
+    if group == "cert-manager.io":
+        return {"cert-manager.io/cluster-issuer" if kind == "ClusterIssuer" else "cert-manager.io/issuer": name}
+    return {"cert-manager.io/issuer": name, "cert-manager.io/issuer-kind": kind, "cert-manager.io/issuer-group": group}
+
+
+def _public_base_url(tenant: PoliteTenant, config: OperatorConfig, ingress: dict[str, Any] | None) -> str:
+    """Where beacons and links point: the public host, else the in-cluster Service."""
+    if ingress is not None:
+        return f"{'https' if ingress['tls_secret'] else 'http'}://{ingress['host']}"
+    return f"http://{names.TRACKER}.{tenant.namespace}.svc.{config.cluster_domain}"
+
+
+def _settings_yaml(tenant: PoliteTenant, public_base_url: str) -> str:
+    """The tenant's TrackerSettings, validated by the tracker's own model, as the YAML file it reads."""
+    tracking = tenant.spec.tracking
+    try:
+        settings = TrackerSettings(
+            tenant_id=tenant.name,
+            public_base_url=public_base_url,
+            default_mode=tracking.default_mode,
+            allowed_modes=tuple(tracking.allowed_modes),
+            mode_locked=tracking.mode_locked,
+            min_segment_size=tracking.min_segment_size,
+            retention_interaction_days=tenant.spec.retention.interaction_days,
+            retention_message_days=tenant.spec.retention.message_days,
+            legal_hold=tenant.spec.legal_hold,
+            spool_dir=SPOOL_DIR,
+        )
+    except ValidationError as exc:
+        raise RenderError(format_validation_error(exc, "tracker settings")) from None
+    header = f"# TrackerSettings of tenant {tenant.name}, written by polite-operator; edits are overwritten.\n"
+    return header + yaml.safe_dump(settings.model_dump(mode="json", include=set(SETTINGS_FIELDS)), sort_keys=False)
+
+
+def _database(
+    tenant: PoliteTenant, config: OperatorConfig, engine: DatabaseEngine, labels: dict[str, str]
+) -> dict[str, Any]:
+    cnpg = engine is DatabaseEngine.CNPG
+    return {
+        "storage": tenant.spec.database.storage,
+        "resources": resource_requirements(config.database.resources),
+        "port": names.DATABASE_PORT,
+        "instances": config.database.cnpg_instances,
+        "image": config.images.cnpg_postgres if cnpg else config.images.postgres,
+        "pod_security": pod_security_context(POSTGRES_UID),
+        "inherited_labels": {key: value for key, value in labels.items() if key.startswith(names.LABEL_PREFIX)},
+    }
+
+
+def _quota(
+    tenant: PoliteTenant,
+    config: OperatorConfig,
+    engine: DatabaseEngine,
+    tracker: dict[str, dict[str, str]],
+    retention: dict[str, dict[str, str]],
+    database: dict[str, Any],
+) -> dict[str, str]:
+    """Room for every pod rendered, one surge pod per rolling workload, and the database volumes."""
+    pods = [(tenant.spec.tracker.replicas + 1, tracker), (1, retention)]
+    volumes = 0
+    if engine is DatabaseEngine.STATEFULSET:
+        pods.append((1, database["resources"]))
+        volumes = 1
+    elif engine is DatabaseEngine.CNPG:  # CNPG runs an initdb or join Job beside its instances
+        pods.append((config.database.cnpg_instances + 1, database["resources"]))
+        volumes = config.database.cnpg_instances + 1
+    return quota(pods, volumes, volumes * parse_quantity(tenant.spec.database.storage))
+
+
+# -- templates to objects -------------------------------------------------------------------------------
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if 0xD800 <= code <= 0xDFFF:
+        raise RenderError(f"a spec string holds an unpaired surrogate (\\u{code:04x}), which is not Unicode text")
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _yaml_safe_json(obj: Any, **kwargs: Any) -> str:
+    """JSON whose strings hold only printable ASCII, so YAML reads back exactly the same value.
+
+    YAML refuses some raw characters and reads a JSON surrogate pair as two characters, so every
+    character outside printable ASCII is written as a YAML escape (``\\uXXXX`` or ``\\UXXXXXXXX``).
+    """
+    return _NOT_PRINTABLE_ASCII.sub(_escape, json.dumps(obj, ensure_ascii=False, **kwargs))
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - YAML, not HTML: every value goes through tojson instead
+        keep_trailing_newline=True,
+    )
+    env.policies["json.dumps_function"] = _yaml_safe_json
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True}
+    return env
+
+
+def _render(template: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    text = _environment().get_template(template).render(values)
+    return [doc for doc in yaml.load_all(text, Loader=_SAFE_LOADER) if doc is not None]
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    """sha256 of the object's canonical JSON, leaving out the ``polite.io/spec-hash`` annotation itself."""
+    metadata = dict(obj.get("metadata", {}))
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items() if k != names.SPEC_HASH_ANNOTATION}
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    canonical = json.dumps({**obj, "metadata": metadata}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _finish(obj: dict[str, Any], tenant_labels: dict[str, str]) -> dict[str, Any]:
+    """Make sure the object carries the tenant's common labels, then stamp its spec hash."""
+    metadata = obj["metadata"]
+    labels = metadata.setdefault("labels", {})
+    for key, value in tenant_labels.items():
+        if key not in ("app.kubernetes.io/name", "app.kubernetes.io/component"):
+            labels.setdefault(key, value)
+    metadata["annotations"] = {**metadata.get("annotations", {}), names.SPEC_HASH_ANNOTATION: spec_hash(obj)}
+    return obj

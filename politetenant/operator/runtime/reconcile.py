@@ -1,0 +1,425 @@
+"""Reconcile one tenant: what a create, update, resume or drift-timer handler calls.
+
+The order keeps the tenant whole at every step: placement and rendering first (no writes); then
+every key-service call (``prepare_keys``), so an unreachable Vault leaves nothing half-written; then
+the namespace, the Secrets the pods need, and the rest of the children in render order (the fence
+before any pod). The result is the status the tenant should show and whether to retry, or, when only
+workloads are still rolling out, to look again soon; the handler writes it and asks kopf. A resync of
+an unchanged tenant makes no write and posts no Event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from politetenant.operator.keys.secret import (
+    VERSION_ANNOTATION,
+    KeyBackend,
+    KeyPlan,
+    prepare_keys,
+    unwritten,
+    write_keys,
+)
+from politetenant.operator.kube.apply import (
+    Applied,
+    Create,
+    Patch,
+    apply_object,
+    describe,
+    owner_reference,
+    with_owner,
+)
+from politetenant.operator.kube.client import KubeApi, KubeError, ObjectRef, event_body
+from politetenant.operator.kube.secrets import SecretOutcome, ensure_secret
+from politetenant.operator.model import names
+from politetenant.operator.model.config import OperatorConfig
+from politetenant.operator.model.reasons import NEEDS_ACTION, EventType, Reason
+from politetenant.operator.model.status import (
+    Check,
+    Facts,
+    failed,
+    keep_checks,
+    part_of,
+    parts_checks,
+    passed,
+    rolling_out,
+    status_body,
+    utc_now,
+)
+from politetenant.operator.model.tenant import API_VERSION, KIND, DatabaseEngine, PoliteTenant
+from politetenant.operator.render.summary import tracker_settings_yaml
+from politetenant.operator.render.tenant import RenderError, render_tenant, spec_hash
+from politetenant.operator.render.wiring import database_engine
+from politetenant.operator.runtime.metrics import Metrics
+from politetenant.settings import format_validation_error
+
+log = logging.getLogger(__name__)
+
+CNPG_CRD = "clusters.postgresql.cnpg.io"
+ORPHANED_LABEL = "polite.io/orphaned"
+# Children render leaves out when the spec stops asking for them (an Ingress once the host is removed).
+OPTIONAL_CHILDREN = (("networking.k8s.io/v1", "Ingress", names.TRACKER),)
+SECRET_PARTS = {names.API_TOKENS_SECRET: "TrackerReady", names.DATABASE_CREDENTIALS_SECRET: "DatabaseReady"}
+
+
+@dataclass
+class Runtime:
+    """What the steps work with: the API, the key service, the configuration, metrics and a clock."""
+
+    kube: KubeApi
+    keys: KeyBackend
+    config: OperatorConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    instance: str = "polite-operator"
+    clock: Callable[[], str] = utc_now
+    resync_seconds: float = 60.0  # how often tenants are looked at again; bounds every wait
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The status the tenant should show (None: leave it) and whether to try again soon."""
+
+    status: dict[str, Any] | None
+    retry: bool = False
+    why: str = ""  # for the log line of a retry; never a secret
+    delay: float | None = None  # when to retry, if the step knows better than the backoff
+    needs_action: bool = False  # what failed waits for a person (a Vault refusing): retry slowly
+    done: bool = True  # deletion only: the finalizer may go
+    rolling_out: bool = False  # all is applied; only workloads rolling out keep it from Ready: look again soon
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """The tenant object as this reconcile found it."""
+
+    tenant: PoliteTenant
+    ref: ObjectRef
+    generation: int | None
+    status: Mapping[str, Any]
+
+    @property
+    def applied_before(self) -> bool:
+        """The previous reconcile applied this very generation, so a missing or differing child was
+        deleted or edited by someone else."""
+        same = self.status.get("observedGeneration") == self.generation
+        conditions = self.status.get("conditions") or []
+        return same and any(c.get("type") == "NamespaceReady" and c.get("status") == "True" for c in conditions)
+
+    @property
+    def keys_version(self) -> int | None:
+        version = (self.status.get("keys") or {}).get("version")
+        return version if isinstance(version, int) else None
+
+
+def tenant_ref(body: Mapping[str, Any]) -> ObjectRef:
+    meta = body.get("metadata") or {}
+    return ObjectRef(API_VERSION, KIND, str(meta.get("name", "")), meta.get("uid"))
+
+
+def parse(body: Mapping[str, Any]) -> PoliteTenant | str:
+    """The tenant, or why it cannot be read (the CRD's validation should make this rare)."""
+    try:
+        return PoliteTenant.model_validate(
+            {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
+        )
+    except ValidationError as exc:
+        return format_validation_error(exc, "spec").replace("\n", "; ")
+
+
+async def announce(rt: Runtime, about: ObjectRef, type_: EventType, reason: Reason, message: str) -> None:
+    """Post an Event about the tenant; a failure to post is logged, never fatal."""
+    rt.metrics.event(type_, reason)
+    event = event_body(
+        about, namespace=rt.config.namespace, type_=type_, reason=reason, message=message, now=rt.clock(),
+        instance=rt.instance,
+    )  # fmt: skip
+    try:
+        await rt.kube.post_event(event)
+    except KubeError as exc:
+        log.warning("tenant %s: could not post Event %s: %s", about.name, reason.value, exc)
+
+
+async def reconcile(body: Mapping[str, Any], rt: Runtime, *, trigger: str = "change") -> Outcome:
+    """Bring the tenant's children to its spec and say how it is."""
+    started = time.monotonic()
+    try:
+        return await _reconcile(body, rt)
+    finally:
+        rt.metrics.reconcile_seconds.labels(trigger).observe(time.monotonic() - started)
+
+
+async def _reconcile(body: Mapping[str, Any], rt: Runtime) -> Outcome:
+    now = rt.clock()
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    generation = meta.get("generation")
+    if meta.get("deletionTimestamp"):
+        return Outcome(None)  # the delete handler has it now; never re-create what it removes
+    parsed = parse(body)
+    if isinstance(parsed, str):
+        checks = [failed("Ready", Reason.INVALID_SPEC, parsed)]
+        return Outcome(status_body(status, checks, _facts_from(status), generation=generation, now=now), why=parsed)
+    seen = Seen(parsed, tenant_ref(body), generation, status)
+    region = parsed.spec.region
+    if region not in rt.config.served_regions:
+        served = ", ".join(rt.config.served_regions)
+        message = f"region {region} is not served by this operator (it serves {served}); nothing is provisioned here"
+        checks = [failed("Placement", Reason.REGION_NOT_SERVED, message)]
+        return _finish(rt, seen, status_body(status, checks, _facts_from(status), generation=generation, now=now))
+    try:
+        return await _provision(seen, rt, now)
+    except KubeError as exc:
+        rt.metrics.api_error("kubernetes", exc.reason)
+        checks = [*keep_checks(status, except_types=("Ready",)), failed("Ready", Reason.API_ERROR, str(exc))]
+        body_ = status_body(status, checks, _facts_from(status), generation=generation, now=now)
+        return _finish(rt, seen, body_, retry=True, why=str(exc))
+
+
+def _finish(
+    rt: Runtime,
+    seen: Seen,
+    body: dict[str, Any],
+    *,
+    retry: bool = False,
+    why: str = "",
+    needs_action: bool = False,
+    rollout: str | None = None,
+) -> Outcome:
+    rt.metrics.tenant(seen.tenant.name, seen.tenant.spec.region, str(body.get("phase")))
+    if rollout is not None and not retry:
+        return Outcome(body, why=f"waiting for the rollout: {rollout}", rolling_out=True)
+    return Outcome(body, retry=retry, why=why, needs_action=needs_action)
+
+
+def _facts_from(status: Mapping[str, Any]) -> Facts:
+    keys = status.get("keys") or {}
+    return Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"))
+
+
+async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
+    tenant = seen.tenant
+    placed = passed("Placement", Reason.REGION_SERVED, f"region {tenant.spec.region} is served here")
+    cnpg = await rt.kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD) is not None
+    try:
+        result = render_tenant(tenant, rt.config, cnpg_available=cnpg)
+    except RenderError as exc:
+        checks = [placed, failed("Ready", Reason.INVALID_SPEC, str(exc).replace("\n", "; "))]
+        facts = _facts_from(seen.status)  # what was provisioned before the spec went wrong is still there
+        return _finish(rt, seen, status_body(seen.status, checks, facts, generation=seen.generation, now=now))
+    objects, engine_check = _without_missing_engine(tenant, result.objects, cnpg)
+    owned = {secret.name: secret for secret in result.secrets}
+    key_secret = owned.pop(names.KEYS_SECRET)
+    keys = await prepare_keys(rt.kube, rt.keys, tenant, key_secret, known_version=seen.keys_version, now=now)
+    if not keys.usable:  # no key Secret and none to be had: write nothing at all
+        return await _without_keys(rt, seen, placed, keys, now)
+    namespace = await apply_object(rt.kube, objects[0], known=seen.applied_before)
+    if namespace.error is not None:
+        raise namespace.error
+    key_error = await write_keys(rt.kube, tenant, key_secret, keys)
+    if key_error is not None:
+        rt.metrics.api_error("kubernetes", key_error.reason)
+        keys = unwritten(keys, f"Secret {names.KEYS_SECRET}: {key_error}")
+        if not keys.usable:  # the namespace alone: nothing in it needs keys yet
+            return await _without_keys(rt, seen, placed, keys, now)
+    secrets = [await ensure_secret(rt.kube, tenant, secret) for secret in owned.values()]
+    children = _prepared(objects[1:], seen, keys)  # stamped with the key version the Secret holds
+    applied = [namespace] + [await apply_object(rt.kube, obj, known=seen.applied_before) for obj in children]
+    await _adopt(rt, seen, namespace)
+    await _prune(rt, seen, objects)
+    await _tell(rt, seen, applied, secrets, keys)
+    checks = [placed, *_judge(tenant, applied, secrets, keys, database_engine(tenant, cnpg), engine_check)]
+    facts = Facts(tenant.namespace, _endpoint(result.objects), keys.version, keys.issued_at)
+    body = status_body(seen.status, checks, facts, generation=seen.generation, now=now)
+    errors = [a.error for a in applied if a.error] + [s.error for s in secrets if s.error]
+    for error in errors:
+        rt.metrics.api_error("kubernetes", error.reason)
+    why = "; ".join([*(str(e) for e in errors), *([] if keys.check.ok else [keys.check.message])])
+    slow = not errors and keys.check.reason in NEEDS_ACTION
+    retry = bool(errors) or not keys.check.ok
+    return _finish(rt, seen, body, retry=retry, why=why, needs_action=slow, rollout=rolling_out(checks))
+
+
+async def _without_keys(rt: Runtime, seen: Seen, placed: Check, keys: KeyPlan, now: str) -> Outcome:
+    """The status of a tenant that has no keys to run on: KeysReady says why, the rest as last seen."""
+    rt.metrics.api_error("keys", keys.check.reason)
+    if not _still(seen, keys.check):
+        await announce(rt, seen.ref, EventType.WARNING, keys.check.reason, keys.check.message)
+    checks = [*keep_checks(seen.status, except_types=("Ready", "Placement", "KeysReady")), placed, keys.check]
+    body = status_body(seen.status, checks, _facts_from(seen.status), generation=seen.generation, now=now)
+    return _finish(rt, seen, body, retry=True, why=keys.check.message, needs_action=keys.check.reason in NEEDS_ACTION)
+
+
+def _without_missing_engine(
+    tenant: PoliteTenant, objects: list[dict[str, Any]], cnpg: bool
+) -> tuple[list[dict[str, Any]], Check | None]:
+    """A tenant that asks for CloudNativePG where it is not installed gets everything else and a
+    condition saying why it has no database (a Cluster cannot be created without its CRD)."""
+    if tenant.spec.database.engine is not DatabaseEngine.CNPG or cnpg:
+        return objects, None
+    message = (
+        f"spec.database.engine is cnpg but CloudNativePG is not installed (no CRD {CNPG_CRD}); "
+        "install CloudNativePG, or choose engine statefulset"
+    )
+    kept = [
+        obj for obj in objects if not (obj["kind"] == "Cluster" and obj["apiVersion"].startswith("postgresql.cnpg.io/"))
+    ]
+    return kept, failed("DatabaseReady", Reason.DATABASE_ENGINE_UNAVAILABLE, message)
+
+
+def _prepared(objects: list[dict[str, Any]], seen: Seen, keys: KeyPlan) -> list[dict[str, Any]]:
+    """Children owned by the tenant (unless they hold data), the tracker's pods stamped with the key
+    version so a rotation rolls them, and that stamp in the object's spec hash."""
+    owner = owner_reference(API_VERSION, KIND, seen.tenant.name, seen.ref.uid) if seen.ref.uid else None
+    prepared = []
+    for obj in objects:
+        # Stamp before adding the owner: the spec hash then covers what render plus the key version
+        # say, not the tenant's uid, as for every other child.
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == names.TRACKER and keys.version is not None:
+            obj = _stamp_keys_version(obj, keys.version)
+        if owner is not None and obj["kind"] != "Namespace":
+            obj = with_owner(obj, owner)
+        prepared.append(obj)
+    return prepared
+
+
+def _stamp_keys_version(deployment: dict[str, Any], version: int) -> dict[str, Any]:
+    template = deployment["spec"]["template"]
+    template_meta = template.get("metadata", {})
+    annotations = {**template_meta.get("annotations", {}), VERSION_ANNOTATION: str(version)}
+    stamped = {
+        **deployment,
+        "spec": {
+            **deployment["spec"],
+            "template": {**template, "metadata": {**template_meta, "annotations": annotations}},
+        },
+    }
+    meta = stamped["metadata"]
+    stamped["metadata"] = {
+        **meta,
+        "annotations": {**meta["annotations"], names.SPEC_HASH_ANNOTATION: spec_hash(stamped)},
+    }
+    return stamped
+
+
+async def _adopt(rt: Runtime, seen: Seen, namespace: Applied) -> None:
+    """A namespace a deleted tenant left behind (deletionPolicy Retain) belongs to this tenant again."""
+    labels = ((namespace.live or {}).get("metadata") or {}).get("labels") or {}
+    if ORPHANED_LABEL not in labels:
+        return
+    name = seen.tenant.namespace
+    await rt.kube.patch("v1", "Namespace", name, {"metadata": {"labels": {ORPHANED_LABEL: None}}})
+    message = f"namespace {name}, left by a deleted tenant of the same name, is managed again with its data and keys"
+    await announce(rt, seen.ref, EventType.NORMAL, Reason.NAMESPACE_ADOPTED, message)
+
+
+async def _prune(rt: Runtime, seen: Seen, objects: list[dict[str, Any]]) -> None:
+    """Delete an optional child the spec no longer asks for, if it is this tenant's."""
+    rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
+    namespace = seen.tenant.namespace
+    for api_version, kind, name in OPTIONAL_CHILDREN:
+        if (kind, name) in rendered:
+            continue
+        live = await rt.kube.get(api_version, kind, name, namespace)
+        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        if live is None or labels.get(names.TENANT_LABEL) != seen.tenant.name:
+            continue
+        await rt.kube.delete(api_version, kind, name, namespace)
+        message = f"removed {kind} {namespace}/{name}: the spec no longer asks for it"
+        await announce(rt, seen.ref, EventType.NORMAL, Reason.OBJECT_UPDATED, message)
+
+
+async def _tell(
+    rt: Runtime,
+    seen: Seen,
+    applied: list[Applied],
+    secrets: list[SecretOutcome],
+    keys: KeyPlan,
+) -> None:
+    """Events for what changed: one per kind of change, one per restored object (someone touched it)."""
+    ref = seen.ref
+    created = [a for a in applied if a.wrote and not a.restored and isinstance(a.action, Create)]
+    updated = [a for a in applied if a.wrote and not a.restored and isinstance(a.action, Patch)]
+    if created and created[0].desired["kind"] == "Namespace":
+        await announce(
+            rt, ref, EventType.NORMAL, Reason.NAMESPACE_CREATED, f"namespace {seen.tenant.namespace} created"
+        )
+        created = created[1:]
+    if created:
+        await announce(rt, ref, EventType.NORMAL, Reason.OBJECTS_CREATED, "created " + _list(created))
+    if updated:
+        await announce(rt, ref, EventType.NORMAL, Reason.OBJECT_UPDATED, "updated to the spec: " + _list(updated))
+    for restored in (a for a in applied if a.restored):
+        how = "was deleted; re-created" if isinstance(restored.action, Create) else "was changed by hand; restored"
+        await announce(rt, ref, EventType.WARNING, Reason.OBJECT_RESTORED, f"{describe(restored.desired)} {how}")
+    made = [s.name for s in secrets if s.created]
+    if made:
+        await announce(rt, ref, EventType.NORMAL, Reason.SECRET_CREATED, "created Secrets " + ", ".join(made))
+    await _tell_keys(rt, seen, keys)
+    for failure in [a for a in applied if a.error] + [s for s in secrets if s.error]:
+        what = describe(failure.desired) if isinstance(failure, Applied) else f"Secret {failure.name}"
+        await announce(rt, ref, EventType.WARNING, Reason.API_ERROR, f"{what}: {failure.error}")
+
+
+async def _tell_keys(rt: Runtime, seen: Seen, keys: KeyPlan) -> None:
+    ref, provider = seen.ref, seen.tenant.spec.keys.provider.value
+    if keys.create is not None:
+        message = f"keys created ({provider} provider), version {keys.version}"
+        await announce(rt, ref, EventType.NORMAL, Reason.KEYS_CREATED, message)
+    elif keys.patch is not None:
+        rt.metrics.rotated(seen.tenant.spec.region)
+        message = (
+            f"keys rotated ({provider} provider): version {keys.rotated_from} -> {keys.version}; tracker restarting"
+        )
+        await announce(rt, ref, EventType.NORMAL, Reason.KEYS_ROTATED, message)
+    elif not keys.check.ok and not _still(seen, keys.check):  # said once, not on every retry
+        await announce(rt, ref, EventType.WARNING, keys.check.reason, keys.check.message)
+
+
+def _still(seen: Seen, check: Check) -> bool:
+    """The previous status already showed this very check."""
+    return any(
+        c.get("type") == check.type and c.get("status") == check.status and c.get("reason") == check.reason.value
+        for c in seen.status.get("conditions") or []
+    )
+
+
+def _list(applied: list[Applied]) -> str:
+    return ", ".join(describe(a.desired) for a in applied)
+
+
+def _judge(
+    tenant: PoliteTenant,
+    applied: list[Applied],
+    secrets: list[SecretOutcome],
+    keys: KeyPlan,
+    engine: DatabaseEngine,
+    engine_check: Check | None,
+) -> list[Check]:
+    """One check per part: an API refusal first, else what the live objects say."""
+    errors: dict[str, str] = {}
+    for item in applied:
+        if item.error is not None:
+            errors.setdefault(part_of(item.desired), f"{describe(item.desired)}: {item.error}")
+    for secret in secrets:
+        if secret.error is not None:
+            errors.setdefault(SECRET_PARTS.get(secret.name, "TrackerReady"), f"Secret {secret.name}: {secret.error}")
+    live = {(a.desired["kind"], a.desired["metadata"]["name"]): a.live for a in applied}
+    checks = parts_checks(tenant, live, keys=keys.check, engine=engine, engine_check=engine_check)
+    return [failed(c.type, Reason.API_ERROR, errors[c.type]) if c.type in errors else c for c in checks]
+
+
+def _endpoint(objects: list[dict[str, Any]]) -> str | None:
+    """The tracker's public base URL, as its own settings file says."""
+    try:
+        settings = yaml.safe_load(tracker_settings_yaml(objects))
+    except ValueError:
+        return None
+    url = settings.get("public_base_url") if isinstance(settings, dict) else None
+    return str(url) if url else None

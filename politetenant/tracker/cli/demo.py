@@ -1,0 +1,244 @@
+"""``polite-tracker demo``: the whole data plane on the embedded defaults, in about ten seconds.
+
+It starts a real tracker (SQLite, local key file, a generated GeoIP sample of documentation
+addresses), registers a message to 25 recipients in three departments, replays opens, read times and
+clicks from a few devices and cities plus a security scanner, and prints the report. Clients are
+simulated through ``X-Forwarded-For`` from loopback, which the demo trusts as a proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from politetenant.settings import load_settings
+from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES, write_sample
+from politetenant.tracker.http.auth import Role, create_api_token
+from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
+from politetenant.tracker.server.lean_server import LeanSite
+
+SCANNER_NETWORK = "198.18.0.0/15"  # benchmark range: stands in for a mail gateway's scanners
+DEVICES = {
+    "iPhone Mail": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Mobile/15E148",
+    "Outlook on Windows": "Mozilla/4.0 (compatible; ms-office; MSOffice 16; Windows NT 10.0; Win64; x64; "
+    "Microsoft Outlook 16.0.17029)",
+    "Chrome on Windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "Gmail on Android": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Mobile Safari/537.36",
+    "Apple Mail on macOS": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+}
+SCANNER_UA = "Barracuda Sentinel (EE)"
+HTML = """<html><body>
+<h1>Quarterly all-hands</h1>
+<p>Hello team, the new <a href="https://intranet.example.com/policies/parental-leave">parental leave policy</a>
+starts next month. Read the <a href="https://intranet.example.com/faq">FAQ</a> and book a slot with
+<a href="https://hr.example.com/booking">HR</a>. Questions? <a href="mailto:hr@example.com">Write to us</a>.</p>
+</body></html>"""
+
+
+def _step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _settings_values(directory: Path, port: int, tenant_settings: Path | None) -> dict[str, Any]:
+    """The demo tenant's settings: a rendered tenant's, where given, with only the laptop parts changed."""
+    values: dict[str, Any] = {"tenant_id": "demo", "default_mode": "anonymous", "min_segment_size": 10}
+    if tenant_settings is not None:
+        values = dict(yaml.safe_load(tenant_settings.read_text(encoding="utf-8")) or {})
+        _step(
+            f"tracker settings of tenant {values.get('tenant_id')} from its rendered ConfigMap: "
+            f"default mode {values.get('default_mode')}, minimum segment {values.get('min_segment_size')}, "
+            f"retention {values.get('retention_interaction_days')}/{values.get('retention_message_days')} days"
+        )
+    # What only differs on a laptop: where the tracker is reached, where it spools, the demo scanner.
+    values.update(
+        public_base_url=f"http://127.0.0.1:{port}",
+        spool_dir=str(directory / "spool"),
+        scanner_window_seconds=1,
+        scanner_networks=[SCANNER_NETWORK],
+    )
+    return values
+
+
+def _prepare(directory: Path, port: int, tenant_settings: Path | None = None) -> TrackerConfig:
+    directory.mkdir(parents=True, exist_ok=True)
+    geoip = directory / "sample-city.mmdb"
+    write_sample(geoip)
+    settings_path = directory / "settings.yaml"
+    settings_path.write_text(
+        "# TrackerSettings of the demo tenant (see README: configuration reference)\n"
+        + yaml.safe_dump(_settings_values(directory, port, tenant_settings), sort_keys=False)
+    )
+    return TrackerConfig(
+        settings=load_settings(settings_path, environ={}),
+        db=f"sqlite:///{directory / 'tracker.db'}",
+        keys=f"local:{directory / 'keys.json'}",
+        geoip=str(geoip),
+        trusted_proxies="127.0.0.1/32,::1/128",
+    )
+
+
+async def _hit(session: aiohttp.ClientSession, url: str, ua: str, ip: str) -> int:
+    async with session.get(url, headers={"User-Agent": ua, "X-Forwarded-For": ip}, allow_redirects=False) as r:
+        await r.read()
+        return r.status
+
+
+async def _read(session: aiohttp.ClientSession, url: str, ua: str, ip: str, seconds: float) -> None:
+    async with session.get(url, headers={"User-Agent": ua, "X-Forwarded-For": ip}) as r:
+        await r.content.read(6)
+        await asyncio.sleep(seconds)  # the reader has the message open; then closes it
+
+
+async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_settings: Path | None) -> int:
+    config = _prepare(directory, port, tenant_settings)
+    state = build_state(config)
+    runner = web.AppRunner(build_app(state), **RUNNER_OPTIONS)  # type: ignore[arg-type]
+    await runner.setup()
+    await LeanSite(runner, state, "127.0.0.1", port).start()  # as `serve` does: beacons on the lean path
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _step(f"tracker running at {base} (SQLite {config.db[10:]}, keys {config.keys[6:]}, GeoIP sample)")
+        sender = await create_api_token(state.store, Role.SENDER)
+        analyst = await create_api_token(state.store, Role.ANALYST)
+        _step("created API tokens for roles sender and analyst (only their hashes are stored)")
+
+        rng = random.Random(7)
+        departments = ["Finance", "Engineering", "Sales"]
+        recipients = [
+            {
+                "email": f"employee{i:02d}@example.com",
+                "name": f"Employee {i:02d}",
+                "attributes": {"department": departments[i % 3], "campus": rng.choice(["Dublin", "Berlin"])},
+            }
+            for i in range(25)
+        ]
+        body = {
+            "subject": "Quarterly all-hands: parental leave policy",
+            "from_name": "People Team",
+            "from_email": "people@example.com",
+            "list_name": "All staff",
+            "html": HTML,
+            "recipients": recipients,
+        }
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{base}/api/v1/messages", json=body, headers={"Authorization": f"Bearer {sender}"}
+            ) as r:
+                created = await r.json()
+                if r.status != 201:
+                    print(json.dumps(created), file=sys.stderr)
+                    return 1
+            tokens = [r["token"] for r in created["recipients"]]
+            _step(
+                f"registered message {created['id']} to 25 recipients in 3 departments, mode {created['mode']} "
+                "(the tenant's default): "
+                f"{len(set(tokens))} tokens, 3 tracked links, a hidden honeypot link, 2 beacons"
+            )
+
+            scanner_ip = "198.18.0.7"
+            for token in tokens[:8]:
+                await _hit(session, f"{base}/o/{token}.gif", SCANNER_UA, scanner_ip)
+                for link in (0, 1, 2, 3):
+                    await _hit(session, f"{base}/c/{token}/{link}", SCANNER_UA, scanner_ip)
+            _step("a mail security gateway scanned 8 copies at delivery: opened them and followed every link")
+            await asyncio.sleep(1.1)  # past the prefetch window
+
+            cities = list(SAMPLE_ADDRESSES.items())
+            devices = list(DEVICES.items())
+            opened = tokens[:17]
+            for i, token in enumerate(opened):
+                ip = cities[i % len(cities)][1]
+                ua = devices[i % len(devices)][1]
+                await _hit(session, f"{base}/o/{token}.gif", ua, ip)
+                if i % 4 == 0:
+                    await _hit(session, f"{base}/o/{token}.gif", ua, ip)  # opened again later
+            _step(
+                f"{len(opened)} recipients opened the message from {len(devices)} kinds of device "
+                f"in {len(cities)} cities"
+            )
+
+            holds = [0.8, 1.6, 3.5, 4.2, 5.0]
+            _step(
+                f"{len(holds)} recipients keep it open for {', '.join(f'{h:g}' for h in holds)} s (read-time beacon)..."
+            )
+            await asyncio.gather(
+                *(
+                    _read(session, f"{base}/t/{opened[i]}.gif", devices[i % 5][1], cities[i % 8][1], hold)
+                    for i, hold in enumerate(holds)
+                )
+            )
+            clicks = [(opened[0], 1), (opened[1], 1), (opened[2], 2), (opened[3], 1), (opened[3], 3), (opened[5], 2)]
+            for token, link in clicks:
+                status = await _hit(session, f"{base}/c/{token}/{link}", DEVICES["Chrome on Windows"], cities[0][1])
+                assert status == 302
+            _step(f"{len(clicks)} clicks, each answered with a 302 to the URL stored for that link")
+
+            for _ in range(40):  # the tracker notices each hang-up within a quarter second
+                if state.read_streams == 0:
+                    break
+                await asyncio.sleep(0.1)
+            await state.ingest._flush(final=True)
+            async with session.get(
+                f"{base}/api/v1/messages/{created['id']}/report", headers={"Authorization": f"Bearer {analyst}"}
+            ) as r:
+                report: dict[str, Any] = await r.json()
+        _step("report (suspected bots are counted apart, never mixed into the human figures):")
+        print(json.dumps(report, indent=2), flush=True)
+        _step(
+            "the minimum-segment rule at work: no device, city or read-time bucket holds 10 people, so they "
+            "fold into an unnamed 'other' rather than show figures about fewer than 10"
+        )
+        events = await state.store.count_rows("events")
+        _step(f"{events} events stored; no IP address, user agent, e-mail, name or subject in plaintext at rest")
+        print()
+        print("Explore it yourself:")
+        serve_cmd = (
+            f"polite-tracker serve --db {config.db} --keys {config.keys} --settings {directory / 'settings.yaml'} "
+            f"--geoip {config.geoip} --port {port} --trusted-proxies 127.0.0.1/32"
+        )
+        if keep_serving:
+            print(f"  the tracker keeps running at {base} until Ctrl-C")
+        else:
+            print(f"  .venv/bin/{serve_cmd}")
+        print(f'  curl -s -H "Authorization: Bearer {analyst}" {base}/api/v1/messages/{created["id"]}/report')
+        print(f"  curl -s {base}/metrics | grep polite_")
+        if keep_serving:
+            stop = asyncio.Event()
+            try:
+                await stop.wait()
+            except asyncio.CancelledError:
+                pass
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+def run_demo(directory: str, *, serve: bool = False, port: int = 0, tenant_settings: str | None = None) -> int:
+    started = time.monotonic()
+    settings_file = Path(tenant_settings) if tenant_settings else None
+    try:
+        code = asyncio.run(_walkthrough(Path(directory).resolve(), port or _free_port(), serve, settings_file))
+    except KeyboardInterrupt:
+        return 0
+    if code == 0:
+        print(f"demo finished in {time.monotonic() - started:.1f} s", flush=True)
+    return code

@@ -1,0 +1,47 @@
+"""Everything one tracker worker holds while it serves: built once at start-up, read by handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+
+from aiohttp import web
+
+from politetenant.crypto import Keyring, Sealer, TokenCodec
+from politetenant.settings import TrackerSettings
+from politetenant.tracker.http.auth import Authenticator
+from politetenant.tracker.ingest.buffer import Ingest
+from politetenant.tracker.judging.judge import Judge
+from politetenant.tracker.metrics import Metrics
+from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.click_lookups import ClickLookups
+from politetenant.tracker.storage.rows import ClickTarget
+
+
+@dataclass
+class TrackerState:
+    settings: TrackerSettings
+    keyring: Keyring
+    store: Store
+    ingest: Ingest
+    judge: Judge
+    metrics: Metrics
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
+    sealer: Sealer = field(init=False)
+    tokens: TokenCodec = field(init=False)
+    auth: Authenticator = field(init=False)
+    click_lookups: ClickLookups = field(init=False)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    read_streams: int = 0
+    # (record id, link number) -> where it goes; links never change once a message is stored.
+    click_cache: dict[tuple[bytes, int], ClickTarget] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sealer = Sealer(self.keyring)
+        self.tokens = TokenCodec(self.keyring)
+        self.auth = Authenticator(self.store)
+        self.click_lookups = ClickLookups(self.store)
+
+
+STATE: web.AppKey[TrackerState] = web.AppKey("polite_state", TrackerState)

@@ -1,0 +1,207 @@
+"""The public, token-only routes: open beacon, read-time beacon, click redirect.
+
+Each step reads like its list of what it does: verify the token, judge the request, hand the event
+to the ingest buffer, answer. The steps take the peer address and headers as arguments, not a request,
+so aiohttp's handlers here and the lean server (``lean_server``) run the very same code. The IP address
+and user agent live only in arguments and local variables: judged, then dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+
+from politetenant.tracker.http.errors import NotFound, ServiceUnavailable
+from politetenant.tracker.http.openapi import Operation
+from politetenant.tracker.http.state import STATE, TrackerState
+from politetenant.tracker.judging.client_ip import Peer
+from politetenant.tracker.judging.judge import Verdict
+from politetenant.tracker.public import gif
+from politetenant.tracker.storage.rows import ClickTarget, Event, EventKind
+
+_GIF = {"type": "string", "contentMediaType": "image/gif"}
+OPERATIONS = [
+    Operation("GET", "/o/{token}.gif", "Open beacon: a 43-byte transparent GIF", response=_GIF,
+              content_type="image/gif", errors=(404, 503)),
+    Operation("GET", "/t/{token}.gif", "Read-time beacon: GIF frames trickle until the client hangs up",
+              response=_GIF, content_type="image/gif", errors=(404,)),
+    Operation("GET", "/c/{token}/{link}", "Click: 302 to the URL stored for this link of the message", status=302,
+              errors=(404, 503), extra_responses={200: {"description": "The hidden honeypot link (no redirect)."}}),
+]  # fmt: skip
+
+# The headers of each answer, shared with the lean server (which writes them as bytes).
+GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
+HONEYPOT_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}  # plus Location
+_SAFE_URL_CHARS = ":/?#[]@!$&'()*+,;=%~"
+_CLICK_CACHE_MAX = 100_000
+
+
+def _judge(
+    state: TrackerState, peer: Peer, forwarded_for: str | None, user_agent: str | None, *, honeypot: bool = False
+) -> Verdict:  # fmt: skip
+    return state.judge.judge(peer.client(forwarded_for, state.trusted_proxies), user_agent, honeypot=honeypot)
+
+
+def request_peer(state: TrackerState, request: web.Request) -> Peer:
+    return Peer.of(request.remote, state.trusted_proxies)
+
+
+def _judge_request(state: TrackerState, request: web.Request, *, honeypot: bool = False) -> Verdict:
+    headers = request.headers
+    peer = request_peer(state, request)
+    return _judge(state, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent"), honeypot=honeypot)
+
+
+def _event(
+    state: TrackerState, record_id: bytes, kind: EventKind, verdict: Verdict, *, link_no: int | None = None,
+    read_ms: int | None = None, at: float | None = None,
+) -> Event:  # fmt: skip
+    sealer = state.sealer
+    city = sealer.seal_repeated("event.city", verdict.city) if verdict.city else None
+    region = sealer.seal_repeated("event.region", verdict.region) if verdict.region else None
+    return Event(
+        state.ingest.ids.next(), record_id, kind, link_no, int((at or time.time()) * 1000), verdict.country,
+        region, city, verdict.os, verdict.device_type, verdict.browser, int(verdict.bot), read_ms,
+    )  # fmt: skip
+
+
+def _verify(state: TrackerState, token: str) -> bytes:
+    verified = state.tokens.verify(token)
+    if verified is None:
+        state.metrics.rejected_tokens.inc()
+        raise NotFound("unknown tracking token")
+    return verified.record_id
+
+
+def _accept(state: TrackerState, event: Event) -> None:
+    if not state.ingest.submit(event):
+        raise ServiceUnavailable("the tracker cannot store events right now", code="ingest_full")
+
+
+# -- the steps, without a request object: aiohttp's handlers and the lean server share them --------
+def record_open(state: TrackerState, token: str, peer: Peer, forwarded_for: str | None,
+                user_agent: str | None) -> None:  # fmt: skip
+    """Verify, judge and enqueue one open; raises NotFound (bad token) or ServiceUnavailable."""
+    record_id = _verify(state, token)
+    _accept(state, _event(state, record_id, EventKind.OPEN, _judge(state, peer, forwarded_for, user_agent)))
+
+
+def verify_click(state: TrackerState, token: str, link: str) -> tuple[bytes, int]:
+    """The record and link number a click path names; NotFound when either is not one of ours."""
+    record_id = _verify(state, token)
+    if not link.isdigit() or len(link) > 6:
+        raise NotFound("unknown link")
+    return record_id, int(link)
+
+
+def cached_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget | None:
+    """The link's target when this worker has looked it up before (links never change)."""
+    return state.click_cache.get((record_id, link_no))
+
+
+async def load_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget:
+    """Read the link's target from the database and remember it; NotFound for a link never stored."""
+    target = await state.click_lookups.get(record_id, link_no)  # batched with this turn's other misses
+    if target is None:
+        raise NotFound("unknown link")
+    if len(state.click_cache) >= _CLICK_CACHE_MAX:
+        state.click_cache.clear()
+    state.click_cache[(record_id, link_no)] = target
+    return target
+
+
+def record_click(
+    state: TrackerState, record_id: bytes, link_no: int, target: ClickTarget, peer: Peer,
+    forwarded_for: str | None, user_agent: str | None,
+) -> str | None:  # fmt: skip
+    """Judge and enqueue one click; returns the ``Location`` to redirect to, or None for the honeypot
+    link (answered 200 with an empty page: only machines follow it)."""
+    if target.url is None:
+        verdict = _judge(state, peer, forwarded_for, user_agent, honeypot=True)
+        _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=0))
+        return None
+    url = state.sealer.open_text("link.url", target.url)
+    if not url.lower().startswith(("http://", "https://")):
+        raise NotFound("unknown link")
+    verdict = _judge(state, peer, forwarded_for, user_agent)
+    _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=link_no))
+    return quote(url, safe=_SAFE_URL_CHARS)
+
+
+# -- aiohttp handlers -----------------------------------------------------------------------------
+async def open_beacon(request: web.Request) -> web.Response:
+    state, headers = request.app[STATE], request.headers
+    record_open(
+        state, request.match_info["token"], request_peer(state, request), headers.get("X-Forwarded-For"),
+        headers.get("User-Agent"),
+    )  # fmt: skip
+    return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
+
+
+async def read_beacon(request: web.Request) -> web.StreamResponse:
+    """Trickle GIF frames until the client hangs up (or the limit): the elapsed time is the read time."""
+    state = request.app[STATE]
+    record_id = _verify(state, request.match_info["token"])
+    settings = state.settings
+    if state.read_streams >= settings.read_streams_per_worker or not state.ingest.accepting:
+        # Saturated: answer at once and record nothing, so a flood of opens cannot exhaust memory.
+        return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
+    verdict = _judge_request(state, request)
+    started_wall, started = time.time(), time.monotonic()
+    response = web.StreamResponse(headers=GIF_HEADERS)
+    state.read_streams += 1
+    state.metrics.read_streams.set(state.read_streams)
+    try:
+        await response.prepare(request)
+        await response.write(gif.STREAM_HEADER)
+        await _trickle(state, request, response, started)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write(gif.STREAM_TRAILER)
+            await response.write_eof()
+    except (ConnectionError, RuntimeError, asyncio.CancelledError):
+        pass  # the client hung up: that is the signal we were waiting for
+    finally:
+        state.read_streams -= 1
+        state.metrics.read_streams.set(state.read_streams)
+        elapsed_ms = int(min(time.monotonic() - started, settings.read_max_seconds) * 1000)
+        state.ingest.submit(_event(state, record_id, EventKind.READ, verdict, read_ms=elapsed_ms, at=started_wall))
+    return response
+
+
+async def _trickle(state: TrackerState, request: web.Request, response: web.StreamResponse, started: float) -> None:
+    settings = state.settings
+    deadline = started + settings.read_max_seconds
+    next_frame = started + settings.read_frame_seconds
+    poll = min(0.25, settings.read_frame_seconds)
+    while True:
+        now = time.monotonic()
+        if now >= deadline or state.stopping.is_set():
+            return
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError
+        if now >= next_frame:
+            await response.write(gif.STREAM_FRAME)
+            next_frame += settings.read_frame_seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), timeout=min(poll, max(deadline - now, 0.001)))
+
+
+async def click(request: web.Request) -> web.Response:
+    """302 to the URL stored for this message's link; the URL itself never travels in a request."""
+    state = request.app[STATE]
+    record_id, link_no = verify_click(state, request.match_info["token"], request.match_info["link"])
+    target = cached_click_target(state, record_id, link_no) or await load_click_target(state, record_id, link_no)
+    headers = request.headers
+    peer = request_peer(state, request)
+    location = record_click(
+        state, record_id, link_no, target, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent")
+    )
+    if location is None:
+        return web.Response(body=b"", headers=HONEYPOT_HEADERS)
+    return web.Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})

@@ -1,0 +1,401 @@
+"""Reading what messages did: the list, a report, its CSV export (analyst), and per-recipient rows
+of an individual-mode message (privacy). Every read is written to the audit log.
+
+Thresholds are applied in ``reports``/``thresholds`` before anything leaves this module; the only
+per-recipient data served is ``/recipients``, to the privacy role, for individual-mode messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from politetenant.settings import TrackingMode
+from politetenant.tracker.http.auth import Principal, Role
+from politetenant.tracker.http.errors import ApiError, BadRequest, Forbidden, NotFound
+from politetenant.tracker.http.openapi import Operation
+from politetenant.tracker.http.state import STATE, TrackerState
+from politetenant.tracker.privacy import audit
+from politetenant.tracker.reports.build import build_report, report_csv, suppressed_report
+from politetenant.tracker.reports.report_data import load_report_inputs, message_page, recipient_page
+from politetenant.tracker.reports.thresholds import headline_visible
+from politetenant.tracker.storage.rows import MessageRow
+
+_SEGMENT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # the attribute names messages accept
+# Keyset cursors: every string the pattern allows is a place in the list (the API never 400s one).
+_MESSAGE_CURSOR = re.compile(r"^([0-9]{1,15})\.(msg_[0-9a-f]{20})$")  # created_at.id of the last message
+_RECIPIENT_CURSOR = re.compile(r"^([0-9]{1,18})$")  # the last recipient row
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+# -- response shapes, for the OpenAPI document (tests validate real responses against them) ----------
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UniqueTotal(_Out):
+    unique: int | None  # null in aggregate mode: one record for everyone, no distinct people
+    total: int
+
+
+class UniqueOnly(_Out):
+    unique: int | None
+
+
+class BotCounts(_Out):
+    opens: int
+    clicks: int
+
+
+class ContentFigures(_Out):
+    links: int
+    word_count: int
+    flesch_reading_ease: float | None
+
+
+class ReportRates(_Out):
+    open: float | None
+    click: float | None
+    click_to_open: float | None
+
+
+class ReportBucket(_Out):
+    label: str
+    records: int
+
+
+class ReportBreakdown(_Out):
+    buckets: list[ReportBucket]  # labels below the threshold are never named
+    other: int | None  # null: nothing folded, or "other" itself below the threshold
+
+
+class ReadTimeBreakdown(ReportBreakdown):
+    median_ms: int | None
+
+
+class LinkClicks(_Out):
+    unique: int
+    total: int
+
+
+class LinkFigures(_Out):
+    link: int
+    text: str
+    url: str
+    clicks: LinkClicks | None  # null: below the threshold, counted in "other"
+
+
+class LinkBreakdown(_Out):
+    buckets: list[LinkFigures]
+    other: LinkClicks | None
+
+
+class TimeWindow(_Out):
+    start: int  # epoch ms, on the hour
+    end: int  # exclusive
+    records: int  # people whose first open (or click) falls in the window
+
+
+class ReportTimeline(_Out):
+    opens: list[TimeWindow]
+    clicks: list[TimeWindow]
+
+
+class PopulationFigures(_Out):
+    tracked: int
+    opens: UniqueTotal
+    clicks: UniqueTotal
+    reads: UniqueOnly
+    bots: BotCounts
+    rates: ReportRates
+    read_time: ReadTimeBreakdown
+    breakdowns: dict[str, ReportBreakdown]
+    links: LinkBreakdown
+    timeline: ReportTimeline
+
+
+class SegmentFigures(PopulationFigures):
+    value: str
+
+
+class ReportSegments(_Out):
+    attribute: str
+    values: list[SegmentFigures]
+    other: PopulationFigures | None  # the segments below the threshold, together
+
+
+class MessageReport(_Out):
+    """A message's report; when ``suppressed`` only ``id`` is there besides it."""
+
+    id: str
+    suppressed: bool
+    mode: str | None = None
+    created_at: int | None = None
+    recipients: int | None = None
+    tracked: int | None = None
+    opens: UniqueTotal | None = None
+    clicks: UniqueTotal | None = None
+    reads: UniqueOnly | None = None
+    bots: BotCounts | None = None
+    content: ContentFigures | None = None
+    rates: ReportRates | None = None
+    read_time: ReadTimeBreakdown | None = None
+    breakdowns: dict[str, ReportBreakdown] | None = None
+    links: LinkBreakdown | None = None
+    timeline: ReportTimeline | None = None
+    segments: ReportSegments | None = None
+
+
+class MessageSummary(_Out):
+    id: str
+    suppressed: bool
+    created_at: int
+    mode: str
+    subject: str
+    list_name: str
+    recipients: int | None = None
+    tracked: int | None = None
+    opens: UniqueTotal | None = None
+    clicks: UniqueTotal | None = None
+    reads: UniqueOnly | None = None
+    bots: BotCounts | None = None
+    content: ContentFigures | None = None
+
+
+class MessagePage(_Out):
+    messages: list[MessageSummary]
+    next_cursor: str | None
+
+
+class RecipientFiguresOut(_Out):
+    email: str
+    name: str | None
+    attributes: dict[str, str] | None
+    tracked: bool  # false: the person objected, nothing was recorded
+    opened: bool
+    first_open_at: int | None
+    opens: int
+    clicks: int
+    read_ms: int | None
+
+
+class MessageRecipientsPage(_Out):
+    id: str
+    recipients: list[RecipientFiguresOut]
+    next_cursor: str | None
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _limit_parameter(default: int, maximum: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": 1, "maximum": maximum}
+    return _query("limit", f"Items per page, 1 to {maximum} (default {default}).", schema)
+
+
+def _cursor_parameter(pattern: re.Pattern[str]) -> dict[str, Any]:
+    return _query("cursor", "The next_cursor of the previous page.", {"type": "string", "pattern": pattern.pattern})
+
+
+_SEGMENT_PARAMETER = _query(
+    "segment",
+    "An HR attribute (department, campus...): the same figures per value.",
+    {"type": "string", "pattern": _SEGMENT.pattern},
+)
+OPERATIONS = [
+    Operation("GET", "/api/v1/messages", "Messages, newest first, with their headline figures (thresholds applied)",
+              roles=("analyst",), response=MessagePage, errors=(400,),
+              parameters=(_limit_parameter(20, 100), _cursor_parameter(_MESSAGE_CURSOR))),
+    Operation("GET", "/api/v1/messages/{id}/report", "A message's report under the minimum-segment rule; bots apart",
+              roles=("analyst",), response=MessageReport, errors=(400, 404, 409), parameters=(_SEGMENT_PARAMETER,)),
+    Operation("GET", "/api/v1/messages/{id}/export.csv", "The report as CSV; refused (403) when suppressed",
+              roles=("analyst",), response={"type": "string"}, content_type="text/csv", errors=(400, 404, 409),
+              parameters=(_SEGMENT_PARAMETER,)),
+    Operation("GET", "/api/v1/messages/{id}/recipients", "Per-recipient figures of an individual-mode message",
+              roles=("privacy",), response=MessageRecipientsPage, errors=(400, 404, 409),
+              parameters=(_limit_parameter(100, 1000), _cursor_parameter(_RECIPIENT_CURSOR))),
+]  # fmt: skip
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """The read side of ``/api/v1/messages``; app.py calls this next to the register route."""
+    router.add_get("/api/v1/messages", list_messages)
+    router.add_get("/api/v1/messages/{id}/report", message_report)
+    router.add_get("/api/v1/messages/{id}/export.csv", export_csv)
+    router.add_get("/api/v1/messages/{id}/recipients", message_recipients)
+
+
+def _actor(principal: Principal) -> tuple[str, str]:
+    return principal.token_id, principal.role.value
+
+
+def _early_ms(state: TrackerState) -> int:
+    return int(state.settings.scanner_window_seconds * 1000)
+
+
+def _limit(request: web.Request, default: int, maximum: int) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+        raise BadRequest(f"limit: give a whole number from 1 to {maximum}", code="invalid_limit")
+    return int(raw)
+
+
+def _cursor(request: web.Request, pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """The parts of ``?cursor=`` (None when absent); one this API cannot have made is a 400."""
+    raw = request.query.get("cursor")
+    if raw is None:
+        return None
+    match = pattern.fullmatch(raw)
+    if match is None:
+        raise BadRequest("cursor: pass back the next_cursor of a previous page", code="invalid_cursor")
+    return match.groups()
+
+
+async def _message(state: TrackerState, request: web.Request) -> MessageRow:
+    message = await state.store.get_message(request.match_info["id"])
+    if message is None:
+        raise NotFound("no message with this id")
+    return message
+
+
+def _segment(request: web.Request, message: MessageRow) -> str | None:
+    segment = request.query.get("segment")
+    if segment is None:
+        return None
+    if not _SEGMENT.fullmatch(segment):
+        raise BadRequest("segment: name an attribute, e.g. ?segment=department", code="invalid_segment")
+    if message.mode == TrackingMode.AGGREGATE.value:
+        raise Conflict(
+            "this message was sent in aggregate mode: it has no per-recipient records, so no segments",
+            code="aggregate_mode",
+        )
+    return segment
+
+
+async def _report(state: TrackerState, message: MessageRow, segment: str | None) -> dict[str, Any]:
+    k = state.settings.min_segment_size
+    if not headline_visible(message.tracked, k):
+        return suppressed_report(message.id)  # nothing to load: nothing will be shown
+    inputs = await load_report_inputs(state.store, state.sealer, message, _early_ms(state), segment)
+    return await asyncio.to_thread(build_report, message, inputs, k)  # folding segments is CPU work
+
+
+def _detail(message: MessageRow, segment: str | None) -> str:
+    return f"message={message.id}" + ("" if segment is None else f" segment={segment}")
+
+
+async def message_report(request: web.Request) -> web.Response:
+    """``GET /api/v1/messages/{id}/report[?segment=ATTR]``: figures under the minimum-segment rule."""
+    state = request.app[STATE]
+    principal = await state.auth.require(request, Role.ANALYST)
+    message = await _message(state, request)
+    segment = _segment(request, message)
+    report = await _report(state, message, segment)
+    await audit.record(
+        state.store, state.keyring, _actor(principal), audit.Action.REPORT_READ, detail=_detail(message, segment)
+    )
+    return web.json_response(report, headers=_NO_STORE)
+
+
+async def export_csv(request: web.Request) -> web.Response:
+    """``GET /api/v1/messages/{id}/export.csv[?segment=ATTR]``: the report as CSV; refused when suppressed."""
+    state = request.app[STATE]
+    principal = await state.auth.require(request, Role.ANALYST)
+    message = await _message(state, request)
+    segment = _segment(request, message)
+    report = await _report(state, message, segment)
+    action, detail = audit.Action.REPORT_EXPORT, _detail(message, segment)
+    if report["suppressed"]:
+        await audit.record(state.store, state.keyring, _actor(principal), action, outcome="refused", detail=detail)
+        k = state.settings.min_segment_size
+        raise Forbidden(
+            f"this message reached fewer than {k} tracked people; its figures cannot be exported", code="suppressed"
+        )
+    await audit.record(state.store, state.keyring, _actor(principal), action, detail=detail)
+    return web.Response(
+        text=report_csv(report),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="{message.id}-report.csv"'},
+    )
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    """``GET /api/v1/messages?limit=N&cursor=C``: newest first, with headline figures (thresholds applied)."""
+    state = request.app[STATE]
+    principal = await state.auth.require(request, Role.ANALYST)
+    limit = _limit(request, default=20, maximum=100)
+    cursor = _cursor(request, _MESSAGE_CURSOR)
+    before = None if cursor is None else (int(cursor[0]), cursor[1])
+    rows = await message_page(state.store, limit + 1, before)
+    page, more = rows[:limit], len(rows) > limit
+    k, sealer, items = state.settings.min_segment_size, state.sealer, []
+    for message in page:
+        visible = headline_visible(message.tracked, k)
+        # The SQL tally gives the same headline figures as the streamed report, at list speed.
+        tally = await state.store.tally(message.id, _early_ms(state)) if visible else None
+        headline = build_report(message, tally, k) if tally is not None else suppressed_report(message.id)
+        items.append(
+            {
+                **headline,
+                "created_at": message.created_at,
+                "mode": message.mode,
+                "subject": sealer.open_text("message.subject", message.subject),
+                "list_name": sealer.open_text("message.list_name", message.list_name),
+            }
+        )
+    next_cursor = f"{page[-1].created_at}.{page[-1].id}" if more else None
+    await audit.record(state.store, state.keyring, _actor(principal), audit.Action.REPORT_READ, detail="list")
+    return web.json_response({"messages": items, "next_cursor": next_cursor}, headers=_NO_STORE)
+
+
+async def message_recipients(request: web.Request) -> web.Response:
+    """``GET /api/v1/messages/{id}/recipients?limit=N&cursor=C`` (privacy): one row per recipient,
+    only for individual-mode messages, whose records are linkable to people for this purpose."""
+    state = request.app[STATE]
+    principal = await state.auth.require(request, Role.PRIVACY)
+    message = await _message(state, request)
+    if message.mode != TrackingMode.INDIVIDUAL.value:
+        raise Conflict(
+            f"this message was sent in {message.mode} mode: no stored link connects its records to recipients, "
+            "so per-recipient figures do not exist; only individual-mode messages have them",
+            code="not_individual_mode",
+        )
+    limit = _limit(request, default=100, maximum=1000)
+    cursor = _cursor(request, _RECIPIENT_CURSOR)
+    after = 0 if cursor is None else int(cursor[0])
+    rows = await recipient_page(state.store, state.sealer, message, _early_ms(state), after, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    await audit.record(
+        state.store, state.keyring, _actor(principal), audit.Action.RECIPIENTS_READ, detail=_detail(message, None)
+    )
+    body = {
+        "id": message.id,
+        "recipients": [
+            {
+                "email": r.email,
+                "name": r.name,
+                "attributes": r.attributes,
+                "tracked": r.tracked,
+                "opened": r.first_open_at is not None,
+                "first_open_at": r.first_open_at,
+                "opens": r.opens,
+                "clicks": r.clicks,
+                "read_ms": r.read_ms,
+            }
+            for r in page
+        ],
+        "next_cursor": str(page[-1].id) if more else None,
+    }
+    return web.json_response(body, headers=_NO_STORE)

@@ -1,0 +1,309 @@
+"""Message reports: raw tallies (``report_data``) shaped into the API's JSON and CSV under the
+minimum-segment rule, which ``thresholds`` applies in one place.
+
+The whole-message report is folded first; a segmented report (``?segment=ATTR``) folds its segments
+side by side and never finer than the whole, so no figure hidden in one is recovered from the other.
+``report_csv`` renders the JSON, so an export can never show more than the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from politetenant.settings import TrackingMode
+from politetenant.tracker.reports.report_data import (
+    DIMENSIONS,
+    HOUR_MS,
+    READ_BUCKETS,
+    LinkInfo,
+    ReportInputs,
+    Tally,
+    merged,
+)
+from politetenant.tracker.reports.thresholds import ALL, TableFold, Window, coarsen, fold_table, headline_visible
+from politetenant.tracker.storage.rows import EventTally, MessageRow
+
+OTHER = "(other)"
+
+
+class Headline(Protocol):
+    @property
+    def opens_total(self) -> int: ...
+    @property
+    def opens_unique(self) -> int: ...
+    @property
+    def reads_unique(self) -> int: ...
+    @property
+    def clicks_total(self) -> int: ...
+    @property
+    def clicks_unique(self) -> int: ...
+    @property
+    def bot_opens(self) -> int: ...
+    @property
+    def bot_clicks(self) -> int: ...
+
+
+def suppressed_report(message_id: str) -> dict[str, Any]:
+    return {"id": message_id, "suppressed": True}
+
+
+def build_report(message: MessageRow, figures: EventTally | ReportInputs, min_segment_size: int) -> dict[str, Any]:
+    """The report of a message; with an ``EventTally`` (SQL counts) only its headline figures."""
+    # The figures describe the tracked people only: a sender knows who objected (their tokens were
+    # null), so the threshold must hold for the tracked population, not the recipient list.
+    if not headline_visible(message.tracked, min_segment_size):
+        return suppressed_report(message.id)
+    if isinstance(figures, EventTally):
+        return _headline(message, figures)
+    total = merged(figures.tallies.values())
+    report = _headline(message, total)
+    if message.mode == TrackingMode.AGGREGATE.value:
+        return report  # one record for everyone: totals are all there is
+    k = min_segment_size
+    plan = _plan({ALL: total}, k, figures.links)
+    report.update(_body(total, ALL, plan, figures.links, k))
+    if figures.attribute is not None:
+        report["segments"] = _segments(figures, plan, k)
+    return report
+
+
+def _headline(message: MessageRow, t: Headline) -> dict[str, Any]:
+    aggregate = message.mode == TrackingMode.AGGREGATE.value
+    return {
+        "id": message.id,
+        "suppressed": False,
+        "mode": message.mode,
+        "created_at": message.created_at,
+        "recipients": message.recipients,
+        "tracked": message.tracked,
+        # Aggregate mode has one record per message: distinct-recipient figures do not exist.
+        "opens": {"unique": None if aggregate else t.opens_unique, "total": t.opens_total},
+        "clicks": {"unique": None if aggregate else t.clicks_unique, "total": t.clicks_total},
+        "reads": {"unique": None if aggregate else t.reads_unique},
+        "bots": {"opens": t.bot_opens, "clicks": t.bot_clicks},
+        "content": {
+            "links": message.link_count,
+            "word_count": message.word_count,
+            "flesch_reading_ease": message.flesch,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The threshold decisions for a table of rows (ALL, or the segments side by side)."""
+
+    breakdowns: dict[str, TableFold[str, str]]
+    read_time: TableFold[str, str]
+    links: TableFold[str, int]
+    opens: list[Window[str]]
+    clicks: list[Window[str]]
+
+
+def _plan(rows: Mapping[str, Tally], k: int, links: Sequence[LinkInfo], whole: _Plan | None = None) -> _Plan:
+    """Fold every breakdown of ``rows`` together; ``whole``: the message's plan, never to be refined."""
+
+    def link_remainder(row: str, folded: frozenset[int]) -> tuple[int, int]:
+        hidden = sum(1 << n for n in folded)
+        masks = rows[row].click_masks
+        return sum(1 for m in masks if m & hidden), sum(1 for m in masks if m & hidden and not m & ~hidden)
+
+    def cuts(windows: list[Window[str]]) -> set[int] | None:
+        return None if whole is None else {w.start for w in windows} | {w.end for w in windows}
+
+    breakdowns = {}
+    for d in DIMENSIONS:
+        candidates = None if whole is None else whole.breakdowns[d].shown
+        breakdowns[d] = fold_table({r: t.breakdowns[d] for r, t in rows.items()}, k, candidates=candidates)
+    return _Plan(
+        breakdowns=breakdowns,
+        read_time=fold_table(
+            {r: t.read_buckets for r, t in rows.items()}, k, candidates=None if whole is None else whole.read_time.shown
+        ),
+        links=fold_table(
+            {r: t.link_clickers for r, t in rows.items()},
+            k,
+            # Only the message's links are named; anything else (a person on the honeypot) is "other".
+            candidates={link.link_no for link in links} if whole is None else whole.links.shown,
+            remainder=link_remainder,
+        ),
+        opens=coarsen({r: t.first_opens for r, t in rows.items()}, k, boundaries=cuts(whole.opens if whole else [])),
+        clicks=coarsen({r: t.first_clicks for r, t in rows.items()}, k, boundaries=cuts(whole.clicks if whole else [])),
+    )
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _body(t: Tally, row: str, plan: _Plan, links: Sequence[LinkInfo], k: int) -> dict[str, Any]:
+    def buckets(decision: TableFold[str, str], counts: Mapping[str, int], order: Sequence[str] = ()) -> dict[str, Any]:
+        labels = [label for label in order if label in decision.shown] if order else decision.shown
+        return {
+            "buckets": [{"label": label, "records": counts[label]} for label in labels],
+            "other": decision.other_of(row),
+        }
+
+    link_fold = plan.links
+    other_clickers = link_fold.other_of(row)
+    median = statistics.median(t.read_times) if headline_visible(len(t.read_times), k) else None
+    return {
+        "rates": {
+            "open": _rate(t.opens_unique, t.tracked),
+            "click": _rate(t.clicks_unique, t.tracked),
+            "click_to_open": _rate(t.clicks_unique, t.opens_unique),
+        },
+        "read_time": {
+            "median_ms": None if median is None else int(median),
+            **buckets(plan.read_time, t.read_buckets, READ_BUCKETS),
+        },
+        "breakdowns": {d: buckets(plan.breakdowns[d], t.breakdowns[d]) for d in DIMENSIONS},
+        "links": {
+            "buckets": [
+                {
+                    "link": link.link_no,
+                    "text": link.text,
+                    "url": link.url,
+                    "clicks": (
+                        {"unique": t.link_clickers[link.link_no], "total": t.link_clicks[link.link_no]}
+                        if link.link_no in link_fold.shown
+                        else None
+                    ),
+                }
+                for link in links
+            ],
+            "other": None
+            if other_clickers is None
+            else {"unique": other_clickers, "total": sum(t.link_clicks[n] for n in link_fold.folded)},
+        },
+        "timeline": {
+            "opens": [
+                {"start": w.start * HOUR_MS, "end": w.end * HOUR_MS, "records": w.counts[row]} for w in plan.opens
+            ],
+            "clicks": [
+                {"start": w.start * HOUR_MS, "end": w.end * HOUR_MS, "records": w.counts[row]} for w in plan.clicks
+            ],
+        },
+    }
+
+
+def _segments(figures: ReportInputs, whole: _Plan, k: int) -> dict[str, Any]:
+    """Segments below the threshold fold into "other"; every figure is folded side by side."""
+    tallies = figures.tallies
+    decision = fold_table({ALL: {s: t.tracked for s, t in tallies.items()}}, k)
+    rows: dict[str, Tally] = {s: tallies[s] for s in decision.shown}
+    if decision.folded:
+        rows[OTHER] = merged(tallies[s] for s in decision.folded)
+    plan = _plan(rows, k, figures.links, whole)
+
+    def entry(row: str) -> dict[str, Any]:
+        t = rows[row]
+        return {
+            "tracked": t.tracked,
+            "opens": {"unique": t.opens_unique, "total": t.opens_total},
+            "clicks": {"unique": t.clicks_unique, "total": t.clicks_total},
+            "reads": {"unique": t.reads_unique},
+            "bots": {"opens": t.bot_opens, "clicks": t.bot_clicks},
+            **_body(t, row, plan, figures.links, k),
+        }
+
+    return {
+        "attribute": figures.attribute,
+        "values": [{"value": s, **entry(s)} for s in decision.shown],
+        "other": entry(OTHER) if OTHER in rows else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV export: one row per figure, the same figures the JSON shows.
+
+CSV_COLUMNS = ("segment", "section", "item", "detail", "metric", "value")
+_SUMMARY = {  # CSV metric -> where the JSON holds it
+    "recipients": "recipients",
+    "tracked": "tracked",
+    "opens_unique": "opens.unique",
+    "opens_total": "opens.total",
+    "clicks_unique": "clicks.unique",
+    "clicks_total": "clicks.total",
+    "reads_unique": "reads.unique",
+    "bot_opens": "bots.opens",
+    "bot_clicks": "bots.clicks",
+    "open_rate": "rates.open",
+    "click_rate": "rates.click",
+    "click_to_open_rate": "rates.click_to_open",
+    "median_read_ms": "read_time.median_ms",
+}
+
+
+def _cell(value: Any) -> Any:
+    # A spreadsheet runs a cell starting with these as a formula: link texts and cities are data.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _csv_rows(segment: str, body: Mapping[str, Any]) -> Iterable[tuple[Any, ...]]:
+    for metric, path in _SUMMARY.items():
+        value: Any = body
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None:
+            yield segment, "summary", "", "", metric, value
+    sections = [("read_time", body.get("read_time"))]
+    sections += [(d, body.get("breakdowns", {}).get(d)) for d in DIMENSIONS]
+    for section, data in sections:
+        if data is None:
+            continue
+        for bucket in data["buckets"]:
+            yield segment, section, bucket["label"], "", "records", bucket["records"]
+        if data["other"] is not None:
+            yield segment, section, OTHER, "", "records", data["other"]
+    links = body.get("links")
+    if links is not None:
+        for link in links["buckets"]:
+            if link["clicks"] is not None:
+                for metric in ("unique", "total"):
+                    yield segment, "link", link["text"], link["url"], f"clicks_{metric}", link["clicks"][metric]
+        if links["other"] is not None:
+            for metric in ("unique", "total"):
+                yield segment, "link", OTHER, "", f"clicks_{metric}", links["other"][metric]
+    for series, windows in body.get("timeline", {}).items():
+        for window in windows:
+            yield (
+                segment,
+                f"timeline_{series}",
+                _iso(window["start"]),
+                _iso(window["end"]),
+                "records",
+                window["records"],
+            )
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    """The report as CSV (long format); a suppressed report has no rows to give."""
+    if report.get("suppressed", True):
+        raise ValueError("a suppressed report cannot be exported")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in _csv_rows("", report):
+        writer.writerow([_cell(v) for v in row])
+    segments = report.get("segments")
+    if segments is not None:
+        for entry in segments["values"]:
+            for row in _csv_rows(str(entry["value"]), entry):
+                writer.writerow([_cell(v) for v in row])
+        if segments["other"] is not None:
+            for row in _csv_rows(OTHER, segments["other"]):
+                writer.writerow([_cell(v) for v in row])
+    return out.getvalue()

@@ -1,0 +1,159 @@
+"""Assembling one tracker worker: state from configuration, routes, middleware, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from politetenant.crypto import Keyring, provider_from_url
+from politetenant.settings import TrackerSettings
+from politetenant.tracker.http.errors import Handler, error_middleware, redact_server_log
+from politetenant.tracker.http.openapi import Operation, openapi_handler
+from politetenant.tracker.http.state import STATE, TrackerState
+from politetenant.tracker.ingest.buffer import Ingest
+from politetenant.tracker.ingest.spool import Spool
+from politetenant.tracker.judging.client_ip import parse_cidrs
+from politetenant.tracker.judging.geoip import GeoLocator
+from politetenant.tracker.judging.judge import Judge
+from politetenant.tracker.judging.useragent import UserAgentClassifier
+from politetenant.tracker.messages import api_messages
+from politetenant.tracker.metrics import Metrics
+from politetenant.tracker.privacy import api_audit, api_subjects
+from politetenant.tracker.public import beacons
+from politetenant.tracker.reports import api_reports
+from politetenant.tracker.server import health
+from politetenant.tracker.storage import open_store
+
+log = logging.getLogger(__name__)
+
+# aiohttp's access log writes the client address and user agent of every request: never enabled.
+RUNNER_OPTIONS: dict[str, object] = {"access_log": None, "handle_signals": False, "shutdown_timeout": 15}
+
+DEFAULT_DB = "sqlite:///./polite-data/tracker.db"
+DEFAULT_KEYS = "local:./polite-data/keys.json"
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """What the command line adds to TrackerSettings: where things are, not how the tenant behaves."""
+
+    settings: TrackerSettings
+    db: str = DEFAULT_DB
+    keys: str = DEFAULT_KEYS
+    geoip: str | None = None
+    trusted_proxies: str = ""
+    worker_tag: str = "0"
+    migrate: bool = True
+    lean_public_routes: bool = True  # beacons and clicks off the socket (lean_server), not the router
+
+
+def _metrics_middleware(metrics: Metrics) -> object:
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        metrics.count_request(resource.canonical if resource is not None else "unmatched", response.status)
+        return response
+
+    return count
+
+
+def api_operations() -> list[Operation]:
+    """Every route this app serves, for the OpenAPI document (each module lists its own)."""
+    return [
+        *beacons.OPERATIONS,
+        *api_messages.OPERATIONS,
+        *api_reports.OPERATIONS,
+        *api_subjects.OPERATIONS,
+        *api_audit.OPERATIONS,
+        *health.OPERATIONS,
+    ]
+
+
+def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
+    """The aiohttp application of one worker; ``state`` is fully built but not started."""
+    redact_server_log()
+    app = web.Application(
+        middlewares=[_metrics_middleware(state.metrics), error_middleware],  # type: ignore[list-item]
+        client_max_size=state.settings.max_body_bytes,
+    )
+    app[STATE] = state
+    app.router.add_get("/o/{token}.gif", beacons.open_beacon)
+    app.router.add_get("/t/{token}.gif", beacons.read_beacon)
+    app.router.add_get("/c/{token}/{link}", beacons.click)
+    app.router.add_post("/api/v1/messages", api_messages.register_message)
+    api_reports.add_routes(app.router)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    api_subjects.add_routes(app.router)
+    api_audit.add_routes(app.router)
+    app.router.add_get("/api/v1/openapi.json", openapi_handler(api_operations()))
+
+    async def prepare_database() -> None:
+        await state.store.connect()
+        if migrate:
+            await state.store.migrate()
+
+    async def start(app: web.Application) -> None:
+        try:
+            await prepare_database()
+        except Exception as exc:  # the ingest loop retries (on_recovered); events spool meanwhile
+            log.warning("database not ready at start (%s); serving and spooling", exc.__class__.__name__)
+            state.ingest.on_recovered = prepare_database
+        await state.ingest.start()
+
+    async def shutdown(app: web.Application) -> None:
+        state.stopping.set()  # ends read-time streams now, with the time read so far
+
+    async def cleanup(app: web.Application) -> None:
+        await state.ingest.stop()
+        state.ingest.spool.close()
+        await state.store.close()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
+    return app
+
+
+def load_keyring(keys_url: str, tenant_id: str) -> Keyring:
+    return Keyring(tenant_id, provider_from_url(keys_url).load())
+
+
+def build_state(config: TrackerConfig) -> TrackerState:
+    """Open everything a worker needs; raises ValueError/KeyMaterialError with a readable message."""
+    settings = config.settings
+    store = open_store(config.db)
+    keyring = load_keyring(config.keys, settings.tenant_id)
+    metrics = Metrics()
+    spool = Spool(settings.spool_dir, f"{config.worker_tag}-{os.getpid()}")
+    ingest = Ingest(
+        store,
+        spool,
+        metrics,
+        batch_size=settings.flush_batch_size,
+        flush_interval=settings.flush_interval_seconds,
+        max_buffered=settings.buffer_max_events,
+    )
+    agents = UserAgentClassifier()
+    # Build ua-parser's matchers now (hundreds of regexes): the first hit must not pay for it.
+    agents.classify("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36")
+    judge = Judge(
+        GeoLocator(config.geoip),
+        agents,
+        scanner_networks=parse_cidrs(settings.scanner_networks),
+        extra_scanner_agents=settings.scanner_user_agents,
+    )
+    return TrackerState(
+        settings=settings,
+        keyring=keyring,
+        store=store,
+        ingest=ingest,
+        judge=judge,
+        metrics=metrics,
+        trusted_proxies=parse_cidrs(config.trusted_proxies),
+    )

@@ -1,0 +1,395 @@
+"""The two public routes served straight off the socket; every other request is aiohttp's.
+
+Beacons and clicks are nearly all of a tracker's traffic and the simplest requests it gets: a GET, a
+token in the path, two headers that matter. Building aiohttp's request object, routing, middlewares
+and response object for them costs more than the tracker's own work (verify, judge, enqueue).
+``LeanProtocol`` answers well-formed ``GET /o/{token}.gif`` and ``GET /c/{token}/{link}`` itself,
+with the very steps aiohttp's handlers run (``beacons.record_open`` and friends), and hands the
+connection, with the bytes it has read, to aiohttp's protocol the moment a request is anything else:
+another path or method, a body, a header it does not take verbatim. aiohttp then answers that
+request and every later one on the connection. So the lean path only has to be right about what it
+accepts; everything else keeps aiohttp's behaviour, errors included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any, NamedTuple, cast
+
+from aiohttp import web
+
+from politetenant.tracker.http.errors import ERROR_HEADERS, ApiError, error_body
+from politetenant.tracker.http.state import TrackerState
+from politetenant.tracker.judging.client_ip import NO_PEER, Peer
+from politetenant.tracker.public import gif
+from politetenant.tracker.public.beacons import (
+    GIF_HEADERS,
+    HONEYPOT_HEADERS,
+    REDIRECT_HEADERS,
+    cached_click_target,
+    load_click_target,
+    record_click,
+    record_open,
+    verify_click,
+)
+from politetenant.tracker.storage.base import StorageUnavailable
+from politetenant.tracker.storage.rows import ClickTarget
+
+log = logging.getLogger(__name__)
+
+OPEN_ROUTE, CLICK_ROUTE = "/o/{token}.gif", "/c/{token}/{link}"  # the labels aiohttp's router gives
+MAX_HEAD_BYTES = 8190  # aiohttp's line limit: a longer head is handed over, and aiohttp refuses it
+MAX_PIPELINED_BYTES = 64 * 1024  # buffered behind an answer that waits on the database
+KEEPALIVE_SECONDS = 75.0
+_SWEEP_SECONDS = 5.0
+
+# A head the lean path takes: CRLF line ends only, no control characters, no obs-fold (a line that
+# starts with a blank is not a field name); anything else goes to aiohttp's parser, which knows every
+# way to refuse it.
+_PRINTABLE = bytes(b for b in range(256) if b == 0x09 or (b >= 0x20 and b != 0x7F))
+_FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_TOKEN = re.compile(rb"[A-Za-z0-9_=-]{1,200}")  # what a base64url token can be; the rest is aiohttp's
+_REASONS = {200: b"OK", 302: b"Found", 404: b"Not Found", 500: b"Internal Server Error", 503: b"Service Unavailable"}
+
+
+def _head(headers: dict[str, str]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items())
+
+
+# The same headers aiohttp's handlers send (beacons.py, errors.py), written once as bytes.
+_GIF_HEAD = _head(GIF_HEADERS)
+_JSON_HEAD = _head({"Content-Type": "application/json; charset=utf-8", **ERROR_HEADERS})
+_EMPTY_HTML_HEAD = _head(HONEYPOT_HEADERS)
+_REDIRECT_HEAD = _head(REDIRECT_HEADERS)
+
+
+class PublicRequest(NamedTuple):
+    """What the lean path needs of a beacon or click request; ``link`` is None for an open."""
+
+    token: str
+    link: str | None
+    user_agent: str | None
+    forwarded_for: str | None
+    keep_alive: bool
+
+    @property
+    def route(self) -> str:
+        return OPEN_ROUTE if self.link is None else CLICK_ROUTE
+
+
+def parse_public_request(head: bytes) -> PublicRequest | None:
+    """Read a request head (everything before the blank line) the lean path can answer, or None.
+
+    None is not an error: it means "aiohttp answers this one" (another route, HEAD, a body, a
+    repeated header the two paths could read differently, anything malformed).
+    """
+    lines = head.split(b"\r\n")
+    if head.translate(None, _PRINTABLE) != b"\r\n" * (len(lines) - 1):
+        return None  # a control byte, or a CR or LF that is not one of the line breaks
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    path = parts[1].partition(b"?")[0]
+    if path.startswith(b"/o/") and path.endswith(b".gif"):
+        token, link = path[3:-4], None
+    elif path.startswith(b"/c/"):
+        token, slash, link_bytes = path[3:].partition(b"/")
+        if not slash or not link_bytes.isdigit():
+            return None
+        link = link_bytes.decode()
+    else:
+        return None
+    if _TOKEN.fullmatch(token) is None:
+        return None
+    user_agent = forwarded_for = connection = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or _FIELD_NAME.fullmatch(name) is None:
+            return None
+        key = name.lower()
+        if key == b"user-agent":
+            if user_agent is not None:
+                return None
+            user_agent = value.strip(b" \t").decode("utf-8", "surrogateescape")
+        elif key == b"x-forwarded-for":
+            if forwarded_for is not None:
+                return None
+            forwarded_for = value.strip(b" \t").decode("latin-1")
+        elif key == b"connection":
+            connection = value.strip(b" \t").lower()
+        elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
+            if key != b"content-length" or value.strip(b" \t") != b"0":
+                return None
+    if parts[2] == b"HTTP/1.1":
+        keep_alive = connection != b"close"
+    else:
+        keep_alive = connection == b"keep-alive"
+    return PublicRequest(token.decode(), link, user_agent, forwarded_for, keep_alive)
+
+
+class _HttpDate:
+    """The Date header, formatted once a second rather than once a response."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True).encode()
+        return self._value
+
+
+def response_bytes(status: int, head: bytes, body: bytes, date: bytes, *, keep_alive: bool) -> bytes:
+    """A whole HTTP/1.1 response: status line, the route's fixed headers, length, date, body."""
+    return b"".join((
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]), head,
+        b"Content-Length: %d\r\nDate: %s\r\n" % (len(body), date),
+        b"" if keep_alive else b"Connection: close\r\n", b"\r\n", body,
+    ))  # fmt: skip
+
+
+class LeanServer:
+    """One worker's lean connections: the state they share, the hand-over to aiohttp, idle sweeps."""
+
+    def __init__(self, state: TrackerState, fallback: Callable[[], asyncio.Protocol]) -> None:
+        self.state = state
+        self.fallback = fallback
+        self.connections: set[LeanProtocol] = set()
+        self.pending: set[asyncio.Task[None]] = set()
+        self.date = _HttpDate()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def protocol(self) -> LeanProtocol:
+        return LeanProtocol(self)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close keep-alive connections idle for longer than KEEPALIVE_SECONDS (as aiohttp does)."""
+        while True:
+            await asyncio.sleep(_SWEEP_SECONDS)
+            cutoff = time.monotonic() - KEEPALIVE_SECONDS
+            for connection in [c for c in self.connections if c.last_active < cutoff]:
+                connection.close_when_idle()
+
+    async def close(self, grace_seconds: float) -> None:
+        """Stop: close idle connections now, the rest after the answer they owe (within the grace)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.connections):
+            connection.close_when_idle()
+        if self.pending:
+            await asyncio.wait(list(self.pending), timeout=grace_seconds)
+
+
+class LeanProtocol(asyncio.Protocol):
+    """One client connection while it asks only for beacons and clicks."""
+
+    def __init__(self, server: LeanServer) -> None:
+        self.server = server
+        self.last_active = time.monotonic()
+        self._transport: asyncio.Transport | None = None
+        self._peer = NO_PEER
+        self._buffer = b""
+        self._waiting = False  # an answer awaits the database (a click on a link not seen yet)
+        self._closing = False
+        self._reading_paused = False
+        self._writing_paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, without subclassing it
+        peer = transport.get_extra_info("peername")
+        self._peer = Peer.of(peer[0] if isinstance(peer, tuple) and peer else None, self.server.state.trusted_proxies)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        self._buffer = self._buffer + data if self._buffer else data
+        if not self._waiting:
+            self._serve()
+        elif len(self._buffer) > MAX_PIPELINED_BYTES:
+            self._set_reading(False)  # a client piling requests behind a database lookup waits
+
+    def eof_received(self) -> bool:
+        return False  # the client is done sending: close once written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self._closing = True
+        self._buffer = b""
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._set_reading(False)  # a client that does not read its answers gets no more served
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if not self._waiting:
+            self._set_reading(True)
+
+    def _set_reading(self, reading: bool) -> None:
+        if self._transport is None or self._reading_paused is not reading:
+            return
+        self._reading_paused = not reading
+        if reading:
+            self._transport.resume_reading()
+        else:
+            self._transport.pause_reading()
+
+    # -- serving --------------------------------------------------------------------------------
+    def close_when_idle(self) -> None:
+        self._closing = True
+        if not self._waiting and self._transport is not None:
+            self._transport.close()
+
+    def _serve(self) -> None:
+        """Answer every complete request in the buffer, in order (pipelining included)."""
+        data, pos = self._buffer, 0
+        while not self._waiting and not self._closing:
+            end = data.find(b"\r\n\r\n", pos)
+            if end < 0:
+                break
+            request = parse_public_request(data[pos:end]) if end - pos <= MAX_HEAD_BYTES else None
+            if request is None:
+                self._buffer = b""
+                self._hand_over(data[pos:])
+                return
+            pos = end + 4
+            self._answer(request)
+        rest = data[pos:] if pos else data
+        if self._closing:
+            rest = b""
+        elif not self._waiting and len(rest) > MAX_HEAD_BYTES:
+            self._buffer = b""
+            self._hand_over(rest)  # a head too long to be ours: aiohttp refuses it properly
+            return
+        self._buffer = rest
+
+    def _hand_over(self, data: bytes) -> None:
+        """From here on this connection is aiohttp's, starting with the request in ``data``."""
+        transport = self._transport
+        self.server.connections.discard(self)
+        self._transport = None
+        if transport is None or transport.is_closing():
+            return
+        protocol = self.server.fallback()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._reading_paused:
+            transport.resume_reading()
+        if self._writing_paused:
+            protocol.pause_writing()
+        if data:
+            protocol.data_received(data)
+
+    def _answer(self, request: PublicRequest) -> None:
+        state = self.server.state
+        try:
+            if request.link is None:
+                record_open(state, request.token, self._peer, request.forwarded_for, request.user_agent)
+                self._respond(request, 200, _GIF_HEAD, gif.PIXEL)
+                return
+            record_id, link_no = verify_click(state, request.token, request.link)
+            target = cached_click_target(state, record_id, link_no)
+            if target is None:
+                self._waiting = True
+                task = asyncio.get_running_loop().create_task(self._click_after_lookup(request, record_id, link_no))
+                self.server.pending.add(task)
+                task.add_done_callback(self.server.pending.discard)
+                return
+            self._click(request, record_id, link_no, target)
+        except Exception as exc:  # every failure becomes the JSON error aiohttp would send
+            self._fail(request, exc)
+
+    async def _click_after_lookup(self, request: PublicRequest, record_id: bytes, link_no: int) -> None:
+        try:
+            self._click(request, record_id, link_no, await load_click_target(self.server.state, record_id, link_no))
+        except Exception as exc:
+            self._fail(request, exc)
+        finally:
+            self._waiting = False
+        if self._closing:
+            self.close_when_idle()
+        elif self._transport is not None:
+            self._serve()  # requests pipelined behind this one
+            if not self._writing_paused and not self._waiting:
+                self._set_reading(True)
+
+    def _click(self, request: PublicRequest, record_id: bytes, link_no: int, target: ClickTarget) -> None:
+        state = self.server.state
+        location = record_click(
+            state, record_id, link_no, target, self._peer, request.forwarded_for, request.user_agent
+        )
+        if location is None:
+            self._respond(request, 200, _EMPTY_HTML_HEAD, b"")
+        else:
+            self._respond(request, 302, b"Location: %s\r\n%s" % (location.encode(), _REDIRECT_HEAD), b"")
+
+    def _fail(self, request: PublicRequest, exc: Exception) -> None:
+        if isinstance(exc, ApiError):
+            status, code, message = exc.status, exc.code, exc.message
+        elif isinstance(exc, StorageUnavailable):
+            status, code, message = 503, "database_unavailable", "the database is unavailable; try again shortly"
+        else:
+            log.exception("unhandled error on GET %s", request.route)
+            status, code, message = 500, "internal", "internal error; it has been logged"
+        if status not in _REASONS:
+            status = 500
+        self._respond(request, status, _JSON_HEAD, json.dumps(error_body(code, message)).encode())
+
+    def _respond(self, request: PublicRequest, status: int, head: bytes, body: bytes) -> None:
+        self.server.state.metrics.count_request(request.route, status)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(response_bytes(status, head, body, self.server.date.now(), keep_alive=request.keep_alive))
+        if not request.keep_alive:
+            self._closing = True
+            transport.close()
+
+
+class LeanSite(web.TCPSite):
+    """aiohttp's TCP site, but each connection starts on ``LeanProtocol``; aiohttp's own protocol
+    (``runner.server``) takes a connection over when a request is not a beacon or a click."""
+
+    def __init__(self, runner: web.BaseRunner, state: TrackerState, host: str, port: int, **kwargs: Any) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self._state = state
+        self._lean: LeanServer | None = None
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)
+        server = self._runner.server
+        assert server is not None, "runner.setup() comes first"
+        self._lean = LeanServer(self._state, server)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._lean.protocol, self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+        )  # fmt: skip
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        self._lean.start()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # no new connections
+        if self._lean is not None:
+            await self._lean.close(self._runner._shutdown_timeout)
+        await super().stop()
