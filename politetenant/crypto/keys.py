@@ -3,16 +3,24 @@
 A tenant has numbered key versions; each version holds a data key (DEK) for sealing fields, a token
 key for signing tracking tokens and an index key for blind indexes. New data uses the newest version,
 older versions stay loaded so last year's beacon still counts and last year's rows still open.
-Providers (local file now, Vault Transit later) only differ in how these keys are wrapped at rest.
+Providers (the local file, Vault Transit) only differ in how these keys are wrapped at rest.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 KEY_BYTES = 32
+# The three keys of one version, by the names key documents use for them (and KeySet's fields).
+PURPOSES = ("dek", "token_key", "index_key")
+
+
+def timestamp() -> str:
+    """When a key version was made, as every key document records it: UTC, to the second."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class KeyMaterialError(Exception):
@@ -31,7 +39,7 @@ class KeySet:
     def __post_init__(self) -> None:
         if not 1 <= self.version <= 0xFFFF:
             raise KeyMaterialError(f"key version {self.version} is outside 1..65535")
-        for name in ("dek", "token_key", "index_key"):
+        for name in PURPOSES:
             if len(getattr(self, name)) != KEY_BYTES:
                 raise KeyMaterialError(f"key version {self.version}: {name} must be {KEY_BYTES} bytes")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
@@ -19,10 +18,9 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from politetenant.crypto.keys import KEY_BYTES, KeyMaterialError, KeyProvider, KeySet
+from politetenant.crypto.keys import KEY_BYTES, PURPOSES, KeyMaterialError, KeyProvider, KeySet, timestamp
 
 FILE_FORMAT = 1
-_PURPOSES = ("dek", "token_key", "index_key")
 
 
 def _b64(data: bytes) -> str:
@@ -36,13 +34,15 @@ def _unb64(text: Any, what: str) -> bytes:
         raise KeyMaterialError(f"{what} is not valid base64") from exc
 
 
-def _wrap(kek: bytes, version: int, purpose: str, key: bytes) -> str:
+def wrap_key(kek: bytes, version: int, purpose: str, key: bytes) -> str:
+    """One key of a version sealed under ``kek``, bound to its version and purpose (the file's format)."""
     nonce = os.urandom(12)
     aad = f"politetenant/local-wrap/v{version}/{purpose}".encode()
     return _b64(nonce + AESGCM(kek).encrypt(nonce, key, aad))
 
 
-def _unwrap(kek: bytes, version: int, purpose: str, wrapped: str) -> bytes:
+def unwrap_key(kek: bytes, version: int, purpose: str, wrapped: str) -> bytes:
+    """The inverse of ``wrap_key``; a key moved to another version or purpose does not open."""
     blob = _unb64(wrapped, f"key version {version} {purpose}")
     if len(blob) < 12 + 16:
         raise KeyMaterialError(f"key version {version} {purpose} is too short to be a wrapped key")
@@ -100,10 +100,10 @@ class LocalKeyProvider:
     def _new_version(kek: bytes, version: int) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "version": version,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "created_at": timestamp(),
         }
-        for purpose in _PURPOSES:
-            entry[purpose] = _wrap(kek, version, purpose, os.urandom(KEY_BYTES))
+        for purpose in PURPOSES:
+            entry[purpose] = wrap_key(kek, version, purpose, os.urandom(KEY_BYTES))
         return entry
 
     def _unwrap_all(self, doc: dict[str, Any]) -> list[KeySet]:
@@ -118,7 +118,7 @@ class LocalKeyProvider:
             sets = []
             for entry in versions:
                 version = int(entry["version"])
-                keys = {p: _unwrap(kek, version, p, entry[p]) for p in _PURPOSES}
+                keys = {p: unwrap_key(kek, version, p, entry[p]) for p in PURPOSES}
                 sets.append(KeySet(version=version, **keys))
         except KeyMaterialError as exc:
             raise KeyMaterialError(f"{self.describe()}: {exc}") from None

@@ -21,8 +21,9 @@ from typing import Any
 import hvac
 import pytest
 
-from politetenant.crypto.keys import KeySet
-from politetenant.crypto.vault import PURPOSES, VaultKeyProvider, VaultRefused, operator_policy, wrap_context
+from politetenant.crypto.keys import PURPOSES, KeySet
+from politetenant.crypto.vault import VaultKeyProvider, VaultRefused, wrap_context
+from politetenant.operator.keys.vault import operator_policy
 from tests.e2e.operator_process import OperatorProcess, start_operator
 from tests.fakes.kube_server import KubeApiHandle, running_kube_api
 from tests.fakes.vault_fake import ROOT_TOKEN, IssuedToken, VaultFake, running_vault_fake

@@ -1,8 +1,8 @@
-"""The operator's side of a tenant's keys: create them once, rotate on request, shred on deletion.
+"""The tenant's key Secret: keys created once, rotated on request, shredded on deletion.
 
-Key material comes from a key lifecycle (Vault Transit or the local provider) behind the
-``TenantKeyLifecycle`` Protocol; the operator keeps only the wrapped document it returns, in the
-tenant's key Secret. That Secret is the record of truth: its annotations say which key version is
+Key material comes from a key service (Vault Transit or the local provider) behind the
+``TenantKeys`` interface (``lifecycle``); the operator keeps only the wrapped document it returns,
+in the tenant's key Secret. That Secret is the record of truth: its annotations say which key version is
 newest, when it was made, and which ``polite.io/rotate-keys`` request was last honoured, written in
 the same patch as the new document, so a rotation is either wholly recorded or not at all.
 
@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
+from politetenant.operator.keys.lifecycle import (
+    KeyBackend,
+    KeyServiceError,
+    TenantKeys,
+    call,
+    encode_key_document,
+    key_name,
+)
 from politetenant.operator.kube.client import KubeApi, KubeError
 from politetenant.operator.kube.secrets import decode, encode, secret_body
 from politetenant.operator.model import names
@@ -28,93 +35,19 @@ from politetenant.operator.model.status import Check, failed, passed
 from politetenant.operator.model.tenant import PoliteTenant
 from politetenant.operator.render.wiring import OwnedSecret
 
-ROTATE_ANNOTATION = "polite.io/rotate-keys"  # on the tenant: an SRE's request, any new value
+ROTATE_ANNOTATION = names.ROTATE_ANNOTATION  # on the tenant: an SRE's request, any new value
 HANDLED_ANNOTATION = "polite.io/rotate-keys-handled"  # on the key Secret: the request last honoured
 VERSION_ANNOTATION = "polite.io/keys-version"  # on the key Secret, and on the tracker's pod template
 ISSUED_ANNOTATION = "polite.io/keys-issued-at"  # on the key Secret: when the newest version was made
-ERROR_MESSAGE_LIMIT = 300
-
-
-class TenantKeyLifecycle(Protocol):
-    """A tenant's keys in a key service (``VaultTenantKeys``, ``LocalTenantKeys``). Methods may be
-    blocking (they run in a worker thread) or coroutine functions; documents are JSON objects."""
-
-    def ensure(self, tenant: str, namespace: str, service_account: str) -> object:
-        """Make the tenant's key-encryption key and whatever lets its ServiceAccount use it."""
-        ...
-
-    def new_wrapped_version(self, key_name: str, existing_doc: Mapping[str, Any] | None) -> dict[str, Any]:
-        """``existing_doc`` with one more data-key version (or a first one), wrapped."""
-        ...
-
-    def rotate(
-        self, key_name: str, existing_doc: Mapping[str, Any], *, rotation_id: str | None = None
-    ) -> dict[str, Any]:
-        """Rotate the key-encryption key and add a data-key version; old versions still open. The
-        same ``rotation_id`` twice rotates once, so a retry after a failed Secret write adds nothing."""
-        ...
-
-    def destroy(self, key_name: str) -> object:
-        """Destroy the key-encryption key: every document wrapped under it becomes unreadable."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class KeyBackend:
-    """How the operator reaches tenants' keys: the lifecycle of a tenant (its provider, its Vault),
-    and which of the lifecycle's errors mean the service is unreachable or refused the request."""
-
-    lifecycle_for: Callable[[PoliteTenant], TenantKeyLifecycle]
-    unavailable: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    refused: tuple[type[BaseException], ...] = ()
-
-
-class KeyServiceError(Exception):
-    """A lifecycle call failed; ``reason`` and a message with no secret in it."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def key_name(tenant: PoliteTenant) -> str:
-    return names.vault_name(tenant.name)
 
 
 def newest_version(doc: Mapping[str, Any]) -> int | None:
-    """The newest key version a wrapped document holds (``versions: [{version: N}, ...]``)."""
+    """The newest key version a key document holds (``versions: [{version: N}, ...]``), if any."""
     versions = doc.get("versions")
-    numbers: list[int] = []
-    if isinstance(versions, list):
-        numbers = [v["version"] for v in versions if isinstance(v, dict) and isinstance(v.get("version"), int)]
-    elif isinstance(versions, dict):
-        numbers = [int(k) for k in versions if str(k).isdigit()]
-    if numbers:
-        return max(numbers)
-    current = doc.get("current_version", doc.get("version"))
-    return current if isinstance(current, int) and not isinstance(current, bool) else None
-
-
-async def _call(backend: KeyBackend, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run one lifecycle call off the event loop; its failure as a KeyServiceError."""
-    try:
-        result = await asyncio.to_thread(fn, *args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    except backend.refused as exc:
-        raise KeyServiceError(Reason.VAULT_REFUSED, f"{what}: {_safe(exc)}") from None
-    except backend.unavailable as exc:
-        raise KeyServiceError(Reason.KEYS_UNAVAILABLE, f"{what}: {_safe(exc)}") from None
-    except Exception as exc:
-        # Unknown errors may carry anything in their text (a token, a response body): the type only.
-        raise KeyServiceError(Reason.KEYS_UNAVAILABLE, f"{what}: {type(exc).__name__}") from None
-
-
-def _safe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= ERROR_MESSAGE_LIMIT else text[: ERROR_MESSAGE_LIMIT - 3] + "..."
+    if not isinstance(versions, list):
+        return None
+    numbers = [v["version"] for v in versions if isinstance(v, dict) and isinstance(v.get("version"), int)]
+    return max(numbers, default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,20 +80,20 @@ async def prepare_keys(
         if known_version is not None:
             return KeyPlan(failed("KeysReady", Reason.KEYS_MISSING, _missing_message(tenant, owned)))
         try:
-            await _call(backend, "create keys", lifecycle.ensure, tenant.name, tenant.namespace, names.TRACKER)
-            doc = await _call(backend, "create keys", lifecycle.new_wrapped_version, key_name(tenant), None)
+            await call(backend, "create keys", lifecycle.ensure, tenant.name, tenant.namespace, names.TRACKER)
+            doc = await call(backend, "create keys", lifecycle.new_wrapped_version, key_name(tenant), None)
         except KeyServiceError as exc:
             return KeyPlan(failed("KeysReady", exc.reason, exc.message))
         version = newest_version(doc) or 1
         annotations = _record(version, now, request)
-        body = secret_body(tenant, owned, {owned.keys[0]: _dump(doc)}, annotations)
+        body = secret_body(tenant, owned, {owned.keys[0]: encode_key_document(doc)}, annotations)
         return KeyPlan(_available(version), version, now, create=body)
     return await _existing(backend, lifecycle, tenant, owned, live, request=request, now=now)
 
 
 async def _existing(
     backend: KeyBackend,
-    lifecycle: TenantKeyLifecycle,
+    lifecycle: TenantKeys,
     tenant: PoliteTenant,
     owned: OwnedSecret,
     live: Mapping[str, Any],
@@ -178,16 +111,16 @@ async def _existing(
     if not request or request == annotations.get(HANDLED_ANNOTATION):
         return KeyPlan(_available(version), version, issued_at)
     try:
-        await _call(backend, "rotate keys", lifecycle.ensure, tenant.name, tenant.namespace, names.TRACKER)
+        await call(backend, "rotate keys", lifecycle.ensure, tenant.name, tenant.namespace, names.TRACKER)
         rotate = functools.partial(lifecycle.rotate, rotation_id=request)
-        rotated = await _call(backend, "rotate keys", rotate, key_name(tenant), doc)
+        rotated = await call(backend, "rotate keys", rotate, key_name(tenant), doc)
     except KeyServiceError as exc:
         # The old keys still work: the tenant keeps running on them while the rotation is retried.
         return KeyPlan(failed("KeysReady", exc.reason, exc.message), version, issued_at)
     new_version = newest_version(rotated) or version + 1
     patch = {
         "metadata": {"annotations": _record(new_version, now, request)},
-        "data": encode({owned.keys[0]: _dump(rotated)}),
+        "data": encode({owned.keys[0]: encode_key_document(rotated)}),
     }
     return KeyPlan(
         _available(new_version), new_version, now, patch=patch, rotated_from=version, previous_issued_at=issued_at
@@ -217,7 +150,7 @@ def unwritten(plan: KeyPlan, why: str) -> KeyPlan:
 
 async def destroy_keys(backend: KeyBackend, tenant: PoliteTenant) -> None:
     """Crypto-shred the tenant: destroy its key-encryption key. Raises KeyServiceError."""
-    await _call(backend, "destroy keys", backend.lifecycle_for(tenant).destroy, key_name(tenant))
+    await call(backend, "destroy keys", backend.lifecycle_for(tenant).destroy, key_name(tenant))
 
 
 def _record(version: int, now: str, request: str | None) -> dict[str, str]:
@@ -236,10 +169,6 @@ def _missing_message(tenant: PoliteTenant, owned: OwnedSecret) -> str:
         f"Secret {tenant.namespace}/{owned.name} is gone and new keys would leave the tenant's sealed data unreadable; "
         "restore the Secret from backup (the operator makes no new keys for a tenant that had some)"
     )
-
-
-def _dump(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, sort_keys=True, indent=2) + "\n"
 
 
 def _load(text: str | None) -> dict[str, Any] | None:

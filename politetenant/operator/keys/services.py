@@ -22,9 +22,11 @@ import asyncio
 from typing import Any
 
 from politetenant.crypto.keys import KeyMaterialError
-from politetenant.crypto.local_tenant_keys import LocalTenantKeys
-from politetenant.crypto.vault import VaultLogin, VaultRefused, VaultTenantKeys, VaultUnavailable
-from politetenant.operator.keys.secret import KeyBackend, OperatorSecrets, TenantKeyLifecycle
+from politetenant.crypto.vault import VaultRefused, VaultUnavailable
+from politetenant.operator.keys.lifecycle import KeyBackend, TenantKeys
+from politetenant.operator.keys.local import LocalTenantKeys
+from politetenant.operator.keys.secret import OperatorSecrets
+from politetenant.operator.keys.vault import VaultLogin, VaultTenantKeys
 from politetenant.operator.kube.client import KubeApi, KubeError
 from politetenant.operator.model.config import OperatorConfig, VaultConfig
 from politetenant.operator.model.tenant import KeyProviderName, PoliteTenant, VaultKeys
@@ -76,7 +78,7 @@ class VaultClients:
         self._allowed = {_normalised(address) for address in allowed if address}
         self._clients: dict[VaultClientKey, VaultTenantKeys] = {}
 
-    def lifecycle_for(self, tenant: PoliteTenant) -> TenantKeyLifecycle:
+    def lifecycle_for(self, tenant: PoliteTenant) -> TenantKeys:
         """The client of the tenant's Vault, or a lifecycle that says why there is none."""
         try:
             address = vault_address(tenant, self._config)
@@ -120,7 +122,7 @@ def standard_keys(client: KubeApi, config: OperatorConfig, loop: asyncio.Abstrac
     local = LocalTenantKeys(secrets.get, secrets.put, secrets.delete)
     vaults = VaultClients(config)
 
-    def lifecycle_for(tenant: PoliteTenant) -> TenantKeyLifecycle:
+    def lifecycle_for(tenant: PoliteTenant) -> TenantKeys:
         if tenant.spec.keys.provider is KeyProviderName.VAULT:
             return vaults.lifecycle_for(tenant)
         return local

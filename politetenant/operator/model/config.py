@@ -78,7 +78,7 @@ class VaultConfig(_Config):
     # How the operator itself signs in, for tenants with provider vault: a token file (written by a
     # Vault agent, or a mounted Secret), or Kubernetes auth with its ServiceAccount token. Neither:
     # vault tenants show KeysReady False (VaultRefused) saying so. Never a token value: this file is a
-    # ConfigMap. The identity needs operator_policy() of politetenant.crypto.vault, no more.
+    # ConfigMap. The identity needs operator_policy() of politetenant.operator.keys.vault, no more.
     token_file: str | None = Field(
         None, min_length=1, description="File holding the operator's Vault token; re-read every minute."
     )

@@ -31,6 +31,8 @@ REGION_LABEL = "polite.io/region"
 SPEC_HASH_ANNOTATION = "polite.io/spec-hash"
 CONFIG_HASH_ANNOTATION = "polite.io/config-hash"
 DISPLAY_NAME_ANNOTATION = "polite.io/display-name"
+# On the tenant: an SRE's request to rotate its keys; any new value asks once (kubectl polite rotate-keys).
+ROTATE_ANNOTATION = "polite.io/rotate-keys"
 # On objects whose deletion loses tenant data or keys (the namespace, the database): the apply step
 # never gives them an ownerReference, so deleting the PoliteTenant removes them only when its
 # deletionPolicy says Delete, and never during a legal hold.

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from politetenant.operator.keys.secret import KeyServiceError, destroy_keys, key_name
+from politetenant.operator.keys.lifecycle import KeyServiceError, key_name
+from politetenant.operator.keys.secret import destroy_keys
 from politetenant.operator.model.reasons import NEEDS_ACTION, EventType, Reason
 from politetenant.operator.model.status import Check, Facts, failed, keep_checks, status_body
 from politetenant.operator.model.tenant import DeletionPolicy, PoliteTenant

@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from politetenant.operator.keys.secret import KeyBackend
+from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.keys.services import standard_keys
 from politetenant.operator.kube import client as kube
 from politetenant.operator.model.config import OperatorConfig

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.keys.secret import (
     VERSION_ANNOTATION,
-    KeyBackend,
     KeyPlan,
     prepare_keys,
     unwritten,

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from politetenant.operator.keys.secret import KeyBackend
+from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.kube.client import KINDS, KubeError
 from politetenant.operator.kube.secrets import decode
 from politetenant.operator.model import names

@@ -204,9 +204,9 @@ async def test_key_services_may_be_coroutines(kube: FakeKube) -> None:
     assert outcome.status is not None and outcome.status["keys"]["version"] == 1
 
 
-def test_newest_version_reads_the_shapes_of_wrapped_documents() -> None:
+def test_newest_version_reads_the_key_document_format_and_guesses_nothing_else() -> None:
     assert newest_version({"versions": [{"version": 1}, {"version": 3}, {"version": 2}]}) == 3
-    assert newest_version({"versions": {"1": {}, "2": {}}}) == 2
-    assert newest_version({"current_version": 4}) == 4
+    assert newest_version({"versions": [{"version": 2}, {"version": True}, "junk"]}) == 2
+    assert newest_version({"versions": {"1": {}, "2": {}}}) is None  # no such format: the annotation decides
+    assert newest_version({"current_version": 4}) is None
     assert newest_version({"versions": []}) is None
-    assert newest_version({"version": True}) is None

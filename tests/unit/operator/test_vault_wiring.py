@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from politetenant.crypto.local_tenant_keys import LocalTenantKeys
-from politetenant.crypto.vault import KUBERNETES_SA_TOKEN, VaultLogin, VaultTenantKeys, operator_policy
+from politetenant.crypto.vault import KUBERNETES_SA_TOKEN
+from politetenant.operator.keys.local import LocalTenantKeys
 from politetenant.operator.keys.services import VaultClients, VaultNotConfigured, operator_login, standard_keys
+from politetenant.operator.keys.vault import VaultLogin, VaultTenantKeys, operator_policy
 from politetenant.operator.kube.secrets import decode
 from politetenant.operator.model import names
 from politetenant.operator.model.config import ConfigError, OperatorConfig, load_operator_config

@@ -7,9 +7,9 @@ A tenant on the local provider has its keys in two places:
   The tracker must open its keys without the operator, so the file carries what opens it, and is
   exactly as safe as that Secret.
 - the operator's namespace holds the Secret ``polite-<tenant>-keys``: the tenant's KEK and the
-  *master copy* of every version wrapped under it. ``key_file`` can rebuild a lost ``keys.json`` from
-  it (the operator does not yet do so on its own: a lost tenant Secret shows KeysMissing), and
-  crypto-shredding deletes it.
+  *master copy* of every version wrapped under it. ``new_wrapped_version`` with no tenant document
+  rebuilds a lost ``keys.json`` from it (the reconcile step does not do so on its own: a lost tenant
+  Secret shows KeysMissing), and crypto-shredding deletes it.
 
 What this does not buy, plainly: the KEK sits next to the copy it wraps, so the wrap separates keys
 (file key and KEK never open each other's copies; each copy binds tenant, version and purpose) but
@@ -25,63 +25,25 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime as dt
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from politetenant.crypto.keys import KEY_BYTES, KeyMaterialError, KeySet
-from politetenant.crypto.local_provider import FILE_FORMAT, _unwrap, _wrap
+from politetenant.crypto.keys import KEY_BYTES, PURPOSES, KeyMaterialError, KeySet, timestamp
+from politetenant.crypto.local_provider import FILE_FORMAT, unwrap_key, wrap_key
+from politetenant.operator.keys.lifecycle import decode_key_document, encode_key_document
 from politetenant.operator.model.names import vault_name
 
-PURPOSES = ("dek", "token_key", "index_key")
 MASTER_KEK = "kek"
 MASTER_COPY = "master.json"
 
 SecretGet = Callable[[str], Mapping[str, str] | None]
 SecretPut = Callable[[str, Mapping[str, str]], None]
 SecretDelete = Callable[[str], None]
-
-
-class TenantKeys(Protocol):
-    """The key lifecycle the operator drives, the same for Vault (``VaultTenantKeys``) and local keys.
-
-    Methods return the tenant's next key document and never write the tenant's Secret: the caller
-    stores the document whole, so a failure half-way leaves nothing half-written.
-    """
-
-    def key_name(self, tenant_name: str) -> str: ...
-
-    def ensure(self, tenant_name: str, namespace: str, service_account: str) -> None: ...
-
-    def new_wrapped_version(self, key_name: str, existing_doc: Mapping[str, Any] | None) -> dict[str, Any]: ...
-
-    def rotate(
-        self, key_name: str, existing_doc: Mapping[str, Any], *, rotation_id: str | None = None
-    ) -> dict[str, Any]: ...
-
-    def destroy(self, key_name: str) -> None: ...
-
-
-def encode_key_document(doc: Mapping[str, Any]) -> str:
-    """A key document as the Secret stores it: stable bytes, so an unchanged document rewrites nothing."""
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
-
-
-def decode_key_document(text: str | bytes, source: str) -> dict[str, Any]:
-    """The document of a Secret's key file; ``source`` names it in errors."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise KeyMaterialError(f"{source}: not a JSON key document") from None
-    if not isinstance(doc, dict):
-        raise KeyMaterialError(f"{source}: not a JSON key document")
-    return doc
 
 
 def master_secret_name(key_name: str) -> str:
@@ -101,10 +63,6 @@ def _key_bytes(text: Any, what: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise KeyMaterialError(f"{what} must be {KEY_BYTES} bytes")
     return key
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _master_aad(key_name: str, version: int, purpose: str) -> bytes:
@@ -131,13 +89,9 @@ class LocalTenantKeys:
         self._put = put_secret
         self._delete = delete_secret
 
-    @staticmethod
-    def key_name(tenant_name: str) -> str:
-        return vault_name(tenant_name)
-
     def ensure(self, tenant_name: str, namespace: str, service_account: str) -> None:
         """Create the tenant's KEK and empty master copy once; the namespace and account play no part."""
-        key_name = self.key_name(tenant_name)
+        key_name = vault_name(tenant_name)
         if self._get(master_secret_name(key_name)) is None:
             self._store(key_name, os.urandom(KEY_BYTES), _Versions({}, {}))
         else:
@@ -170,10 +124,6 @@ class LocalTenantKeys:
         self._add_version(master, rotation_id)
         self._store(key_name, os.urandom(KEY_BYTES), master)
         return self._render(master, None)
-
-    def key_file(self, key_name: str) -> dict[str, Any]:
-        """A fresh ``keys.json`` holding every version of the master copy: restores a lost tenant Secret."""
-        return self._render(self._load(key_name)[1], None)
 
     def destroy(self, key_name: str) -> None:
         """Crypto-shred the operator's copy: delete the KEK and master Secret (absent is fine)."""
@@ -228,7 +178,7 @@ class LocalTenantKeys:
         version = master.newest + 1
         keys = {p: os.urandom(KEY_BYTES) for p in PURPOSES}
         master.sets[version] = KeySet(version=version, **keys)
-        master.meta[version] = {"version": version, "created_at": _now()}
+        master.meta[version] = {"version": version, "created_at": timestamp()}
         if rotation_id is not None:
             master.meta[version]["rotation"] = rotation_id
 
@@ -248,7 +198,7 @@ class LocalTenantKeys:
             versions = _Versions({}, {})
             for entry in doc.get("versions") or []:
                 version = int(entry["version"])
-                keys = {p: _unwrap(file_key, version, p, entry[p]) for p in PURPOSES}
+                keys = {p: unwrap_key(file_key, version, p, entry[p]) for p in PURPOSES}
                 versions.sets[version] = KeySet(version=version, **keys)
         except KeyMaterialError as exc:
             raise KeyMaterialError(f"{source}: {exc}") from None
@@ -274,6 +224,6 @@ class LocalTenantKeys:
             if entry is None:
                 entry = dict(master.meta[version])
                 for purpose in PURPOSES:
-                    entry[purpose] = _wrap(file_key, version, purpose, getattr(master.sets[version], purpose))
+                    entry[purpose] = wrap_key(file_key, version, purpose, getattr(master.sets[version], purpose))
             entries.append(entry)
         return {"format": FILE_FORMAT, "kek": _b64(file_key), "versions": entries}
