@@ -48,7 +48,7 @@ import pytest
 import yaml
 
 from politetenant.operator.keys.secret import VERSION_ANNOTATION
-from politetenant.operator.kubectl import plugin as kubectl_plugin
+from politetenant.operator.kubectl import commands as kubectl_plugin
 from politetenant.operator.render.tenant import spec_hash
 from tests.e2e.operator_process import OperatorProcess, start_operator
 from tests.fakes.kube_emulator import POLITETENANT_CRD, RequestRecord

@@ -27,8 +27,9 @@ import cel
 import pytest
 import yaml
 
-from politetenant.operator.kubectl import plugin
-from politetenant.operator.kubectl.plugin import (
+from politetenant.operator.kubectl import commands
+from politetenant.operator.kubectl.commands import main
+from politetenant.operator.kubectl.formatting import (
     clean,
     condition_rows,
     describe_tenant,
@@ -37,9 +38,9 @@ from politetenant.operator.kubectl.plugin import (
     human_age,
     latest_events,
     legal_hold_patch,
-    main,
     parse_duration,
     render_table,
+    rotate_patch,
     rotation_value,
     status_document,
 )
@@ -168,7 +169,8 @@ def test_each_rotation_request_carries_a_new_rfc3339_value() -> None:
 def test_the_plugin_asks_with_the_annotation_the_operator_reads() -> None:
     from politetenant.operator.keys import secret as keys
 
-    assert plugin.ROTATE_KEYS_ANNOTATION == keys.ROTATE_ANNOTATION == "polite.io/rotate-keys"
+    assert rotate_patch("x") == {"metadata": {"annotations": {keys.ROTATE_ANNOTATION: "x"}}}
+    assert keys.ROTATE_ANNOTATION == "polite.io/rotate-keys"
 
 
 def test_a_legal_hold_patch_touches_only_spec_legal_hold() -> None:
@@ -503,7 +505,7 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
     state.server = f"http://127.0.0.1:{server.server_address[1]}"
     state.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", state.server, f"http://127.0.0.1:{free_port()}")
     monkeypatch.delenv("KUBECONFIG", raising=False)
-    monkeypatch.setattr(plugin, "POLL_SECONDS", 0.02)
+    monkeypatch.setattr(commands, "POLL_SECONDS", 0.02)
     try:
         yield state
     finally:
