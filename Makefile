@@ -52,11 +52,11 @@ bench: $(STAMP)
 		(apt-get update -q && apt-get install -y -q wrk nginx-light)
 	$(BIN)/python -m bench
 
-## make lock: re-resolve requirements.lock from pyproject.toml (needs network to PyPI)
+## make lock: re-resolve requirements.lock from pyproject.toml (the resolver's default package index)
 lock:
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 \
-		--no-header --index-url https://pypi.org/simple -o requirements.lock
+		--no-header -o requirements.lock
 
 clean:
 	rm -rf $(VENV) $(TOOLS) polite-demo .mypy_cache .ruff_cache .pytest_cache

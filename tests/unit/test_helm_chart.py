@@ -77,7 +77,7 @@ CUSTOM_VALUES: dict[str, Any] = {
 }
 
 # (API group, resource) -> verbs: the operator's own objects, kopf's peering, CRD discovery, Events,
-# and exactly the kinds DESIGN §5 creates per tenant. Children are read (to apply only differences),
+# and exactly the kinds docs/architecture.md creates per tenant. Children are read (to apply only differences),
 # watched (readiness), created, patched and deleted; nothing is written with PUT.
 CHILD = frozenset({"get", "list", "watch", "create", "patch", "delete"})
 EXPECTED_RBAC: dict[tuple[str, str], frozenset[str]] = {

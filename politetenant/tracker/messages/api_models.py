@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (the wire contract of DESIGN.md §4)."""
+"""Request and response bodies of the HTTP API (the wire contract in docs/architecture.md, Contracts)."""
 
 from __future__ import annotations
 

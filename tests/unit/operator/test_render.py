@@ -592,7 +592,7 @@ def test_quota_admits_every_rendered_pod_plus_a_rollout_surge_and_no_exposure() 
             assert hard["persistentvolumeclaims"] == "0"
 
 
-# -- NetworkPolicies: exactly the allowances of DESIGN.md section 5 -------------------------------------
+# -- NetworkPolicies: exactly the allowances of docs/architecture.md ------------------------------------------
 
 
 def test_network_policies_statefulset_with_vault_cidrs_and_ingress_namespace() -> None:
