@@ -457,7 +457,7 @@ RESOURCE_OF_KIND = {
 
 
 def test_cluster_role_lets_the_operator_write_every_kind_it_renders(default_objects: list[dict[str, Any]]) -> None:
-    templates = ROOT / "politetenant" / "operator" / "templates"
+    templates = ROOT / "politetenant" / "operator" / "render" / "templates"
     rendered = {
         (api_version.rpartition("/")[0], kind)
         for path in templates.glob("*.j2")
