@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "POLITE_"
+SPOOL_MIN_BYTES = 4 * 1024 * 1024  # a few batches of events: less is a typo (a missing unit), not a budget
 
 
 class TrackingMode(StrEnum):
@@ -29,7 +30,13 @@ class SettingsError(ValueError):
 
 
 class TrackerSettings(BaseModel):
-    """Everything a tenant's tracker needs to know about its tenant and its limits."""
+    """Everything a tenant's tracker needs to know about its tenant and its limits.
+
+    ``spool_max_bytes`` (default 1 GiB, at least 4 MiB) bounds the spool directory, where events wait
+    on disk while the database is away: the operator sets it below the size of the volume it mounts
+    at ``spool_dir``, so that the disk never fills and a SIGTERM can always write out what is in
+    memory. Beyond the budget, while the database takes no events, hits are answered 503.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +71,9 @@ class TrackerSettings(BaseModel):
     flush_batch_size: int = Field(1_000, ge=1, le=100_000)
     buffer_max_events: int = Field(50_000, ge=1)
     spool_dir: str = "./polite-data/spool"
+    spool_max_bytes: int = Field(
+        1024 * 1024 * 1024, description="bytes of spool files (all workers) beyond which hits get 503 during an outage"
+    )
 
     # Input limits.
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
@@ -85,6 +95,16 @@ class TrackerSettings(BaseModel):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{entry!r} is not a CIDR network") from exc
+        return value
+
+    @field_validator("spool_max_bytes")
+    @classmethod
+    def _spool_budget(cls, value: int) -> int:
+        if value < SPOOL_MIN_BYTES:
+            raise ValueError(
+                f"must be at least {SPOOL_MIN_BYTES} bytes ({SPOOL_MIN_BYTES // 2**20} MiB), room for a few batches;"
+                f" got {value}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from yarl import URL
 
 from politetenant.settings import TrackerSettings
 from politetenant.tracker.cli.geoip_sample import write_sample
-from politetenant.tracker.http.auth import Role, create_api_token
+from politetenant.tracker.http.auth import BootstrapToken, Role, create_api_token
 from politetenant.tracker.http.state import TrackerState
 from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.server.lean_server import LeanSite
@@ -109,7 +109,13 @@ class LeanTestServer(TestServer):
 
 
 async def start_tracker(
-    tmp_path: Path, db_url: str, geoip_path: str, *, keys: str | None = None, **overrides: Any
+    tmp_path: Path,
+    db_url: str,
+    geoip_path: str,
+    *,
+    keys: str | None = None,
+    bootstrap_tokens: tuple[BootstrapToken, ...] = (),
+    **overrides: Any,
 ) -> tuple[TestClient[Any, Any], TrackerState]:
     config = TrackerConfig(
         settings=tracker_settings(tmp_path, **overrides),
@@ -119,7 +125,7 @@ async def start_tracker(
         trusted_proxies="127.0.0.1/32",
     )
     state = build_state(config)
-    server = LeanTestServer(build_app(state), state)
+    server = LeanTestServer(build_app(state, bootstrap_tokens=bootstrap_tokens), state)
     await server.start_server(**RUNNER_OPTIONS)  # the runner options production uses: no access log
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()

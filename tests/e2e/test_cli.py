@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,9 +14,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
+
+from politetenant.tracker.http.auth import REVOCATION_SECONDS
+from tests.e2e.tracker_process import cli_env, prepare_workdir, register_message, running_tracker
 from tests.support import free_port, message_body, write_settings
 
 CLI = [sys.executable, "-m", "politetenant.tracker.cli.commands"]
+ROLES = ("sender", "analyst", "privacy")
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -97,6 +105,10 @@ def test_bad_flags_exit_2_with_a_fix_it_line(tmp_path: Path) -> None:
         (["serve", "--workers", "0"], "--workers"),
         (["serve", "--geoip", str(tmp_path / "missing.mmdb")], "missing.mmdb"),
         (["token", "create", "--role", "admin"], "invalid choice"),
+        (["token", "revoke", "a1b2c3d4e5f6"], "give ptk_<12 lowercase hex> or the whole token"),
+        (["serve", "--ops-port", "70000", "--db", f"sqlite:///{tmp_path}/a.db"], "--ops-port 70000: not a port"),
+        (["serve", "--port", "8081", "--ops-port", "8081"], "--ops-port 8081: must differ from --port"),
+        (["serve", "--api-tokens-dir", str(tmp_path / "none")], "none: not a directory"),
     ]
     for args, words in cases:
         result = run(*args)
@@ -116,3 +128,95 @@ def test_demo_runs_on_the_embedded_defaults_and_prints_the_report(tmp_path: Path
     assert report["clicks"]["total"] == 6 and report["reads"]["unique"] == 5
     assert 'curl -s -H "Authorization: Bearer ptk_' in out
     assert (tmp_path / "demo" / "keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def _sample(metrics: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(name + " ")))
+
+
+async def test_metrics_of_two_workers_add_up_on_the_ops_port(tmp_path: Path) -> None:
+    """Each worker counts in its own process; a scrape must see the whole tracker, whichever
+    worker takes the connection. Hits arrive on fresh connections, so both workers serve some."""
+    db = f"sqlite:///{tmp_path}/tracker.db"
+    workdir, keys, api_token = prepare_workdir(tmp_path, db)
+    with running_tracker(workdir, db, keys=keys, extra_args=("--workers", "2"), ops_port=True) as tracker:
+        tokens = await register_message(tracker.base_url, api_token, 20)
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection, so a new draw, per request
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for n in range(200):
+                async with session.get(f"{tracker.base_url}/o/{tokens[n % 20]}.gif") as resp:
+                    assert resp.status == 200
+            scrapes = []
+            for _ in range(10):
+                async with session.get(f"{tracker.ops_url}/metrics") as resp:
+                    scrapes.append(await resp.text())
+            for path in ("/metrics", "/healthz", "/readyz"):  # not on the main port: no Ingress exposes them
+                async with session.get(f"{tracker.base_url}{path}") as resp:
+                    assert (resp.status, (await resp.json())["error"]) == (404, "not_found"), path
+            async with session.get(f"{tracker.ops_url}/readyz") as resp:
+                assert resp.status == 200 and (await resp.json())["database"] == "up"
+            async with session.get(f"{tracker.base_url}/api/v1/openapi.json") as resp:
+                assert "/metrics" not in (await resp.json())["paths"]
+    accepted = [_sample(text, "polite_events_accepted_total") for text in scrapes]
+    assert accepted == [200.0] * 10, accepted
+    assert all('polite_requests_total{outcome="2xx",route="/o/{token}.gif"} 200.0' in text for text in scrapes)
+
+
+def test_bootstrap_tokens_work_against_serve_and_revoke_stops_one(tmp_path: Path) -> None:
+    """The operator's Secret, mounted as files, is imported at start: each role's token works at once.
+    ``token revoke`` takes the id (as the audit log names it) and says what it did by its exit code."""
+    args = common(tmp_path)
+    secret = tmp_path / "api-tokens"
+    secret.mkdir()
+    tokens = {role: f"ptk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}" for role in ROLES}
+    for role, token in tokens.items():
+        (secret / role).write_text(token)
+    broken = tmp_path / "broken-tokens"
+    shutil.copytree(secret, broken)
+    (broken / "sender").write_text("not-a-token-at-all")
+    refused = run("serve", *args, "--api-tokens-dir", str(broken))
+    assert refused.returncode == 2 and "sender token is malformed" in refused.stderr and str(broken) in refused.stderr
+    assert "not-a-token-at-all" not in refused.stderr and "Traceback" not in refused.stderr
+
+    port = free_port()
+    env = {**cli_env(), "POLITE_API_TOKENS_DIR": str(secret)}
+    server = subprocess.Popen([*CLI, "serve", *args, "--port", str(port)], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base)
+        assert _api(base, tokens["analyst"]) == 200
+        assert _api(base, tokens["sender"]) == 403  # a sender may not list messages: the file's role counts
+        analyst_id = tokens["analyst"].split("_")[1]
+        revoked = run("token", "revoke", f"ptk_{analyst_id}", *args)
+        assert revoked.returncode == 0 and "revoked ptk_" in revoked.stderr and tokens["analyst"] not in revoked.stderr
+        again = run("token", "revoke", tokens["analyst"], *args)  # the whole token names it too
+        assert again.returncode == 0 and "revoked already" in again.stderr
+        unknown = run("token", "revoke", "ptk_000000000000", *args)
+        assert unknown.returncode == 1 and "no token ptk_000000000000" in unknown.stderr
+        time.sleep(REVOCATION_SECONDS + 0.5)  # running workers refuse it once their cached row expires
+        assert _api(base, tokens["analyst"]) == 401
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+    audit = sqlite3.connect(tmp_path / "t.db").execute("SELECT action, detail FROM audit ORDER BY id").fetchall()
+    assert ("token.revoke", f"id={analyst_id} role=analyst") in audit
+    assert sum(1 for action, detail in audit if action == "token.create" and "api-tokens-dir" in detail) == 3
+
+
+def _wait_healthy(base: str) -> None:
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{base} did not answer /healthz")
+
+
+def _api(base: str, token: str) -> int:
+    request = urllib.request.Request(f"{base}/api/v1/messages", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)

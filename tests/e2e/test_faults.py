@@ -10,10 +10,11 @@ keep.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import signal
+import subprocess
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,12 +23,17 @@ import pytest
 from politetenant.tracker.ingest.buffer import SPILL_AFTER_INTERVALS
 from tests.e2e.private_postgres import PrivatePostgres
 from tests.e2e.tracker_process import (
+    CLI,
     Burst,
+    cli_env,
     count_events,
     prepare_workdir,
+    readiness,
     register_message,
     running_tracker,
+    tracker_settings_file,
 )
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 BATCH = 200
@@ -180,7 +186,7 @@ async def test_twenty_second_postgres_outage_under_load(private_pg: PrivatePostg
         await asyncio.to_thread(private_pg.stop, "fast")
         await asyncio.sleep(1)
         rss_start = _rss_kib(tracker.proc.pid)
-        ready_during = await asyncio.to_thread(_status, f"{tracker.base_url}/readyz")
+        ready_during = await readiness(tracker)
         await asyncio.sleep(19)
         rss_end = _rss_kib(tracker.proc.pid)
         spool_during = tracker.spool_bytes()
@@ -190,14 +196,14 @@ async def test_twenty_second_postgres_outage_under_load(private_pg: PrivatePostg
         stop.set()
         await load
         stored = await _eventually_equal(db, counts["accepted"], timeout=60)
-        ready_after = await asyncio.to_thread(_status, f"{tracker.base_url}/readyz")
+        ready_after = await readiness(tracker)
         spool_after = tracker.spool_bytes()
     growth_mib = (rss_end - rss_start) / 1024
     print(
         f"20 s outage: {counts}, accepted by the end of the outage {accepted_during}, spool {spool_during} bytes, "
         f"RSS {rss_start / 1024:.0f} -> {rss_end / 1024:.0f} MiB, stored {stored}"
     )
-    assert ready_during == 503 and ready_after == 200
+    assert ready_during == (200, "down") and ready_after == (200, "up")  # in the Service throughout
     assert counts["other"] == 0 and counts["accepted"] > 1000
     assert spool_during > 0 and spool_after == 0
     # Events wait on disk, not in memory: 20 s of load grows the worker by far less than it spooled.
@@ -205,9 +211,55 @@ async def test_twenty_second_postgres_outage_under_load(private_pg: PrivatePostg
     assert stored == counts["accepted"]
 
 
-def _status(url: str) -> int:
+def test_a_worker_that_cannot_start_makes_serve_exit_non_zero_saying_why(tmp_path: Path) -> None:
+    """Every worker fails the same way at start (its spool directory is a file): the supervisor
+    logs each failure with its cause, backs off, and gives up after a few tries with exit 1, so
+    Kubernetes sees a crash-looping container instead of a pod that respawns workers forever."""
+    workdir = tmp_path / "tracker"
+    workdir.mkdir()
+    not_a_directory = workdir / "spool-is-a-file"
+    not_a_directory.write_text("")
+    settings = tracker_settings_file(workdir, spool_dir=str(not_a_directory))
+    db, keys = f"sqlite:///{workdir}/tracker.db", f"local:{workdir / 'keys.json'}"
+    command = [*CLI, "serve", "--workers", "2", "--port", str(free_port()), "--db", db, "--keys", keys]
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        done = subprocess.run(
+            [*command, "--settings", str(settings)], capture_output=True, text=True, env=cli_env(),
+            cwd=workdir, timeout=90,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        stderr = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        raise AssertionError(f"serve kept respawning workers that cannot start\n{(stderr or '')[-3000:]}") from None
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "FileExistsError" in done.stderr  # the cause, from the worker's own traceback
+    assert "could not start" in done.stderr
+    assert done.stderr.count("Traceback") <= 2 * 5  # a bounded number of tries, not a loop
+
+
+def _children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+async def test_a_worker_that_dies_after_serving_is_restarted_and_the_others_keep_serving(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/tracker.db"
+    workdir, keys, api_token = prepare_workdir(tmp_path, db)
+    with running_tracker(workdir, db, keys=keys, extra_args=("--workers", "2"), ops_port=True) as tracker:
+        tokens = await register_message(tracker.base_url, api_token, 20)
+        before = _children(tracker.proc.pid)
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(100):  # bounded: the first restart comes after RESTART_DELAY_FIRST
+            now = _children(tracker.proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            await asyncio.sleep(0.1)
+        assert len(now) == 2 and victim not in now, now
+        result = await Burst(tracker.base_url, tokens, 300, connections=8).run()
+        tracker.sigterm()
+        code, _ = await asyncio.to_thread(tracker.wait_exit, 30)
+        log = tracker.stderr_text()
+    assert result.accepted == 300, result
+    assert f"exited with -{int(signal.SIGKILL)} after" in log and "restarting it in 0.5 s" in log
+    assert code == 0, log[-3000:]
+    assert await count_events(db) == 300

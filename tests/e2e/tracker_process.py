@@ -91,10 +91,16 @@ class TrackerProcess:
     settings: Path
     spool_dir: Path
     stderr_path: Path
+    ops_port: int | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        """Where /healthz, /readyz and /metrics are: the ops port when there is one."""
+        return f"http://127.0.0.1:{self.ops_port}" if self.ops_port is not None else self.base_url
 
     def stderr_text(self) -> str:
         try:
@@ -145,9 +151,11 @@ def start_tracker(
     startup_timeout: float = 30,
     extra_args: tuple[str, ...] = (),
     preexec_fn: Any = None,
+    ops_port: bool = False,
     **settings: Any,
 ) -> TrackerProcess:
-    """Start ``polite-tracker serve`` on a free loopback port and return once /healthz answers 200.
+    """Start ``polite-tracker serve`` on a free loopback port and return once /healthz answers 200
+    (on a second free port with ``ops_port``, where /healthz, /readyz and /metrics then are).
 
     Creates the settings file (``settings`` are TrackerSettings overrides) and the key file on the way.
     """
@@ -158,6 +166,9 @@ def start_tracker(
     stderr_path = workdir / "tracker.stderr.log"
     command = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--db", db, "--keys", keys]
     command += ["--settings", str(settings_path), *extra_args]
+    ops = free_port() if ops_port else None
+    if ops is not None:
+        command += ["--ops-port", str(ops)]
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
             command,
@@ -169,13 +180,13 @@ def start_tracker(
             preexec_fn=preexec_fn,  # only resource limits, applied before exec
         )
     spool_dir = Path(str(settings.get("spool_dir", workdir / "spool")))
-    tracker = TrackerProcess(proc, port, db, keys, settings_path, spool_dir, stderr_path)
+    tracker = TrackerProcess(proc, port, db, keys, settings_path, spool_dir, stderr_path, ops)
     deadline = time.monotonic() + startup_timeout
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"tracker exited {proc.returncode} at start\n--- stderr ---\n{tracker.stderr_text()}")
         try:
-            if _get_status(f"{tracker.base_url}/healthz", timeout=1) == 200:
+            if _get_status(f"{tracker.ops_url}/healthz", timeout=1) == 200:
                 return tracker
         except OSError:
             pass
@@ -202,6 +213,13 @@ async def http_status(url: str, timeout: float = 5.0) -> int:
         async with session.get(url) as resp:
             await resp.read()
             return resp.status
+
+
+async def readiness(tracker: TrackerProcess) -> tuple[int, str]:
+    """/readyz as a probe sees it (the status) and what it says of the database ("up" or "down")."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        async with session.get(f"{tracker.ops_url}/readyz") as resp:
+            return resp.status, str((await resp.json())["database"])
 
 
 async def register_message(base_url: str, api_token: str, recipients: int) -> list[str]:

@@ -211,7 +211,9 @@ async def test_health_ready_and_metrics(tracker: Tracker) -> None:
     assert (await tracker.client.get("/healthz")).status == 200
     ready = await tracker.client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"] == {"keys": True, "database": True, "ingest": True}
+    body = await ready.json()
+    assert body["status"] == "ready" and body["database"] == "up"
+    assert body["checks"] == {"keys": True, "ingest": True}
     out = await register(tracker, 12)
     await hit(tracker, f"/o/{out['recipients'][0]['token']}.gif")
     await tracker.flush()
@@ -219,3 +221,33 @@ async def test_health_ready_and_metrics(tracker: Tracker) -> None:
     assert 'polite_requests_total{outcome="2xx",route="/o/{token}.gif"} 1.0' in text
     assert "polite_events_stored_total 1.0" in text
     assert "polite_flush_seconds_count" in text
+
+
+async def test_a_database_outage_keeps_the_tracker_ready_and_shows_in_the_body_and_metrics(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool exists so that links in sent mail keep working while the database is away: a pod
+    that left the Service on an outage would break every one of them. Readiness is keys and ingest;
+    the database's state is reported, not acted on."""
+    from politetenant.tracker.storage.base import StorageUnavailable
+
+    token = (await register(tracker, 12))["recipients"][0]["token"]
+
+    async def unreachable(*args: object) -> None:
+        raise StorageUnavailable("database unreachable")
+
+    monkeypatch.setattr(tracker.state.store, "ping", unreachable)
+    monkeypatch.setattr(tracker.state.store, "insert_events", unreachable)
+    ready = await tracker.client.get("/readyz")
+    body = await ready.json()
+    assert (ready.status, body["status"], body["database"]) == (200, "ready", "down")
+    assert (await hit(tracker, f"/o/{token}.gif")).status == 200  # and beacons still answer
+    await tracker.flush()  # the event goes to the spool
+    metrics = await (await tracker.client.get("/metrics")).text()
+    assert "polite_database_up 0.0" in metrics
+    assert (await (await tracker.client.get("/readyz")).json())["spool_bytes"] > 0
+    monkeypatch.undo()
+    tracker.state.ingest._retry_at = 0
+    body = await (await tracker.client.get("/readyz")).json()
+    assert body["database"] == "up"
+    assert "polite_database_up 1.0" in await (await tracker.client.get("/metrics")).text()

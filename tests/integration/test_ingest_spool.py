@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from politetenant.tracker.ingest.spool import Spool, encode_event
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.storage import open_store
 from politetenant.tracker.storage.rows import Event, EventKind
+from tests.conftest import Tracker
 from tests.fakes.flaky_store import FlakyStore
+from tests.integration.test_beacons_and_report import hit, register
 
 
 def make_event(ingest: Ingest, n: int) -> Event:
@@ -119,7 +122,7 @@ async def test_when_neither_database_nor_disk_can_keep_events_hits_are_refused(
     store, ingest = flaky
     ingest.max_buffered = 50
 
-    def disk_full(events: object) -> None:
+    def disk_full(events: object, **_: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(ingest.spool, "append", disk_full)
@@ -159,8 +162,8 @@ async def test_events_that_wait_while_the_database_lags_are_made_durable_on_the_
     original_append = ingest.spool.append
     durable_at_spill: list[int] = []
 
-    def append_and_count(events: list[Event]) -> None:
-        original_append(events)
+    def append_and_count(events: list[Event], **kwargs: bool) -> None:
+        original_append(events, **kwargs)
         durable_at_spill.append(spooled_events(tmp_path / "spool"))
 
     ingest.spool.append = append_and_count  # type: ignore[method-assign]
@@ -191,3 +194,110 @@ async def test_events_spilled_during_a_replay_are_not_truncated_with_the_replaye
     await ingest._flush(final=False)
     assert await store.inner.count_rows("events") == 260
     assert spooled_events(tmp_path / "spool") == 0
+
+
+async def test_beacons_are_answered_while_a_spill_waits_on_the_disk(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an outage every batch is fsynced to the spool. A slow disk must slow the spool, not
+    the beacons: while an fsync is blocked, the event loop keeps answering hits."""
+    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
+    tracker.state.ingest.store = store = FlakyStore(tracker.state.store)
+    store.down = True
+    assert (await hit(tracker, f"/o/{tokens[0]}.gif")).status == 200
+    entered, released, synced = threading.Event(), threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        entered.set()
+        released.wait(timeout=5)  # only a deadlock breaker: a blocked loop is answered after this
+        real_fsync(fd)
+        synced.set()
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    spilling = asyncio.create_task(tracker.flush())
+    assert await asyncio.to_thread(entered.wait, 10), "the spill never reached fsync"
+    answered = await hit(tracker, f"/o/{tokens[1]}.gif")
+    answered_while_blocked = not synced.is_set()
+    released.set()
+    await spilling
+    assert answered.status == 200
+    assert answered_while_blocked, "the beacon waited for the spool's fsync: the event loop was blocked"
+    monkeypatch.undo()
+    store.down = False
+    tracker.state.ingest._retry_at = 0
+    await tracker.flush()
+    assert await tracker.state.store.count_rows("events") == 2
+
+
+async def test_a_spool_at_its_budget_refuses_hits_during_an_outage_and_loses_nothing(
+    flaky: tuple[FlakyStore, Ingest], caplog: pytest.LogCaptureFixture
+) -> None:
+    store, ingest = flaky
+    ingest.spool.max_bytes = 50 * len(encode_event(make_event(ingest, 0)))  # room for about 50 events
+    store.down = True
+    assert all(ingest.submit(make_event(ingest, n)) for n in range(40))
+    await ingest._flush(final=False)  # 40 fit: on disk
+    assert all(ingest.submit(make_event(ingest, n)) for n in range(40, 80))
+    for _ in range(3):
+        await ingest._flush(final=False)  # 40 more do not fit: they stay in memory
+    assert ingest.buffered == 40 and ingest.spool_full
+    assert not ingest.submit(make_event(ingest, 80)) and ingest.refusal == "spool_full"
+    assert not ingest.accepting  # so /readyz says not ready: the pod cannot keep what it is sent
+    assert ingest.metrics.spool_full_refusals._value.get() == ingest.metrics.events_refused._value.get() == 1
+    assert caplog.text.count("the spool holds its budget") == 1  # one line, not one per flush or hit
+    store.down = False
+    ingest._retry_at = 0
+    await ingest._flush(final=False)
+    assert await store.inner.count_rows("events") == 80 and ingest.spool.size_bytes() == 0
+    assert ingest.accepting and not ingest.spool_full
+    assert ingest.submit(make_event(ingest, 81))
+
+
+async def test_shutdown_writes_what_is_in_memory_past_the_spool_budget(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    """The budget keeps the volume from filling up during an outage; on SIGTERM what was accepted
+    must still reach the disk, so the last write may go past it (the volume is larger)."""
+    store, ingest = flaky
+    ingest.spool.max_bytes = 10 * len(encode_event(make_event(ingest, 0)))
+    store.down = True
+    for n in range(30):
+        ingest.submit(make_event(ingest, n))
+    await ingest._flush(final=False)
+    assert ingest.buffered == 30  # refused by the budget
+    await ingest.stop()
+    assert spooled_events(tmp_path / "spool") == 30
+    ingest.spool.close()
+    store.down = False
+    successor = Ingest(store, Spool(tmp_path / "spool", "w1"), Metrics(), batch_size=100)  # type: ignore[arg-type]
+    await successor.start()
+    await successor.stop()
+    successor.spool.close()
+    assert await store.inner.count_rows("events") == 30
+    ingest.spool = Spool(tmp_path / "spool", "w0")  # for the fixture's teardown
+
+
+@pytest.mark.settings(spool_max_bytes=4 * 1024 * 1024)
+async def test_hits_beyond_the_spool_budget_get_a_json_503_and_readiness_says_so(tracker: Tracker) -> None:
+    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
+    spool_dir = Path(tracker.state.settings.spool_dir)
+    (spool_dir / "spool-gone-1.jsonl").write_bytes(b"torn line of a worker that died\n" * (4 * 1024 * 1024 // 32))
+    tracker.state.ingest.store = store = FlakyStore(tracker.state.store)
+    store.down = True
+    assert (await hit(tracker, f"/o/{tokens[0]}.gif")).status == 200
+    await tracker.state.ingest._flush(final=False)  # the spool cannot take it: it stays in memory
+    refused = await hit(tracker, f"/o/{tokens[1]}.gif")
+    assert refused.status == 503
+    assert (await refused.json())["error"] == "spool_full"
+    ready = await tracker.client.get("/readyz")
+    body = await ready.json()
+    assert ready.status == 503 and body["spool_full"] is True and body["checks"]["ingest"] is False
+    metrics = await (await tracker.client.get("/metrics")).text()
+    assert "polite_spool_full_refusals_total 1.0" in metrics and "polite_spool_full 1.0" in metrics
+    store.down = False
+    tracker.state.ingest._retry_at = 0
+    await tracker.state.ingest._flush(final=False)  # stores what waited, replays (and drops) the torn file
+    assert (await hit(tracker, f"/o/{tokens[2]}.gif")).status == 200
+    await tracker.flush()
+    assert await tracker.state.store.count_rows("events") == 2

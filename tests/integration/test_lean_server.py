@@ -266,3 +266,22 @@ async def test_requests_piled_behind_a_slow_click_lookup_pause_reading_and_are_a
     await http.close()
     assert statuses == [302] + [200] * 700
     assert len(await events(tracker)) == 701
+
+
+async def test_every_forwarded_for_line_is_read_so_a_forged_first_line_does_not_win(
+    tracker: Tracker, router_port: int
+) -> None:
+    """HAProxy appends its own X-Forwarded-For line after the one a client sent. The lines are one
+    list (RFC 9110 5.3), walked from the right past trusted proxies: the client's own line names
+    an address of its choosing and must not be believed, on either path."""
+    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
+    forged, real = "203.0.113.30", IP_DUBLIN  # New York, claimed by the client; Dublin, seen by the proxy
+    answers = []
+    for n, port in enumerate((lean_port(tracker), router_port)):
+        request = beacon(f"/o/{tokens[n]}.gif", UA_IPHONE_MAIL, forged, f"X-Forwarded-For: {real}")
+        assert request.count(b"X-Forwarded-For") == 2
+        answers.append(await one(port, request))
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert answers[0][1]["content-type"] == answers[1][1]["content-type"] == "image/gif"
+    countries = [row[2] for row in await events(tracker)]
+    assert countries == ["IE", "IE"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from politetenant.tracker.judging.client_ip import client_ip, parse_address, parse_cidrs
+from politetenant.tracker.judging.client_ip import client_ip, forwarded_for, parse_address, parse_cidrs
 
 TRUSTED = parse_cidrs("10.0.0.0/8, 172.16.0.0/12 fd00::/8")
 
@@ -180,3 +180,12 @@ def test_peer_that_is_not_an_address_gives_none(peer: str | None) -> None:
 def test_never_raises(peer: Any, xff: Any, trusted: Any) -> None:
     result = client_ip(peer, xff, trusted)
     assert result is None or isinstance(result, str)
+
+
+def test_every_forwarded_for_line_is_one_list_in_the_order_received() -> None:
+    # The client sent a line of its own; HAProxy added one with the address it saw.
+    lines = ["198.51.100.1", "192.0.2.10"]
+    assert forwarded_for(lines) == "198.51.100.1, 192.0.2.10"
+    assert client_ip("10.0.0.3", forwarded_for(lines), TRUSTED) == "192.0.2.10"
+    assert client_ip("10.0.0.3", forwarded_for(["192.0.2.10, 10.0.0.2", "10.0.0.1"]), TRUSTED) == "192.0.2.10"
+    assert forwarded_for([]) is None and forwarded_for(["192.0.2.10"]) == "192.0.2.10"

@@ -51,6 +51,15 @@ def test_header_names_are_case_insensitive_and_values_trimmed() -> None:
     assert (request.user_agent, request.forwarded_for) == ("Outlook", "192.0.2.1")
 
 
+def test_repeated_forwarded_for_lines_are_one_list_in_the_order_received() -> None:
+    """A proxy such as HAProxy adds its own line after the client's; both are read, as aiohttp's
+    handlers read them (``headers.getall``), so the two paths judge the same client."""
+    request = parse_public_request(
+        head("X-Forwarded-For: 203.0.113.30", "Host: t", "x-forwarded-for: 192.0.2.1, 10.0.0.1", "X-Forwarded-For: ")
+    )
+    assert request is not None and request.forwarded_for == "203.0.113.30, 192.0.2.1, 10.0.0.1, "
+
+
 def test_an_empty_content_length_body_is_still_a_beacon() -> None:
     assert parse_public_request(head("Content-Length: 0")) is not None
 
@@ -78,7 +87,6 @@ def test_an_empty_content_length_body_is_still_a_beacon() -> None:
         head("Expect: 100-continue"),
         head("Upgrade: websocket"),
         head(f"User-Agent: {UA}", "User-Agent: other"),  # which one counts? aiohttp decides
-        head("X-Forwarded-For: 192.0.2.1", "X-Forwarded-For: 10.0.0.1"),
         head("User-Agent: a", " folded continuation"),  # obs-fold
         head("User Agent: a"),  # not a field name
         head("User-Agent : a"),

@@ -1,4 +1,4 @@
-"""``polite-tracker``: serve, migrate, token create, purge, reseal, keys rotate, audit verify, demo.
+"""``polite-tracker``: serve, migrate, token create|revoke, purge, reseal, keys rotate, audit verify, demo.
 
 Every subcommand takes ``--db``, ``--keys`` and ``--settings`` (or ``POLITE_DB``, ``POLITE_KEYS``,
 ``POLITE_SETTINGS``), so ``token create`` and ``serve`` pointed at the same files share one state.
@@ -15,13 +15,14 @@ import sys
 from collections.abc import Sequence
 
 from politetenant.crypto import KeyMaterialError
-from politetenant.settings import SettingsError, load_settings
-from politetenant.tracker.http.auth import Role, create_api_token
+from politetenant.settings import SettingsError, TrackerSettings, load_settings
+from politetenant.tracker.http.auth import REVOCATION_SECONDS, Role, read_bootstrap_tokens, token_id_of
 from politetenant.tracker.judging.client_ip import parse_cidrs
-from politetenant.tracker.privacy import audit
+from politetenant.tracker.privacy.api_tokens import create_token, revoke_token
 from politetenant.tracker.server.app import DEFAULT_DB, DEFAULT_KEYS, TrackerConfig, load_keyring
 from politetenant.tracker.storage import StorageUnavailable, open_store
 
+EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
@@ -57,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="CIDRs whose X-Forwarded-For is believed, comma separated (POLITE_TRUSTED_PROXIES)",
     )
     serve.add_argument("--workers", type=int, default=int(os.environ.get("POLITE_WORKERS", "1")))
+    serve.add_argument(
+        "--ops-port",
+        type=int,
+        default=os.environ.get("POLITE_OPS_PORT") or None,  # a string default goes through type=int too
+        help="serve /healthz, /readyz and /metrics only on this port (same --host), not the main one; "
+        "with --workers, any worker answers for all of them (POLITE_OPS_PORT)",
+    )
+    serve.add_argument(
+        "--api-tokens-dir",
+        default=os.environ.get("POLITE_API_TOKENS_DIR") or None,
+        help="import the bootstrap API tokens at start: files sender, analyst, privacy, one token each, "
+        "as the operator's tracker-api-tokens Secret holds them; only their hashes are stored "
+        "(POLITE_API_TOKENS_DIR)",
+    )
     serve.add_argument("--no-migrate", action="store_true", help="do not apply database migrations at start")
     serve.add_argument(
         "--public-routes",
@@ -74,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="create an API token and print it once")
     _common(create)
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    revoke = token_sub.add_parser(
+        "revoke",
+        help=f"revoke a token: refused by new workers at once, by running ones within {REVOCATION_SECONDS:g} s",
+    )
+    _common(revoke)
+    revoke.add_argument("token_id", metavar="TOKEN_ID", help="ptk_<id> (as the audit log names it) or the whole token")
 
     purge = sub.add_parser("purge", help="apply retention: delete what is older than the tenant keeps it")
     _common(purge)
@@ -128,14 +149,63 @@ async def _create_token(db: str, keys: str, tenant_id: str, role: Role) -> str:
     await store.connect()
     try:
         await store.migrate()
-        token = await create_api_token(store, role)
-        token_id = token.split("_")[1]
-        await audit.record(
-            store, keyring, audit.SYSTEM_ACTOR, audit.Action.TOKEN_CREATE, detail=f"id={token_id} role={role}"
-        )
-        return token
+        return await create_token(store, keyring, role)
     finally:
         await store.close()
+
+
+async def _revoke_token(db: str, keys: str, tenant_id: str, token_id: str) -> tuple[str, bool] | None:
+    store = open_store(db)
+    keyring = load_keyring(keys, tenant_id)
+    await store.connect()
+    try:
+        await store.migrate()
+        return await revoke_token(store, keyring, token_id)
+    finally:
+        await store.close()
+
+
+def _token_command(args: argparse.Namespace, tenant_id: str) -> int:
+    if args.token_command == "create":
+        token = asyncio.run(_create_token(args.db, args.keys, tenant_id, Role(args.role)))
+        print(token)
+        print(f"role {args.role}; shown once, only its hash is stored", file=sys.stderr)
+        return 0
+    token_id = token_id_of(args.token_id)  # ValueError (exit 2) names the expected shape, never the argument
+    result = asyncio.run(_revoke_token(args.db, args.keys, tenant_id, token_id))
+    if result is None:
+        return _fail(f"no token ptk_{token_id} in this database", EXIT_NOT_FOUND)
+    role, was_in_force = result
+    if was_in_force:
+        print(
+            f"revoked ptk_{token_id} (role {role}); running trackers refuse it within {REVOCATION_SECONDS:g} s",
+            file=sys.stderr,
+        )
+    else:
+        print(f"ptk_{token_id} (role {role}) was revoked already", file=sys.stderr)
+    return 0
+
+
+def _serve_config(args: argparse.Namespace, settings: TrackerSettings) -> TrackerConfig:
+    """Check what ``serve`` was given before any worker starts; ValueError names what to fix."""
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    for flag, port in (("--port", args.port), ("--ops-port", args.ops_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"{flag} {port}: not a port number (0 to 65535)")
+    if args.ops_port is not None and args.ops_port == args.port and args.port != 0:
+        raise ValueError(f"--ops-port {args.ops_port}: must differ from --port")
+    parse_cidrs(args.trusted_proxies)
+    if args.geoip and not os.path.isfile(args.geoip):
+        raise ValueError(f"--geoip {args.geoip}: no such file")
+    open_store(args.db)  # a bad --db URL is refused here, not in every worker
+    tokens = read_bootstrap_tokens(args.api_tokens_dir) if args.api_tokens_dir else ()
+    load_keyring(args.keys, settings.tenant_id)  # fail here, readably, not in every worker
+    return TrackerConfig(
+        settings=settings, db=args.db, keys=args.keys, geoip=args.geoip, trusted_proxies=args.trusted_proxies,
+        migrate=not args.no_migrate, lean_public_routes=args.public_routes == "lean", ops_port=args.ops_port,
+        bootstrap_tokens=tokens,
+    )  # fmt: skip
 
 
 async def _verify_audit(db: str, keys: str, tenant_id: str) -> tuple[int, str]:
@@ -165,18 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from politetenant.tracker.server.workers import serve
 
-            if args.workers < 1:
-                return _fail("--workers must be at least 1")
-            parse_cidrs(args.trusted_proxies)
-            if args.geoip and not os.path.isfile(args.geoip):
-                return _fail(f"--geoip {args.geoip}: no such file")
-            config = TrackerConfig(
-                settings=settings, db=args.db, keys=args.keys, geoip=args.geoip,
-                trusted_proxies=args.trusted_proxies, migrate=not args.no_migrate,
-                lean_public_routes=args.public_routes == "lean",
-            )  # fmt: skip
-            load_keyring(args.keys, settings.tenant_id)  # fail here, readably, not in every worker
-            return serve(config, args.host, args.port, args.workers)
+            return serve(_serve_config(args, settings), args.host, args.port, args.workers)
         if args.command == "migrate":
             applied = asyncio.run(_migrate(args.db))
             print(f"applied migrations: {applied}" if applied else "database schema is up to date")
@@ -196,10 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(message, file=sys.stdout if code == 0 else sys.stderr)
             return code
         if args.command == "token":
-            token = asyncio.run(_create_token(args.db, args.keys, settings.tenant_id, Role(args.role)))
-            print(token)
-            print(f"role {args.role}; shown once, only its hash is stored", file=sys.stderr)
-            return 0
+            return _token_command(args, settings.tenant_id)
     except (SettingsError, ValueError, KeyMaterialError) as exc:
         return _fail(str(exc))
     except StorageUnavailable as exc:

@@ -3,6 +3,11 @@
 A token reads ``ptk_<id>_<secret>``: the id finds the row (and names the caller in the audit log),
 the secret is compared by SHA-256 hash in constant time. Tokens are 256-bit random, so a plain hash
 is enough (no password stretching needed).
+
+Tokens come from ``polite-tracker token create`` or, in a cluster, from the operator's Secret
+``tracker-api-tokens`` mounted at ``--api-tokens-dir``: one file per role, read here once at start
+(``read_bootstrap_tokens``) and kept only as hashes. A revoked token stops working on a worker when
+its cached row expires: at most ``REVOCATION_SECONDS`` later.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from aiohttp import web
 
@@ -29,6 +35,9 @@ class Role(StrEnum):
 
 
 _TOKEN = re.compile(r"^ptk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_TOKEN_REFERENCE = re.compile(r"^ptk_([0-9a-f]{12})(?:_[A-Za-z0-9_-]{43})?$")  # the id part, or the whole token
+TOKEN_SHAPE = "ptk_<12 lowercase hex>_<43 base64url characters>"
+REVOCATION_SECONDS = 5.0  # how long a worker may keep believing a token after it was revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +58,70 @@ async def create_api_token(store: Store, role: Role) -> str:
     return f"ptk_{token_id}_{secret}"
 
 
-class Authenticator:
-    """Checks bearer tokens; caches rows briefly so an API burst does not hammer the database."""
+def token_id_of(reference: str) -> str:
+    """The id of ``ptk_<id>`` or of a whole token (what ``token revoke`` takes); ValueError otherwise,
+    without echoing the argument (it may be a secret)."""
+    match = _TOKEN_REFERENCE.match(reference.strip())
+    if match is None:
+        raise ValueError(f"not a token id: give ptk_<12 lowercase hex> or the whole token ({TOKEN_SHAPE})")
+    return match.group(1)
 
-    def __init__(self, store: Store, cache_seconds: float = 30.0) -> None:
+
+@dataclass(frozen=True)
+class BootstrapToken:
+    """A role's token as the operator generated it, reduced to what is stored: id and secret hash."""
+
+    role: Role
+    token_id: str
+    secret_hash: bytes = field(repr=False)
+    source: str  # the file it came from, for messages (never its content)
+
+    def row(self, now_ms: int) -> ApiTokenRow:
+        return ApiTokenRow(self.token_id, self.role.value, self.secret_hash, now_ms)
+
+
+def read_bootstrap_tokens(directory: str | Path) -> tuple[BootstrapToken, ...]:
+    """Read one token per role from ``directory`` (a mounted Secret: files ``sender``, ``analyst``,
+    ``privacy``). Raises ValueError naming the file and role of the first problem, never the token."""
+    base = Path(directory)
+    if not base.is_dir():
+        raise ValueError(f"--api-tokens-dir {base}: not a directory (mount the tracker-api-tokens Secret there)")
+    tokens = []
+    for role in Role:
+        path = base / role.value
+        try:
+            text = path.read_text(encoding="ascii").strip()  # a trailing newline (kubectl --from-file) is fine
+        except FileNotFoundError:
+            raise ValueError(
+                f"{path}: missing: the {role.value} token (one file per role: sender, analyst, privacy)"
+            ) from None
+        except UnicodeDecodeError:
+            text = ""
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the {role.value} token ({exc.strerror})") from None
+        match = _TOKEN.match(text)
+        if match is None:
+            raise ValueError(f"{path}: the {role.value} token is malformed; expected one token {TOKEN_SHAPE}")
+        tokens.append(BootstrapToken(role, match.group(1), _hash(match.group(2)), str(path)))
+    return tuple(tokens)
+
+
+async def revoke_api_token(store: Store, token_id: str) -> tuple[str, bool] | None:
+    """Mark the token revoked now; returns (its role, whether it was in force), or None for an unknown id."""
+    rows = await store.fetch("SELECT role, revoked_at FROM api_tokens WHERE id = $1", token_id)
+    if not rows:
+        return None
+    changed = await store.execute(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", token_id, int(time.time() * 1000)
+    )
+    return str(rows[0][0]), changed > 0
+
+
+class Authenticator:
+    """Checks bearer tokens; caches rows briefly so an API burst does not hammer the database, and only
+    for REVOCATION_SECONDS, which bounds how long a revoked token keeps working on a worker."""
+
+    def __init__(self, store: Store, cache_seconds: float = REVOCATION_SECONDS) -> None:
         self.store = store
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, ApiTokenRow | None]] = {}

@@ -111,6 +111,9 @@ def build_document(operations: Iterable[Operation], *, version: str = "0.1.0") -
     }
 
 
+DOCUMENT_OPERATION = Operation("GET", "/api/v1/openapi.json", "This document", response={"type": "object"})
+
+
 def openapi_handler(operations: Iterable[Operation]) -> Callable[[web.Request], Awaitable[web.Response]]:
     document = build_document(list(operations))
 

@@ -7,21 +7,29 @@ in memory longer than two flush intervals are fsynced to the spool too and repla
 what a crash (SIGKILL) can lose is bounded by time, not by how far the database has fallen behind.
 ``stop`` (on SIGTERM) writes out everything still buffered. Nothing accepted is lost; when neither
 the database nor the spool can take events and the buffer is full, ``submit`` says no and the hit is
-answered 503 instead of being silently dropped.
+answered 503 instead of being silently dropped. The same happens at once, buffer full or not, while
+the database takes no events and the spool holds its budget (``spool_max_bytes``): what is accepted
+then could only wait in memory, where a crash would lose it.
+
+Spool writes, fsyncs and reads run on one thread of their own (``_on_disk``), in the order the
+flusher asks for them, so a slow disk delays the spool, never the beacons on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from politetenant.tracker.ingest.spool import Spool
+from politetenant.tracker.ingest.spool import Spool, SpoolFull
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.rows import Event
@@ -29,6 +37,8 @@ from politetenant.tracker.storage.rows import Event
 log = logging.getLogger(__name__)
 
 SPILL_AFTER_INTERVALS = 2  # what SIGKILL can lose: the hits of about this many flush intervals
+INGEST_FULL, SPOOL_FULL = "ingest_full", "spool_full"  # why ``submit`` said no (the 503's error code)
+T = TypeVar("T")
 
 
 class EventIds:
@@ -78,12 +88,17 @@ class Ingest:
         # This worker wrote to the spool since its last replay: a flush looks at the spool directory
         # only then, not on every flush (start and recovery replay whatever is there, orphans too).
         self._spooled_since_replay = False
+        self._disk: ThreadPoolExecutor | None = None  # the one thread that touches the spool
+        self.spool_full = False  # the last append found the spool at its budget
 
     # -- the hot path ---------------------------------------------------------------------------
     def submit(self, event: Event) -> bool:
-        """Accept an event for storage; False means it cannot be kept and the hit must get a 503."""
-        if len(self._buffer) >= self.max_buffered:
+        """Accept an event for storage; False means it cannot be kept and the hit must get a 503
+        (``refusal`` says why)."""
+        if not self.accepting:
             self.metrics.events_refused.inc()
+            if self.refusal == SPOOL_FULL:
+                self.metrics.spool_full_refusals.inc()
             return False
         if not self._buffer:
             self._head_since = time.monotonic()
@@ -95,7 +110,12 @@ class Ingest:
 
     @property
     def accepting(self) -> bool:
-        return len(self._buffer) < self.max_buffered
+        return len(self._buffer) < self.max_buffered and not (self.spool_full and not self.database_ok)
+
+    @property
+    def refusal(self) -> str:
+        """The error code of a refused hit: the spool at its budget, or the buffer full."""
+        return SPOOL_FULL if self.spool_full and not self.database_ok else INGEST_FULL
 
     @property
     def buffered(self) -> int:
@@ -109,13 +129,24 @@ class Ingest:
         self._task = asyncio.create_task(self._run(), name="ingest-flusher")
 
     async def stop(self) -> None:
-        """Write out everything: to the database if it answers, else to the spool."""
+        """Write out everything: to the database if it answers, else to the spool (past its budget if
+        need be: the budget is set below the volume's size so that this last write always fits)."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             await self._task  # lets a batch in flight finish instead of cancelling it mid-COPY
             self._task = None
         await self._flush(final=True)
+        if self._disk is not None:
+            self._disk.shutdown(wait=True)  # every write asked for is done; a later call starts a new thread
+            self._disk = None
+
+    async def _on_disk(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a spool call on the spool's thread: in order, one at a time, off the event loop."""
+        if self._disk is None:
+            self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._disk, call)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -168,27 +199,30 @@ class Ingest:
                 await self._replay_spool()
         while self._buffer:
             if not final:
-                self._spill_if_behind()
+                await self._spill_if_behind()
                 if not self._buffer:
                     break
             batch = self._buffer[: self.batch_size]
             stored = await self._store_batch(batch) if self.database_ok else False
-            if not stored and not self._spool_batch(batch):
+            if not stored and not await self._spool_batch(batch, final=final):
                 break  # neither took it: keep it in memory, submit() refuses once the buffer is full
             del self._buffer[: len(batch)]
         if self.database_ok and self._spooled_since_replay:
             await self._replay_spool()  # what was spilled while the database lagged (on stop too)
         self.metrics.events_buffered.set(len(self._buffer))
 
-    def _spill_if_behind(self) -> None:
+    async def _spill_if_behind(self) -> None:
         """The head of the buffer has waited longer than two flush intervals (one, plus slack for a busy
         loop's late timer): the database is not keeping up. Make the whole buffer durable on the spool
         now (one fsync) and replay it from there."""
-        if time.monotonic() - self._head_since <= SPILL_AFTER_INTERVALS * self.flush_interval or not self.spool_ok:
+        started = time.monotonic()
+        if started - self._head_since <= SPILL_AFTER_INTERVALS * self.flush_interval or not self.spool_ok:
             return
-        if self._spool_batch(self._buffer):
-            self.metrics.events_spilled.inc(len(self._buffer))
-            self._buffer.clear()
+        waiting = len(self._buffer)
+        if await self._spool_batch(self._buffer[:waiting]):
+            self.metrics.events_spilled.inc(waiting)
+            del self._buffer[:waiting]  # hits that arrived during the fsync stay, and are younger than this
+            self._head_since = started
 
     async def _store_batch(self, batch: list[Event]) -> bool:
         started = time.perf_counter()
@@ -201,19 +235,37 @@ class Ingest:
         self.metrics.events_stored.inc(len(batch))
         return True
 
-    def _spool_batch(self, batch: list[Event]) -> bool:
+    async def _spool_batch(self, batch: list[Event], *, final: bool = False) -> bool:
         try:
-            self.spool.append(batch)
+            await self._on_disk(self.spool.append, batch, beyond_budget=final)
+        except SpoolFull:
+            self._note_spool_full(True)
+            return False
         except OSError as exc:
             if self.spool_ok:
                 log.error("ingest: cannot write the spool (%s); refusing hits once the buffer is full", exc.strerror)
             self.spool_ok = False
             return False
         self.spool_ok = True
+        if not final:  # a final write may go past the budget: that is not room again
+            self._note_spool_full(False)
         self._spooled_since_replay = True
         self.metrics.events_spooled.inc(len(batch))
-        self.metrics.spool_bytes.set(self.spool.size_bytes())
+        self.metrics.spool_bytes.set(await self._on_disk(self.spool.size_bytes))
         return True
+
+    def _note_spool_full(self, full: bool) -> None:
+        """One log line when the spool reaches its budget and one when it has room again, not one per hit."""
+        if full and not self.spool_full:
+            log.error(
+                "ingest: the spool holds its budget (spool_max_bytes=%d); while the database takes no events,"
+                " hits are answered 503",
+                self.spool.max_bytes or 0,
+            )
+        elif self.spool_full and not full:
+            log.info("ingest: the spool has room again; accepting hits")
+        self.spool_full = full
+        self.metrics.spool_full.set(1 if full else 0)
 
     async def _replay_spool(self) -> None:
         """Move spooled events into the database; stop at the first failure and try again later.
@@ -221,15 +273,17 @@ class Ingest:
         Between batches, events that waited too long in memory are spilled to the fresh own file
         (``seal_own`` set the replayed one aside), so a long replay does not widen a crash's loss.
         """
-        if not self.spool.pending():
+        if not await self._on_disk(self.spool.pending):
             return
-        self.spool.seal_own()
+        await self._on_disk(self.spool.seal_own)
         self._spooled_since_replay = False  # what is spilled from here on lands in the fresh file
         replayed = 0
         current = None
-        for batch, spool_file in self.spool.drain_batches(self.batch_size):
+        batches = self.spool.drain_batches(self.batch_size)  # a generator: advanced on the spool thread only
+        while (item := await self._on_disk(next, batches, None)) is not None:
+            batch, spool_file = item
             if current is not None and spool_file is not current:
-                self.spool.done(current)
+                await self._on_disk(self.spool.done, current)
             current = spool_file
             if batch and not await self._store_batch(batch):
                 log.warning("ingest: replay interrupted after %d events; will retry", replayed)
@@ -237,9 +291,12 @@ class Ingest:
                 return
             replayed += len(batch)
             if self._buffer:
-                self._spill_if_behind()
+                await self._spill_if_behind()
         if current is not None:
-            self.spool.done(current)
+            await self._on_disk(self.spool.done, current)
         if replayed:
             log.info("ingest: replayed %d spooled events", replayed)
-        self.metrics.spool_bytes.set(self.spool.size_bytes())
+        size = await self._on_disk(self.spool.size_bytes)
+        self.metrics.spool_bytes.set(size)
+        if self.spool.max_bytes is None or size < self.spool.max_bytes:
+            self._note_spool_full(False)

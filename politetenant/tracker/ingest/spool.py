@@ -5,6 +5,11 @@ whose owner died. Lines are JSON, one event each; a torn last line from a crash 
 replay is idempotent because every event carries a unique id. Before a replay the worker sets its
 file aside (``seal_own``) and appends to a fresh one, so events spooled while the replay runs are
 never truncated with the file being replayed.
+
+The directory has a budget (``max_bytes``, all workers' files together): an append that would go
+beyond it raises ``SpoolFull`` instead of writing, unless it is the last write before the process
+exits (``beyond_budget``), which must never lose what was accepted. Every method here waits on the
+disk; the ingest buffer calls them on a thread of their own, one at a time, never on the event loop.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from pathlib import Path
 from politetenant.tracker.storage.rows import Event
 
 log = logging.getLogger(__name__)
+
+
+class SpoolFull(Exception):
+    """The spool directory holds its budget (``spool_max_bytes``) already: nothing was written."""
 
 
 def encode_event(event: Event) -> bytes:
@@ -65,8 +74,9 @@ class SpoolFile:
 class Spool:
     """This worker's spool plus any orphaned spools it can adopt, all under one directory."""
 
-    def __init__(self, directory: str | os.PathLike[str], worker_tag: str) -> None:
+    def __init__(self, directory: str | os.PathLike[str], worker_tag: str, max_bytes: int | None = None) -> None:
         self.directory = Path(directory)
+        self.max_bytes = max_bytes
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.worker_tag = worker_tag
         self.own = SpoolFile(self.directory / f"spool-{worker_tag}.jsonl")
@@ -83,9 +93,14 @@ class Spool:
         self._adopted[sealed] = self.own
         self.own = SpoolFile(self.directory / f"spool-{self.worker_tag}.jsonl")
 
-    def append(self, events: Sequence[Event]) -> None:
-        """Write and fsync: after this returns, the events survive a crash of this process."""
+    def append(self, events: Sequence[Event], *, beyond_budget: bool = False) -> None:
+        """Write and fsync: after this returns, the events survive a crash of this process.
+
+        Raises SpoolFull, having written nothing, when the directory would grow past ``max_bytes``
+        (unless ``beyond_budget``: the final write on shutdown)."""
         data = b"".join(encode_event(e) for e in events)
+        if not beyond_budget and self.max_bytes is not None and self.size_bytes() + len(data) > self.max_bytes:
+            raise SpoolFull(f"the spool holds its budget of {self.max_bytes} bytes")
         view = memoryview(data)
         while view:
             written = os.write(self.own.fd, view)

@@ -6,6 +6,11 @@ Only hops appended by proxies we trust are believed: starting from the socket pe
 walked right to left while the hop is a trusted proxy, and the first address outside the trusted
 networks is the client. A peer outside the trusted networks means the header is the client's own
 words and is ignored entirely.
+
+A request may carry several X-Forwarded-For lines: HAProxy, for one, adds a line of its own after
+whatever the client sent instead of extending the client's line. Repeated field lines are one list
+(RFC 9110, section 5.3), so every line is read, in order (``forwarded_for``); reading only the first
+would let a client's own line decide where it is.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["NO_PEER", "IPAddress", "Network", "Peer", "client_ip", "parse_address", "parse_cidrs"]
+__all__ = ["NO_PEER", "IPAddress", "Network", "Peer", "client_ip", "forwarded_for", "parse_address", "parse_cidrs"]
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -28,6 +33,12 @@ _IPV4_PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$")
 # "[2001:db8::1]" or "[2001:db8::1]:443".
 _BRACKETED = re.compile(r"^\[([^\]]+)\](?::\d{1,5})?$")
 _MAX_HOP_LENGTH = 64  # longer than any written address (scoped IPv6 included): garbage
+
+
+def forwarded_for(lines: Iterable[str]) -> str | None:
+    """All X-Forwarded-For field lines of a request, in the order received, as the one list they are;
+    None when there is none."""
+    return ", ".join(lines) or None
 
 
 def parse_cidrs(value: str | Iterable[str]) -> tuple[Network, ...]:

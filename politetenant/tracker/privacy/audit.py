@@ -34,6 +34,7 @@ class Action(StrEnum):
     SUBJECT_ERASE = "subject.erase"
     SUBJECT_OBJECT = "subject.object"
     TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
     KEY_ROTATE = "key.rotate"
     RESEAL = "key.reseal"
     PURGE = "purge"

@@ -18,7 +18,7 @@ from aiohttp import web
 from politetenant.tracker.http.errors import NotFound, ServiceUnavailable
 from politetenant.tracker.http.openapi import Operation
 from politetenant.tracker.http.state import STATE, TrackerState
-from politetenant.tracker.judging.client_ip import Peer
+from politetenant.tracker.judging.client_ip import Peer, forwarded_for
 from politetenant.tracker.judging.judge import Verdict
 from politetenant.tracker.public import gif
 from politetenant.tracker.storage.rows import ClickTarget, Event, EventKind
@@ -51,10 +51,14 @@ def request_peer(state: TrackerState, request: web.Request) -> Peer:
     return Peer.of(request.remote, state.trusted_proxies)
 
 
+def request_forwarded_for(request: web.Request) -> str | None:
+    """Every X-Forwarded-For line, not only the first: a proxy may add its own line after the client's."""
+    return forwarded_for(request.headers.getall("X-Forwarded-For", ()))
+
+
 def _judge_request(state: TrackerState, request: web.Request, *, honeypot: bool = False) -> Verdict:
-    headers = request.headers
     peer = request_peer(state, request)
-    return _judge(state, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent"), honeypot=honeypot)
+    return _judge(state, peer, request_forwarded_for(request), request.headers.get("User-Agent"), honeypot=honeypot)
 
 
 def _event(
@@ -80,7 +84,7 @@ def _verify(state: TrackerState, token: str) -> bytes:
 
 def _accept(state: TrackerState, event: Event) -> None:
     if not state.ingest.submit(event):
-        raise ServiceUnavailable("the tracker cannot store events right now", code="ingest_full")
+        raise ServiceUnavailable("the tracker cannot store events right now", code=state.ingest.refusal)
 
 
 # -- the steps, without a request object: aiohttp's handlers and the lean server share them --------
@@ -137,7 +141,7 @@ def record_click(
 async def open_beacon(request: web.Request) -> web.Response:
     state, headers = request.app[STATE], request.headers
     record_open(
-        state, request.match_info["token"], request_peer(state, request), headers.get("X-Forwarded-For"),
+        state, request.match_info["token"], request_peer(state, request), request_forwarded_for(request),
         headers.get("User-Agent"),
     )  # fmt: skip
     return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
@@ -200,7 +204,7 @@ async def click(request: web.Request) -> web.Response:
     headers = request.headers
     peer = request_peer(state, request)
     location = record_click(
-        state, record_id, link_no, target, peer, headers.get("X-Forwarded-For"), headers.get("User-Agent")
+        state, record_id, link_no, target, peer, request_forwarded_for(request), headers.get("User-Agent")
     )
     if location is None:
         return web.Response(body=b"", headers=HONEYPOT_HEADERS)

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from politetenant.crypto import Keyring, provider_from_url
 from politetenant.settings import TrackerSettings
+from politetenant.tracker.http.auth import BootstrapToken
 from politetenant.tracker.http.errors import Handler, error_middleware, redact_server_log
-from politetenant.tracker.http.openapi import Operation, openapi_handler
+from politetenant.tracker.http.openapi import DOCUMENT_OPERATION, Operation, openapi_handler
 from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.ingest.buffer import Ingest
 from politetenant.tracker.ingest.spool import Spool
@@ -22,6 +23,7 @@ from politetenant.tracker.judging.useragent import UserAgentClassifier
 from politetenant.tracker.messages import api_messages
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.privacy import api_audit, api_subjects
+from politetenant.tracker.privacy.api_tokens import import_bootstrap_tokens
 from politetenant.tracker.public import beacons
 from politetenant.tracker.reports import api_reports
 from politetenant.tracker.server import health
@@ -48,6 +50,8 @@ class TrackerConfig:
     worker_tag: str = "0"
     migrate: bool = True
     lean_public_routes: bool = True  # beacons and clicks off the socket (lean_server), not the router
+    ops_port: int | None = None  # /healthz, /readyz, /metrics on a listener of their own, not the main port
+    bootstrap_tokens: tuple[BootstrapToken, ...] = ()  # from --api-tokens-dir: ids and hashes only
 
 
 def _metrics_middleware(metrics: Metrics) -> object:
@@ -61,20 +65,29 @@ def _metrics_middleware(metrics: Metrics) -> object:
     return count
 
 
-def api_operations() -> list[Operation]:
-    """Every route this app serves, for the OpenAPI document (each module lists its own)."""
+def api_operations(*, ops_routes: bool = True) -> list[Operation]:
+    """Every route the main port serves, for the OpenAPI document (each module lists its own); the
+    health and metrics routes only when they are not on an ops port of their own."""
     return [
         *beacons.OPERATIONS,
         *api_messages.OPERATIONS,
         *api_reports.OPERATIONS,
         *api_subjects.OPERATIONS,
         *api_audit.OPERATIONS,
-        *health.OPERATIONS,
+        *(health.OPERATIONS if ops_routes else ()),
+        DOCUMENT_OPERATION,
     ]
 
 
-def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
-    """The aiohttp application of one worker; ``state`` is fully built but not started."""
+def build_app(
+    state: TrackerState,
+    *,
+    migrate: bool = True,
+    ops_routes: bool = True,
+    bootstrap_tokens: tuple[BootstrapToken, ...] = (),
+) -> web.Application:
+    """The aiohttp application of one worker; ``state`` is fully built but not started. Without
+    ``ops_routes`` (an ops port serves them, ``build_ops_app``) /healthz, /readyz and /metrics are 404."""
     redact_server_log()
     app = web.Application(
         middlewares=[_metrics_middleware(state.metrics), error_middleware],  # type: ignore[list-item]
@@ -86,17 +99,21 @@ def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     app.router.add_get("/c/{token}/{link}", beacons.click)
     app.router.add_post("/api/v1/messages", api_messages.register_message)
     api_reports.add_routes(app.router)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
+    if ops_routes:
+        health.add_routes(app.router)
     api_subjects.add_routes(app.router)
     api_audit.add_routes(app.router)
-    app.router.add_get("/api/v1/openapi.json", openapi_handler(api_operations()))
+    app.router.add_get("/api/v1/openapi.json", openapi_handler(api_operations(ops_routes=ops_routes)))
 
     async def prepare_database() -> None:
         await state.store.connect()
         if migrate:
             await state.store.migrate()
+        if bootstrap_tokens:  # here, not before: also when the database only answers after the start
+            try:
+                await import_bootstrap_tokens(state.store, state.keyring, bootstrap_tokens)
+            except Exception as exc:  # never hold up ingest for it; the next start imports them
+                log.error("api tokens: not imported (%s); they are imported at the next start", type(exc).__name__)
 
     async def start(app: web.Application) -> None:
         try:
@@ -120,6 +137,15 @@ def build_app(state: TrackerState, *, migrate: bool = True) -> web.Application:
     return app
 
 
+def build_ops_app(state: TrackerState) -> web.Application:
+    """/healthz, /readyz and /metrics alone, for the ops port: probes and the scraper reach the worker
+    there, and no Ingress routes it. Shares the worker's state; the main app starts and stops it."""
+    app = web.Application(middlewares=[error_middleware])
+    app[STATE] = state
+    health.add_routes(app.router)
+    return app
+
+
 def load_keyring(keys_url: str, tenant_id: str) -> Keyring:
     return Keyring(tenant_id, provider_from_url(keys_url).load())
 
@@ -130,7 +156,7 @@ def build_state(config: TrackerConfig) -> TrackerState:
     store = open_store(config.db)
     keyring = load_keyring(config.keys, settings.tenant_id)
     metrics = Metrics()
-    spool = Spool(settings.spool_dir, f"{config.worker_tag}-{os.getpid()}")
+    spool = Spool(settings.spool_dir, f"{config.worker_tag}-{os.getpid()}", max_bytes=settings.spool_max_bytes)
     ingest = Ingest(
         store,
         spool,

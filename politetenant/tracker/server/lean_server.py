@@ -28,7 +28,7 @@ from aiohttp import web
 
 from politetenant.tracker.http.errors import ERROR_HEADERS, ApiError, error_body
 from politetenant.tracker.http.state import TrackerState
-from politetenant.tracker.judging.client_ip import NO_PEER, Peer
+from politetenant.tracker.judging.client_ip import NO_PEER, Peer, forwarded_for
 from politetenant.tracker.public import gif
 from politetenant.tracker.public.beacons import (
     GIF_HEADERS,
@@ -89,7 +89,8 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
     """Read a request head (everything before the blank line) the lean path can answer, or None.
 
     None is not an error: it means "aiohttp answers this one" (another route, HEAD, a body, a
-    repeated header the two paths could read differently, anything malformed).
+    repeated User-Agent the two paths could read differently, anything malformed). Repeated
+    X-Forwarded-For lines are one list, read in order, as aiohttp's handlers read them.
     """
     lines = head.split(b"\r\n")
     if head.translate(None, _PRINTABLE) != b"\r\n" * (len(lines) - 1):
@@ -109,7 +110,8 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
         return None
     if _TOKEN.fullmatch(token) is None:
         return None
-    user_agent = forwarded_for = connection = None
+    user_agent = connection = None
+    forwarded: list[str] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or _FIELD_NAME.fullmatch(name) is None:
@@ -120,9 +122,7 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
                 return None
             user_agent = value.strip(b" \t").decode("utf-8", "surrogateescape")
         elif key == b"x-forwarded-for":
-            if forwarded_for is not None:
-                return None
-            forwarded_for = value.strip(b" \t").decode("latin-1")
+            forwarded.append(value.strip(b" \t").decode("latin-1"))
         elif key == b"connection":
             connection = value.strip(b" \t").lower()
         elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
@@ -132,7 +132,7 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
         keep_alive = connection != b"close"
     else:
         keep_alive = connection == b"keep-alive"
-    return PublicRequest(token.decode(), link, user_agent, forwarded_for, keep_alive)
+    return PublicRequest(token.decode(), link, user_agent, forwarded_for(forwarded), keep_alive)
 
 
 class _HttpDate:

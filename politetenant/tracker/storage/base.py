@@ -12,6 +12,7 @@ from typing import Any
 
 from politetenant.tracker.storage.rows import (
     ApiTokenRow,
+    BootstrapImport,
     ClickTarget,
     Event,
     EventTally,
@@ -64,9 +65,30 @@ UNIQUE_HUMAN_OPENS = (
 )
 INSERT_API_TOKEN = "INSERT INTO api_tokens (id, role, secret_hash, created_at) VALUES ($1, $2, $3, $4)"
 SELECT_API_TOKEN = "SELECT id, role, secret_hash, created_at FROM api_tokens WHERE id = $1 AND revoked_at IS NULL"
+# Bootstrap tokens (the operator's Secret): at most one in force per role, replaced when the Secret is.
+SELECT_TOKEN_FOR_IMPORT = "SELECT role, secret_hash, revoked_at, bootstrap_role FROM api_tokens WHERE id = $1"
+SELECT_BOOTSTRAP_IN_FORCE = "SELECT id FROM api_tokens WHERE bootstrap_role = $1 AND revoked_at IS NULL ORDER BY id"
+REVOKE_BOOTSTRAP_IN_FORCE = "UPDATE api_tokens SET revoked_at = $2 WHERE bootstrap_role = $1 AND revoked_at IS NULL"
+INSERT_BOOTSTRAP_TOKEN = (
+    "INSERT INTO api_tokens (id, role, secret_hash, created_at, bootstrap_role) VALUES ($1, $2, $3, $4, $2)"
+)
 INSERT_OBJECTION = (
     "INSERT INTO objections (subject_index, created_at) VALUES ($1, $2) ON CONFLICT (subject_index) DO NOTHING"
 )
+
+
+def bootstrap_outcome(existing: Sequence[Any] | None, row: ApiTokenRow) -> str | None:
+    """What importing ``row`` means, given the stored row of the same id (SELECT_TOKEN_FOR_IMPORT):
+    None to store it, replacing the role's token in force; else the outcome, with nothing written.
+
+    A token that was revoked stays revoked (a pod with a stale copy of a rotated Secret must not bring
+    it back); an id stored for another role or secret is a conflict, never overwritten."""
+    if existing is None:
+        return None
+    role, secret_hash, revoked_at, bootstrap_role = existing
+    if role != row.role or bytes(secret_hash) != row.secret_hash or bootstrap_role != row.role:
+        return "conflict"
+    return "revoked" if revoked_at is not None else "unchanged"
 
 
 def tally_from_rows(rows: Sequence[tuple[int, int, int, int]], unique_opens: int) -> EventTally:
@@ -141,6 +163,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_api_token(self, token_id: str) -> ApiTokenRow | None: ...
+
+    @abc.abstractmethod
+    async def import_bootstrap_token(self, row: ApiTokenRow) -> BootstrapImport:
+        """Store ``row`` as the bootstrap token of its role and revoke the role's previous one (at
+        ``row.created_at``), atomically and serialised with other importers (replicas and workers
+        start together); see ``bootstrap_outcome`` for when nothing is written."""
 
     @abc.abstractmethod
     async def count_rows(self, table: str) -> int:

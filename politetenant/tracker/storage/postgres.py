@@ -12,6 +12,7 @@ from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.rows import (
     EVENT_COLUMNS,
     ApiTokenRow,
+    BootstrapImport,
     ClickTarget,
     Event,
     EventTally,
@@ -180,6 +181,22 @@ class PostgresStore(Store):
     async def get_api_token(self, token_id: str) -> ApiTokenRow | None:
         row = await self._call("fetchrow", base.SELECT_API_TOKEN, token_id)
         return None if row is None else ApiTokenRow(row[0], row[1], bytes(row[2]), row[3])
+
+    async def import_bootstrap_token(self, row: ApiTokenRow) -> BootstrapImport:
+        try:
+            async with self._pool_or_fail().acquire() as conn, conn.transaction():
+                # Other importers (replicas, workers) wait here; readers (token checks) do not.
+                await conn.execute("LOCK TABLE api_tokens IN SHARE ROW EXCLUSIVE MODE")
+                existing = await conn.fetchrow(base.SELECT_TOKEN_FOR_IMPORT, row.id)
+                outcome = base.bootstrap_outcome(None if existing is None else tuple(existing), row)
+                if outcome is not None:
+                    return BootstrapImport(outcome)
+                revoked = tuple(r[0] for r in await conn.fetch(base.SELECT_BOOTSTRAP_IN_FORCE, row.role))
+                await conn.execute(base.REVOKE_BOOTSTRAP_IN_FORCE, row.role, row.created_at)
+                await conn.execute(base.INSERT_BOOTSTRAP_TOKEN, row.id, row.role, row.secret_hash, row.created_at)
+                return BootstrapImport("imported", revoked)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def count_rows(self, table: str) -> int:
         if table not in base.TABLES:

@@ -92,6 +92,15 @@ class ApiTokenRow:
 
 
 @dataclass(frozen=True, slots=True)
+class BootstrapImport:
+    """What importing a role's bootstrap token did: stored it (revoking the role's previous one), or
+    nothing, because it is in force already or was revoked (a stale copy of a rotated Secret)."""
+
+    outcome: str  # "imported" | "unchanged" | "revoked" | "conflict"
+    revoked_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EventTally:
     """Counts for one message: human and suspected-bot interactions, kept apart."""
 

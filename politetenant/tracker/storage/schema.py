@@ -121,6 +121,18 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        3,
+        "bootstrap API tokens imported from the operator's Secret: at most one in force per role",
+        [
+            "ALTER TABLE api_tokens ADD COLUMN bootstrap_role TEXT",
+            """CREATE UNIQUE INDEX api_tokens_one_bootstrap_per_role ON api_tokens (bootstrap_role)
+                WHERE bootstrap_role IS NOT NULL AND revoked_at IS NULL""",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -19,6 +19,7 @@ from politetenant.tracker.storage import base
 from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.rows import (
     ApiTokenRow,
+    BootstrapImport,
     ClickTarget,
     Event,
     EventTally,
@@ -194,6 +195,26 @@ class SqliteStore(Store):
     async def get_api_token(self, token_id: str) -> ApiTokenRow | None:
         row = await self._run(lambda conn: conn.execute(_q(base.SELECT_API_TOKEN), (token_id,)).fetchone())
         return None if row is None else ApiTokenRow(row[0], row[1], bytes(row[2]), row[3])
+
+    async def import_bootstrap_token(self, row: ApiTokenRow) -> BootstrapImport:
+        def run(conn: sqlite3.Connection) -> BootstrapImport:
+            conn.execute("BEGIN IMMEDIATE")  # the database write lock: other importers wait
+            try:
+                existing = conn.execute(_q(base.SELECT_TOKEN_FOR_IMPORT), (row.id,)).fetchone()
+                outcome = base.bootstrap_outcome(existing, row)
+                revoked: tuple[str, ...] = ()
+                if outcome is None:
+                    outcome = "imported"
+                    revoked = tuple(r[0] for r in conn.execute(_q(base.SELECT_BOOTSTRAP_IN_FORCE), (row.role,)))
+                    conn.execute(_q(base.REVOKE_BOOTSTRAP_IN_FORCE), (row.role, row.created_at))
+                    conn.execute(_q(base.INSERT_BOOTSTRAP_TOKEN), (row.id, row.role, row.secret_hash, row.created_at))
+                conn.execute("COMMIT")
+                return BootstrapImport(outcome, revoked)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self._run(run)
 
     async def count_rows(self, table: str) -> int:
         if table not in base.TABLES:
