@@ -26,8 +26,10 @@ USER 10001:10001
 FROM runtime-base AS tracker
 # Data, keys and the spool live on mounted volumes; the settings come from the operator's ConfigMap.
 ENV POLITE_HOST=0.0.0.0 POLITE_PORT=8080 POLITE_SETTINGS=/etc/polite/settings.yaml
-EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+# 8080: public routes and the API; 9090: /healthz, /readyz, /metrics when serve runs with --ops-port
+# (POLITE_OPS_PORT), as the operator renders it.
+EXPOSE 8080 9090
+HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('POLITE_OPS_PORT') or os.environ.get('POLITE_PORT') or '8080'), timeout=2)"]
 ENTRYPOINT ["polite-tracker"]
 CMD ["serve"]
 

@@ -1,8 +1,8 @@
 """The operator at scale, against the Kubernetes API emulator the end-to-end tests use.
 
 Applies ``--tenants`` PoliteTenants (500 by default) to a fresh emulator with the real operator
-(``polite-operator run --standalone --all-namespaces``) as a subprocess, stands in for the Deployment
-and StatefulSet controllers the emulator lacks (``roll_out`` of the end-to-end tests), and measures:
+(``polite-operator run --standalone --all-namespaces``) as a subprocess, stands in for the StatefulSet
+controllers the emulator lacks (``roll_out`` of the end-to-end tests), and measures:
 
 - the seconds until every tenant is Ready, and each tenant's time from its creation to Ready;
 - the operator's requests until then, by verb (the emulator counts them by User-Agent);
@@ -10,7 +10,7 @@ and StatefulSet controllers the emulator lacks (``roll_out`` of the end-to-end t
   bring it up, one create per object ``render_tenant`` gives, per owned Secret and for the master key
   Secret, plus one status patch; requests and writes per tenant are printed as ratios to it;
 - a full resync of the unchanged tenants (every tenant's drift timer fired once, checked by its
-  Deployment read): its requests and writes, whose goal is zero;
+  tracker StatefulSet read): its requests and writes, whose goal is zero;
 - the CPU seconds the operator, and this process (the emulator's thread and the bench's), spent
   until all were Ready: which of them limits the time to Ready.
 
@@ -51,7 +51,7 @@ from tests.fakes.kube_emulator import RequestRecord
 from tests.fakes.kube_server import running_kube_api
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TRACKER_READ = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/tracker$")
+TRACKER_READ = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/statefulsets/tracker$")
 # How often the bench looks at the API: each look lists every tenant, and the emulator shares this
 # process (and its GIL) with the bench, so looking more often slows what is measured.
 SWEEP_SECONDS = 0.5

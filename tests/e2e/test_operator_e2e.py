@@ -8,8 +8,8 @@ legal hold and both deletion policies, ``/healthz``, ``/metrics`` and the ``kube
 Where the API is:
 
 - by default, the Kubernetes API emulator (``tests/fakes``), with the PoliteTenant CRD loaded. It has
-  no Deployment, StatefulSet or CloudNativePG controller, so the tests do what those would (report
-  replicas ready, ``roll_out``) to let a tenant reach Ready. It counts requests by verb, path and
+  no StatefulSet or CloudNativePG controller, so the tests do what those would (report replicas
+  ready, ``roll_out``) to let a tenant reach Ready. It counts requests by verb, path and
   User-Agent, so the tests also measure what one tenant costs and that a resync of unchanged tenants
   writes nothing. The main operator runs standalone; a second emulator, with CloudNativePG's CRD,
   runs its operator in the chart's ClusterKopfPeering, as deployed replicas do.
@@ -98,7 +98,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "Cluster": ("postgresql.cnpg.io/v1", "clusters"),
 }
 # The Secrets reconcile creates with generated values (render names them, never fills them).
-OWNED_SECRETS = {"tracker-keys", "tracker-api-tokens", "postgres-credentials"}
+DATABASE_LOGINS = {"postgres-credentials", "postgres-owner-credentials", "postgres-app-credentials"}
+OWNED_SECRETS = {"tracker-keys", "tracker-api-tokens", *DATABASE_LOGINS}
 EVERY_PART_READY = {
     "Ready": "Ready",
     "NamespaceReady": "NamespaceActive",
@@ -369,12 +370,12 @@ def http_get(url: str) -> tuple[int, str]:
 
 # -- standing in for the controllers the emulator lacks -----------------------------------------------
 
-WORKLOADS = (("Deployment", "tracker"), ("StatefulSet", "postgres"), ("Cluster", "postgres"))
+WORKLOADS = (("StatefulSet", "tracker"), ("StatefulSet", "postgres"), ("Cluster", "postgres"))
 
 
 def roll_out(cluster: Cluster, namespace: str, workloads: tuple[tuple[str, str], ...] = WORKLOADS) -> None:
-    """Report the tenant's workloads rolled out, as the Deployment and StatefulSet controllers and
-    CloudNativePG would: every replica of the newest generation ready. A real cluster does it itself."""
+    """Report the tenant's workloads rolled out, as the StatefulSet controller and CloudNativePG
+    would: every replica of the newest generation ready. A real cluster does it itself."""
     if not cluster.emulated:
         return
     for kind, name in workloads:
@@ -494,19 +495,20 @@ def test_tenant_reaches_ready_with_the_children_render_prints(
         kind, meta = obj["kind"], obj["metadata"]
         live = cluster.get(path(kind, meta["name"], meta.get("namespace")))
         assert live is not None, f"{kind} {meta['name']} was rendered but not created"
-        if kind == "Deployment":
+        if (kind, meta["name"]) == ("StatefulSet", "tracker"):
             # The operator stamps the key version on the tracker's pods (a rotation rolls them) and
-            # hashes the Deployment again: render plus that stamp, nothing else.
+            # hashes the StatefulSet again: render plus that stamp, nothing else.
             template_meta = obj["spec"]["template"].setdefault("metadata", {})
             template_meta.setdefault("annotations", {})[VERSION_ANNOTATION] = str(keys_version)
             meta["annotations"]["polite.io/spec-hash"] = spec_hash(obj)
         wanted = meta["annotations"]["polite.io/spec-hash"]
         assert live["metadata"]["annotations"]["polite.io/spec-hash"] == wanted, f"{kind} {meta['name']}"
     rendered_children = {(o["kind"], o["metadata"]["name"]) for o in rendered if o["kind"] != "Namespace"}
-    owned = OWNED_SECRETS - ({"postgres-credentials"} if cnpg else set())  # CloudNativePG makes its own
+    owned = OWNED_SECRETS - (DATABASE_LOGINS if cnpg else set())  # CloudNativePG makes its own
     assert children(cluster, acme.name) == rendered_children | {("Secret", s) for s in owned}
-    kinds = {o["kind"] for o in rendered}
-    assert ("Cluster" in kinds) == cnpg and ("StatefulSet" in kinds) != cnpg
+    workloads = {(o["kind"], o["metadata"]["name"]) for o in rendered} & {("Cluster", "postgres"), *WORKLOADS}
+    expected = {("StatefulSet", "tracker"), ("Cluster", "postgres") if cnpg else ("StatefulSet", "postgres")}
+    assert workloads == expected
 
 
 def test_status_reports_every_part(cluster: Cluster, operator: Operator, acme: ReadyTenant) -> None:
@@ -559,12 +561,20 @@ def test_owned_secrets_hold_generated_values_that_never_show(
     assert all(re.fullmatch(r"ptk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", secret_text(tokens, k)) for k in tokens["data"])
     assert len({secret_text(tokens, k) for k in tokens["data"]}) == 3
     if not cluster.has_crd(CNPG_CRD):
-        database = cluster.get(path("Secret", "postgres-credentials", namespace))
-        assert set(database["data"]) == {"username", "password", "dbname", "host", "port", "uri"}
-        password = secret_text(database, "password")
-        assert secret_text(database, "uri") == (
-            f"postgresql://polite:{password}@postgres.{namespace}.svc.cluster.local:5432/polite"
-        )
+        passwords = set()
+        for secret, role in (
+            ("postgres-credentials", "polite"),
+            ("postgres-owner-credentials", "polite_owner"),
+            ("postgres-app-credentials", "polite_app"),
+        ):
+            database = cluster.get(path("Secret", secret, namespace))
+            assert set(database["data"]) == {"username", "password", "dbname", "host", "port", "uri"}
+            password = secret_text(database, "password")
+            assert secret_text(database, "uri") == (
+                f"postgresql://{role}:{password}@postgres.{namespace}.svc.cluster.local:5432/polite"
+            )
+            passwords.add(password)
+        assert len(passwords) == 3
     keys = json.loads(secret_text(cluster.get(path("Secret", "tracker-keys", namespace)), "keys.json"))
     assert keys["versions"], "the tracker's key file holds no version"
     master = cluster.get(path("Secret", f"polite-{acme.name}-keys", OPERATOR_NAMESPACE))
@@ -593,11 +603,11 @@ def test_requests_to_bring_one_tenant_to_ready(acme: ReadyTenant) -> None:
     verbs = by_verb(acme.requests)
     writes = writes_by_resource(acme.requests)
     print(f"\none tenant to Ready: {len(acme.requests)} requests by verb {verbs}; writes {writes}")
-    # 15 children, 3 owned Secrets and the master key Secret are each created once; the rest are a
+    # 17 children, 5 owned Secrets and the master key Secret are each created once; the rest are a
     # few Events, kopf's finalizer and last-handled annotation, and status patches as parts turn ready.
     assert writes.get("create namespaces") == 1
-    assert sum(n for w, n in writes.items() if w.startswith("create ") and "events" not in w) == 15 + 3 + 1
-    assert sum(writes.values()) <= 40, writes
+    assert sum(n for w, n in writes.items() if w.startswith("create ") and "events" not in w) == 17 + 5 + 1
+    assert sum(writes.values()) <= 45, writes
     assert len(acme.requests) <= 250, verbs
 
 
@@ -608,7 +618,7 @@ def test_resync_of_unchanged_tenants_writes_nothing(cluster: Cluster, operator: 
     mark = cluster.mark()
     time.sleep(RESYNCS * RESYNC + 0.5)
     seen = cluster.operator_requests(mark)
-    reads = [r for r in seen if r.verb == "get" and f"/namespaces/{acme.namespace}/deployments/tracker" in r.path]
+    reads = [r for r in seen if r.verb == "get" and f"/namespaces/{acme.namespace}/statefulsets/tracker" in r.path]
     print(
         f"\n{RESYNCS} resyncs of {tenants} unchanged tenant(s): {len(seen)} requests by verb {by_verb(seen)}, "
         f"{len([r for r in seen if r.write])} writes"
@@ -625,7 +635,7 @@ def settings_of(cluster: Cluster, namespace: str) -> dict[str, Any]:
     return dict(yaml.safe_load((configmap.get("data") or {}).get("settings.yaml") or "{}") or {})
 
 
-def test_spec_change_reaches_the_deployment_and_the_settings(
+def test_spec_change_reaches_the_tracker_and_the_settings(
     cluster: Cluster, operator: Operator, acme: ReadyTenant
 ) -> None:
     before = wait_ready(cluster, operator, acme.name)
@@ -638,15 +648,15 @@ def test_spec_change_reaches_the_deployment_and_the_settings(
     assert generation == before["metadata"]["generation"] + 1
 
     def followed() -> bool:
-        deployment = cluster.get(path("Deployment", "tracker", acme.namespace)) or {}
+        tracker = cluster.get(path("StatefulSet", "tracker", acme.namespace)) or {}
         observed = ((cluster.tenant(acme.name) or {}).get("status") or {}).get("observedGeneration")
         return (
-            deployment.get("spec", {}).get("replicas") == replicas
+            tracker.get("spec", {}).get("replicas") == replicas
             and settings_of(cluster, acme.namespace).get("min_segment_size") == segment
             and observed == generation
         )
 
-    operator.wait_for(followed, "the Deployment, the settings and observedGeneration to follow the spec")
+    operator.wait_for(followed, "the StatefulSet, the settings and observedGeneration to follow the spec")
     assert "ObjectUpdated" in cluster.reasons(acme.name, acme.uid)
     after = wait_ready(cluster, operator, acme.name)
     assert all(c["observedGeneration"] == generation for c in after["status"]["conditions"])
@@ -657,37 +667,78 @@ def test_children_deleted_or_edited_by_hand_are_restored(
 ) -> None:
     wait_ready(cluster, operator, acme.name)
     namespace = acme.namespace
-    deployment = cluster.get(path("Deployment", "tracker", namespace))
+    tracker = cluster.get(path("StatefulSet", "tracker", namespace))
     configmap = cluster.get(path("ConfigMap", "tracker-settings", namespace))
     restored_before = cluster.reasons(acme.name, acme.uid).count("ObjectRestored")
-    cluster.write("DELETE", path("Deployment", "tracker", namespace))
+    cluster.write("DELETE", path("StatefulSet", "tracker", namespace))
     tampered = "tenant_id: someone-else\nmin_segment_size: 1\n"
     cluster.write("PATCH", path("ConfigMap", "tracker-settings", namespace), {"data": {"settings.yaml": tampered}})
 
     def restored() -> bool:
-        again = cluster.get(path("Deployment", "tracker", namespace))
+        again = cluster.get(path("StatefulSet", "tracker", namespace))
         settings = cluster.get(path("ConfigMap", "tracker-settings", namespace)) or {}
         return (
             again is not None
-            and again["metadata"]["uid"] != deployment["metadata"]["uid"]
+            and again["metadata"]["uid"] != tracker["metadata"]["uid"]
             and settings.get("data") == configmap["data"]
         )
 
-    operator.wait_for(restored, "the Deployment re-created and the ConfigMap restored", timeout=WAIT + 3 * RESYNC)
+    operator.wait_for(restored, "the StatefulSet re-created and the ConfigMap restored", timeout=WAIT + 3 * RESYNC)
 
     def told() -> list[str]:  # the Events follow the writes they tell of
         messages = [e["message"] for e in cluster.events(acme.name, acme.uid) if e["reason"] == "ObjectRestored"]
         return messages if len(messages) - restored_before >= 2 else []
 
     messages = operator.wait_for(told, "an ObjectRestored Event for each object", timeout=5.0)
-    assert any(f"Deployment {namespace}/tracker" in m for m in messages), messages
+    assert any(f"StatefulSet {namespace}/tracker" in m for m in messages), messages
     assert any(f"ConfigMap {namespace}/tracker-settings" in m for m in messages), messages
     wait_ready(cluster, operator, acme.name)
 
 
+def legacy_tracker(name: str) -> dict[str, Any]:
+    """The tracker Deployment operator versions before the StatefulSet made (its spool on an emptyDir)."""
+    selector = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "tracker"}
+    pod = {
+        "metadata": {"labels": selector},
+        "spec": {
+            "containers": [{"name": "tracker", "image": "politetenant/polite-tracker:0.1.0", "args": ["serve"]}],
+            "volumes": [{"name": "spool", "emptyDir": {"sizeLimit": "1Gi"}}],
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "tracker", "labels": {**selector, "polite.io/tenant": name}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": selector}, "template": pod},
+    }
+
+
+@emulator_only
+def test_the_tracker_deployment_of_an_earlier_version_serves_until_the_statefulset_does(
+    cluster: Cluster, operator: Operator
+) -> None:
+    name = unique("upgrade")
+    namespace = f"polite-{name}"
+    uid = cluster.create_tenant(name)["metadata"]["uid"]
+    provisioned(cluster, operator, name)
+    deployment = path("Deployment", "tracker", namespace)
+    cluster.write(
+        "POST", path("Deployment", namespace=namespace), legacy_tracker(name), content_type="application/json"
+    )
+    time.sleep(2 * RESYNC + 0.5)  # resyncs and rollout re-checks, while no StatefulSet pod serves yet
+    assert cluster.get(deployment) is not None, "the old tracker was removed before a new one served"
+
+    roll_out(cluster, namespace)
+
+    operator.wait_for(lambda: cluster.get(deployment) is None, "the old tracker Deployment to go")
+    told = [e["message"] for e in cluster.events(name, uid) if e["reason"] == "ObjectUpdated"]
+    assert any(f"removed Deployment {namespace}/tracker" in message for message in told), told
+    wait_ready(cluster, operator, name)
+
+
 def pod_keys_version(cluster: Cluster, namespace: str) -> str | None:
-    deployment = cluster.get(path("Deployment", "tracker", namespace)) or {}
-    template = (deployment.get("spec") or {}).get("template") or {}
+    tracker = cluster.get(path("StatefulSet", "tracker", namespace)) or {}
+    template = (tracker.get("spec") or {}).get("template") or {}
     return ((template.get("metadata") or {}).get("annotations") or {}).get(VERSION_ANNOTATION)
 
 
@@ -794,7 +845,7 @@ def test_cnpg_engine_without_its_crd_is_a_condition_not_a_crash(cluster: Cluster
     assert database()["status"] == "False" and "CloudNativePG" in database()["message"]
     assert tenant["status"]["phase"] == "Failed"
     namespace = f"polite-{name}"
-    assert cluster.get(path("Deployment", "tracker", namespace)) is not None  # everything else is there
+    assert cluster.get(path("StatefulSet", "tracker", namespace)) is not None  # everything else is there
     assert cluster.get(path("StatefulSet", "postgres", namespace)) is None  # no engine it was not asked for
     mark = cluster.mark() if cluster.emulated else 0
     time.sleep(2 * RESYNC + 0.5)

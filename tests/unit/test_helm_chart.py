@@ -41,6 +41,9 @@ CUSTOM_CONFIG: dict[str, Any] = {
     "ingress_class": "nginx",
     "images": {"tracker": "registry.example/polite/tracker:0.1.0"},
     "vault": {"address": "https://vault.example:8200", "cidrs": ["10.20.0.0/16"]},
+    "trusted_proxies": ["10.244.0.0/16"],
+    "geoip": {"volume": {"persistentVolumeClaim": {"claimName": "geoip", "readOnly": True}}},
+    "api_source_range_annotation": "nginx.ingress.kubernetes.io/allowlist-source-range",
 }
 CUSTOM_VALUES: dict[str, Any] = {
     "image": {
@@ -97,7 +100,8 @@ EXPECTED_RBAC: dict[tuple[str, str], frozenset[str]] = {
     ("", "resourcequotas"): CHILD,
     # Created by the StatefulSet controller and kept on deletion; the operator only reads them.
     ("", "persistentvolumeclaims"): frozenset({"get", "list", "watch"}),
-    ("apps", "deployments"): CHILD,
+    # Trackers of earlier versions were Deployments: read, and deleted once the StatefulSet serves.
+    ("apps", "deployments"): frozenset({"get", "delete"}),
     ("apps", "statefulsets"): CHILD,
     ("batch", "cronjobs"): CHILD,
     ("networking.k8s.io", "ingresses"): CHILD,
@@ -347,6 +351,8 @@ def test_values_schema_refuses_an_unknown_key(setting: str, named: str) -> None:
         ("--set", "image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("--set", "operator.config.served_regions={eu-paris}", "/operator/config/served_regions/0"),
         ("--set", "operator.config.external_db_port=70000", "/operator/config/external_db_port"),
+        ("--set", "operator.config.geoip.file=../GeoLite2-City.mmdb", "/operator/config/geoip"),
+        ("--set", "operator.config.trusted_proxies=10.0.0.0/8", "/operator/config/trusted_proxies"),
         ("--set", "tolerations=none", "/tolerations"),
     ],
 )
@@ -376,6 +382,9 @@ FREE_FORM = {
     "/affinity/nodeAffinity",
     "/affinity/podAffinity",
     "/affinity/podAntiAffinity",
+    # A Kubernetes volume source, verbatim: its fields are Kubernetes' (the operator checks there is
+    # exactly one source, of a kind Pod Security restricted admits; the API server checks the rest).
+    "/operator/config/geoip/anyOf/0/volume/additionalProperties",
 }
 
 
@@ -571,6 +580,8 @@ def test_operator_reads_the_chart_configuration(
     custom = operator_config(only(custom_objects, "ConfigMap"), tmp_path)
     assert custom == OperatorConfig.model_validate({**CUSTOM_CONFIG, "namespace": NAMESPACE})
     assert custom.served_regions == ("eu-ireland", "eu-germany")
+    assert custom.trusted_proxies == ["10.244.0.0/16"]
+    assert custom.geoip is not None and custom.geoip.file == "GeoLite2-City.mmdb"
 
 
 def test_configuration_file_is_mounted_where_the_operator_looks(custom_objects: list[dict[str, Any]]) -> None:

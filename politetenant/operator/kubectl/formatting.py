@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from politetenant.operator.model.names import ROTATE_ANNOTATION, vault_name
-from politetenant.operator.model.tenant import CONDITION_TYPES, DNS_LABEL_PATTERN, MAX_NAME_LENGTH
+from politetenant.operator.model.patterns import DNS_LABEL_PATTERN
+from politetenant.operator.model.tenant import MAX_NAME_LENGTH
+from politetenant.operator.model.tenant_status import CONDITION_TYPES
 
 # Markers GitOps controllers put on what they manage: a kubectl change to spec is reverted by the
 # next sync unless it is made in git too.

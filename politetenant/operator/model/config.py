@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from politetenant.crypto.vault import DEFAULT_TIMEOUT, KUBERNETES_SA_TOKEN
-from politetenant.operator.model.tenant import DNS_LABEL_PATTERN, Quantity, ResourceAmounts, Resources
+from politetenant.operator.model.patterns import DNS_LABEL_PATTERN
+from politetenant.operator.model.tenant import ResourceAmounts, Resources
 from politetenant.regions import Cloud, RegionName
 
 ENV_PREFIX = "POLITE_OPERATOR_"
@@ -109,6 +110,41 @@ class VaultConfig(_Config):
         return self
 
 
+# Volume sources Pod Security "restricted" admits (image: Kubernetes 1.33 and later); tenant namespaces
+# enforce it, so any other source would leave the tracker pods uncreated.
+GEOIP_VOLUME_SOURCES = (
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image", "persistentVolumeClaim", "projected",
+    "secret",
+)  # fmt: skip
+GEOIP_FILE_PATTERN = r"^[A-Za-z0-9_][-.A-Za-z0-9_]*(/[A-Za-z0-9_][-.A-Za-z0-9_]*)*$"
+
+
+class GeoipConfig(_Config):
+    """A MaxMind-format City database for every tenant's tracker, from any volume the cluster has."""
+
+    volume: dict[str, dict[str, Any]] = Field(
+        description="A Kubernetes volume source, verbatim and without a name, e.g. "
+        "{persistentVolumeClaim: {claimName: geoip, readOnly: true}}; mounted read-only."
+    )
+    file: str = Field(
+        "GeoLite2-City.mmdb", max_length=253, pattern=GEOIP_FILE_PATTERN, description="The database, inside the volume."
+    )
+
+    @field_validator("volume")
+    @classmethod
+    def _one_admitted_source(cls, volume: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if len(volume) != 1:
+            found = ", ".join(sorted(volume)) or "none"
+            raise ValueError(f"needs exactly one volume source (found: {found})")
+        (source,) = volume
+        if source not in GEOIP_VOLUME_SOURCES:
+            raise ValueError(
+                f"{source} is not a volume source Pod Security restricted admits in tenant namespaces; "
+                f"use one of {', '.join(GEOIP_VOLUME_SOURCES)}"
+            )
+        return volume
+
+
 class DnsConfig(_Config):
     namespace: str = Field("kube-system", pattern=DNS_LABEL_PATTERN)
     pod_labels: LabelMap = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
@@ -139,7 +175,19 @@ class OperatorConfig(_Config):
     metrics_namespace_selector: LabelMap | None = Field(
         None, description="Labels of the namespace that scrapes /metrics; unset: no extra allowance."
     )
-    trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed.")
+    api_source_range_annotation: str = Field(
+        "nginx.ingress.kubernetes.io/whitelist-source-range",
+        min_length=1,
+        max_length=317,
+        description="Ingress annotation the ingress controller reads allowed client networks from (API hosts).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of the ingress controller's pods: X-Forwarded-For is believed from them only.",
+    )
+    geoip: GeoipConfig | None = Field(
+        None, description="GeoIP City database mounted into every tracker; unset: places are unknown."
+    )
     cert_manager_issuer: IssuerConfig | None = Field(None, description="Issuer for hosts whose tenant names no TLS.")
     vault: VaultConfig = Field(default_factory=VaultConfig)
     external_db_cidrs: list[str] = Field(
@@ -162,7 +210,6 @@ class OperatorConfig(_Config):
             requests=ResourceAmounts(cpu="50m", memory="128Mi"), limits=ResourceAmounts(cpu="500m", memory="256Mi")
         )
     )
-    spool_size_limit: Quantity = Field("1Gi", description="sizeLimit of each tracker pod's spool emptyDir.")
 
     _cidrs = field_validator("trusted_proxies", "external_db_cidrs", "api_server_cidrs")(_check_cidrs)
 

@@ -27,8 +27,8 @@ from politetenant.operator.model.tenant import (
     VERSION,
     ObjectMeta,
     PoliteTenantSpec,
-    PoliteTenantStatus,
 )
+from politetenant.operator.model.tenant_status import PoliteTenantStatus
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_PATH = f"crds/{CRD_NAME}.yaml"

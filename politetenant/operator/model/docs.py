@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from politetenant.operator.model import tenant as model
+from politetenant.operator.model import patterns, tenant_status
 from politetenant.operator.model.crd import openapi_schema
 
 START_MARKER = "<!-- field-reference:start -->"
@@ -25,18 +25,20 @@ SOURCE = "politetenant/operator/model/tenant.py"
 
 # What each pattern of the model means, for people who do not read regular expressions.
 PATTERN_WORDS = {
-    model.QUANTITY_PATTERN: "A Kubernetes quantity: an integer or a string such as `250m`, `1.5`, `512Mi`, `10Gi`.",
-    model.DNS_LABEL_PATTERN: "A DNS label: lower-case letters, digits and `-`, starting and ending with a letter "
+    patterns.QUANTITY_PATTERN: "A Kubernetes quantity: an integer or a string such as `250m`, `1.5`, `512Mi`, `10Gi`.",
+    patterns.DNS_LABEL_PATTERN: "A DNS label: lower-case letters, digits and `-`, starting and ending with a letter "
     "or digit.",
-    model.DNS_SUBDOMAIN_PATTERN: "A Kubernetes object name: DNS labels joined by `.`.",
-    model.HOSTNAME_PATTERN: "A lower-case DNS host name with at least one dot, e.g. `track.example.com`; no wildcards.",
-    model.SECRET_KEY_PATTERN: "Letters, digits, `-`, `_` and `.`.",
-    model.HTTP_URL_PATTERN: "An `http://` or `https://` URL.",
-    model.CRON_PATTERN: "Five numeric cron fields (minute, hour, day of month, month, day of week), each `*`, a "
+    patterns.DNS_SUBDOMAIN_PATTERN: "A Kubernetes object name: DNS labels joined by `.`.",
+    patterns.HOSTNAME_PATTERN: "A lower-case DNS host name with at least one dot, e.g. `track.example.com`; "
+    "no wildcards.",
+    patterns.SECRET_KEY_PATTERN: "Letters, digits, `-`, `_` and `.`.",
+    patterns.HTTP_URL_PATTERN: "An `http://` or `https://` URL.",
+    patterns.CRON_PATTERN: "Five numeric cron fields (minute, hour, day of month, month, day of week), each `*`, a "
     "value, a range `a-b`, a step `/n` or a list `a,b`, within the fields' ranges; or one of `@hourly`, `@daily`, "
     "`@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`.",
-    model.CONDITION_TYPE_PATTERN: "A CamelCase word.",
-    model.CONDITION_REASON_PATTERN: "A CamelCase word (letters, digits, `_`, `,` and `:` allowed).",
+    tenant_status.CONDITION_TYPE_PATTERN: "A CamelCase word.",
+    tenant_status.CONDITION_REASON_PATTERN: "A CamelCase word (letters, digits, `_`, `,` and `:` allowed).",
+    patterns.CIDR_PATTERN: "An IPv4 or IPv6 network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.",
 }
 
 
@@ -46,7 +48,7 @@ def _code(text: str) -> str:
 
 def _type_name(schema: dict[str, Any]) -> str:
     if schema.get("x-kubernetes-int-or-string"):
-        return "quantity" if schema.get("pattern") == model.QUANTITY_PATTERN else "integer or string"
+        return "quantity" if schema.get("pattern") == patterns.QUANTITY_PATTERN else "integer or string"
     if schema.get("type") == "array":
         return f"list of {_type_name(schema['items'])}"
     return str(schema.get("type", "any"))

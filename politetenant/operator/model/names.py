@@ -7,24 +7,36 @@ from typing import Literal
 Component = Literal["tenant", "tracker", "database", "retention"]
 
 # Objects in the tenant namespace.
-TRACKER = "tracker"  # ServiceAccount, Deployment, Service, PodDisruptionBudget, Ingress
+TRACKER = "tracker"  # ServiceAccount, StatefulSet, Service, PodDisruptionBudget, Ingress (public host)
+TRACKER_API = "tracker-api"  # Ingress of the API host
+TRACKER_OPS = "tracker-ops"  # headless Service of the ops port, the StatefulSet's governing Service
+SPOOL_VOLUME = "spool"  # the tracker StatefulSet's volumeClaimTemplate: PVCs spool-tracker-<n>
 SETTINGS_CONFIGMAP = "tracker-settings"
 SETTINGS_FILE = "settings.yaml"
 RETENTION = "retention"  # CronJob
 DATABASE = "postgres"  # CNPG Cluster, or StatefulSet + headless Service
 DATABASE_NAME = "polite"  # the PostgreSQL database (and its owner role)
 DATABASE_PORT = 5432
+DATABASE_ROLES_CONFIGMAP = f"{DATABASE}-roles"  # the SQL that makes the owner and app roles
+# PostgreSQL roles of a StatefulSet database: the owner runs migrations; the tracker and purge log in
+# as the app role, which may read and write rows but not change the schema or make roles.
+OWNER_ROLE = "polite_owner"
+APP_ROLE = "polite_app"
 QUOTA = "tenant-quota"
 INGRESS_TLS_SECRET = "tracker-tls"  # written by cert-manager when an issuer is used
+API_INGRESS_TLS_SECRET = "tracker-api-tls"  # the same, for the API host
 
 # Secrets the reconcile step creates with generated values (render names them, never fills them).
 KEYS_SECRET = "tracker-keys"
 API_TOKENS_SECRET = "tracker-api-tokens"
-DATABASE_CREDENTIALS_SECRET = f"{DATABASE}-credentials"  # engine statefulset
+DATABASE_CREDENTIALS_SECRET = f"{DATABASE}-credentials"  # engine statefulset: the image's superuser
+DATABASE_OWNER_SECRET = f"{DATABASE}-owner-credentials"  # engine statefulset: OWNER_ROLE
+DATABASE_APP_SECRET = f"{DATABASE}-app-credentials"  # engine statefulset: APP_ROLE
 CNPG_APP_SECRET = f"{DATABASE}-app"  # written by CloudNativePG itself (bootstrap initdb)
 DSN_KEY = "uri"  # the key holding postgresql://user:password@host:port/db in both of the above
 
-TRACKER_PORT = 8080
+TRACKER_PORT = 8080  # "http": public routes and the API
+OPS_PORT = 9090  # "ops": /healthz, /readyz, /metrics; no Ingress routes it
 LABEL_PREFIX = "polite.io/"
 TENANT_LABEL = "polite.io/tenant"
 REGION_LABEL = "polite.io/region"

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from politetenant.operator.model import names
 from politetenant.operator.model.reasons import NEEDS_ACTION, ROLLING_OUT, Reason
-from politetenant.operator.model.tenant import CONDITION_TYPES, DatabaseEngine, PoliteTenant
+from politetenant.operator.model.tenant import DatabaseEngine, PoliteTenant
+from politetenant.operator.model.tenant_status import CONDITION_TYPES
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 FENCE_KINDS = frozenset({"Namespace", "ResourceQuota", "NetworkPolicy", "ServiceAccount"})
@@ -198,9 +199,10 @@ def namespace_check(live: Mapping[str, Any] | None) -> Check:
 
 
 def tracker_check(live: Mapping[str, Any] | None) -> Check:
-    """Available when the Deployment's controller saw the newest spec and every replica is available."""
+    """Available when the StatefulSet's controller saw the newest spec and every replica is updated
+    and available (the fields a Deployment reports too)."""
     if live is None:
-        return failed("TrackerReady", Reason.PROVISIONING, "Deployment not created yet")
+        return failed("TrackerReady", Reason.PROVISIONING, "StatefulSet not created yet")
     want = _int((live.get("spec") or {}).get("replicas"), 1)
     status = live.get("status") or {}
     available = _int(status.get("availableReplicas"))
@@ -257,7 +259,7 @@ def parts_checks(
         namespace_check(live.get(("Namespace", tenant.namespace))),
         keys,
         engine_check or _database(tenant, engine, live),
-        tracker_check(live.get(("Deployment", names.TRACKER))),
+        tracker_check(live.get(("StatefulSet", names.TRACKER))),
         retention_check(live.get(("CronJob", names.RETENTION))),
     ]
 

@@ -21,6 +21,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from politetenant.operator.model.patterns import (
+    CIDR_PATTERN,
+    CRON_PATTERN,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    HOSTNAME_PATTERN,
+    HTTP_URL_PATTERN,
+    QUANTITY_PATTERN,
+    SECRET_KEY_PATTERN,
+)
 from politetenant.regions import RegionName
 from politetenant.settings import TrackingMode
 
@@ -34,32 +44,6 @@ SHORT_NAMES = ["ptenant"]
 NAMESPACE_PREFIX = "polite-"
 # A tenant's namespace is polite-<name> and a namespace name is a DNS label of at most 63 characters.
 MAX_NAME_LENGTH = 63 - len(NAMESPACE_PREFIX)
-
-# Patterns use [0-9], not \d: the API server's RE2 reads \d as ASCII only, pydantic's and Python's
-# regex engines as any Unicode digit, and both sides must accept exactly the same strings.
-# Kubernetes quantity (resource.Quantity) as the API server accepts it, without negative values.
-QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[mkMGTPE])?$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-HOSTNAME_PATTERN = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
-HTTP_URL_PATTERN = r"^https?://[^\s/]+\S*$"
-# metav1.Condition's rules for condition types (ours are CamelCase words) and reasons.
-CONDITION_TYPE_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
-CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
-# Five numeric cron fields (minute hour day-of-month month day-of-week), each `*`, a value or a range,
-# with an optional /step and comma lists, in the ranges CronJob accepts; or a CronJob descriptor.
-_CRON_VALUES = (r"[0-5]?[0-9]", r"([01]?[0-9]|2[0-3])", r"(0?[1-9]|[12][0-9]|3[01])", r"(0?[1-9]|1[0-2])", r"[0-7]")
-
-
-def _cron_field(value: str) -> str:
-    item = rf"(\*|{value}(-{value})?)(/[1-9][0-9]*)?"
-    return rf"{item}(,{item})*"
-
-
-CRON_PATTERN = (
-    "^" + " ".join(_cron_field(v) for v in _CRON_VALUES) + "$|^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$"
-)
 
 
 def _quantity_from_int(value: object) -> object:
@@ -129,6 +113,22 @@ VAULT_NEEDS_SETTINGS = CelRule(
     ".vault",
 )
 REGION_IMMUTABLE = CelRule("self == oldSelf", "region is immutable: data stays where the customer chose")
+API_HOST_DIFFERS = CelRule(
+    "!has(self.api) || !has(self.host) || self.api.host != self.host",
+    "api.host must differ from host: the public host serves only beacons and links",
+    ".api.host",
+)
+# allowedSourceRanges has no default, so a forgotten list is refused rather than read as "anyone".
+API_NEEDS_SOURCE_RANGES = CelRule(
+    "has(self.allowedSourceRanges) && size(self.allowedSourceRanges) > 0",
+    "allowedSourceRanges is required with an API host: list the networks that may call the API "
+    "(0.0.0.0/0 and ::/0 open it to everyone, on purpose)",
+    ".allowedSourceRanges",
+)
+SPOOL_STORAGE_IMMUTABLE = CelRule(
+    "self == oldSelf",
+    "spoolStorage is immutable: a StatefulSet cannot resize the volumes it made",
+)
 LEGAL_HOLD_BLOCKS_DELETE = CelRule(
     "!(self.legalHold && self.deletionPolicy == 'Delete')",
     "deletionPolicy Delete is refused while legalHold is true",
@@ -239,8 +239,36 @@ class Resources(Spec):
     )
 
 
+class TrackerApi(Spec):
+    model_config = ConfigDict(json_schema_extra=cel(API_NEEDS_SOURCE_RANGES))
+
+    host: str = Field(
+        max_length=253, pattern=HOSTNAME_PATTERN, description="Host name of a second Ingress that routes only /api/."
+    )
+    allowed_source_ranges: list[Annotated[str, Field(max_length=43, pattern=CIDR_PATTERN)]] | None = Field(
+        None,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Networks (CIDR) the ingress controller lets reach the API host; required.",
+    )
+    tls: Tls | None = Field(None, description="TLS for the API host; unset: the operator's default issuer, if any.")
+
+    @model_validator(mode="after")
+    def _needs_source_ranges(self) -> Self:
+        API_NEEDS_SOURCE_RANGES.require(bool(self.allowed_source_ranges))
+        return self
+
+    @field_validator("allowed_source_ranges")
+    @classmethod
+    def _ranges_are_a_set(cls, ranges: list[str] | None) -> list[str] | None:
+        # x-kubernetes-list-type: set, so the API server refuses a repeated range too.
+        if ranges is not None and len(set(ranges)) != len(ranges):
+            raise PydanticCustomError("duplicate", "allowedSourceRanges must not repeat a range")
+        return ranges
+
+
 class Tracker(Spec):
-    model_config = ConfigDict(json_schema_extra=cel(TLS_NEEDS_HOST))
+    model_config = ConfigDict(json_schema_extra=cel(TLS_NEEDS_HOST, API_HOST_DIFFERS))
 
     replicas: int = Field(2, ge=1, le=50, strict=True, description="Tracker pods.")
     image: str | None = Field(
@@ -250,11 +278,20 @@ class Tracker(Spec):
         None, max_length=253, pattern=HOSTNAME_PATTERN, description="Public host name; an Ingress is made when set."
     )
     tls: Tls | None = Field(None, description="TLS for the Ingress.")
+    api: TrackerApi | None = Field(
+        None, description="The API on the Internet: unset, it is reachable only in-cluster, through the Service."
+    )
     resources: Resources = Field(default_factory=Resources, description="Tracker container resources.")
+    spool_storage: Quantity = Field(
+        "1Gi",
+        description="Volume of each tracker pod for events held while the database is away; immutable.",
+        json_schema_extra=cel(SPOOL_STORAGE_IMMUTABLE),
+    )
 
     @model_validator(mode="after")
-    def _tls_needs_host(self) -> Self:
+    def _tls_and_hosts(self) -> Self:
         TLS_NEEDS_HOST.require(self.tls is None or self.host is not None)
+        API_HOST_DIFFERS.require(self.api is None or self.host is None or self.api.host != self.host)
         return self
 
 
@@ -326,7 +363,7 @@ class PoliteTenantSpec(Spec):
     display_name: str = Field(min_length=1, max_length=100, description="Customer name shown to people.")
     region: RegionName = Field(description="Data-residency region; immutable.", json_schema_extra=cel(REGION_IMMUTABLE))
     tracking: Tracking = Field(default_factory=Tracking, description="Tracking modes and thresholds.")
-    tracker: Tracker = Field(default_factory=Tracker, description="The tenant's tracker Deployment.")
+    tracker: Tracker = Field(default_factory=Tracker, description="The tenant's tracker pods.")
     database: Database = Field(default_factory=Database, description="The tenant's database.")
     keys: Keys = Field(default_factory=Keys, description="Where the tenant's encryption keys live.")
     retention: Retention = Field(default_factory=Retention, description="Retention of personal data.")
@@ -348,6 +385,8 @@ def check_update(old: PoliteTenantSpec, new: PoliteTenantSpec) -> list[str]:
     broken = []
     if new.region != old.region:
         broken.append(REGION_IMMUTABLE.message)
+    if new.tracker.spool_storage != old.tracker.spool_storage:
+        broken.append(SPOOL_STORAGE_IMMUTABLE.message)
     return broken
 
 
@@ -383,68 +422,3 @@ class PoliteTenant(BaseModel):
     def namespace(self) -> str:
         """Every tenant lives in its own namespace."""
         return f"{NAMESPACE_PREFIX}{self.metadata.name}"
-
-
-# -- status (written by the operator only; never part of the spec) -----------------------------------
-CONDITION_TYPES = (
-    "Ready",
-    "NamespaceReady",
-    "KeysReady",
-    "DatabaseReady",
-    "TrackerReady",
-    "RetentionReady",
-    "Placement",
-)
-PHASES = ("Pending", "Provisioning", "Ready", "Degraded", "Deleting", "Failed")
-
-
-class StatusPart(BaseModel):
-    """Base of the status parts: camelCase on the wire, snake_case in Python."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class Condition(StatusPart):
-    """One aspect of the tenant's health, shaped like metav1.Condition so tools read it."""
-
-    type: str = Field(
-        max_length=64,
-        pattern=CONDITION_TYPE_PATTERN,
-        description="Ready, NamespaceReady, KeysReady, DatabaseReady, TrackerReady, RetentionReady or Placement.",
-    )
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(
-        min_length=1,
-        max_length=1024,
-        pattern=CONDITION_REASON_PATTERN,
-        description="Why, in one CamelCase word from the operator's list of reasons.",
-    )
-    message: str = Field("", max_length=32768, description="Why, for people.")
-    observed_generation: int | None = Field(None, ge=0, description="Spec generation the condition was set from.")
-    last_transition_time: str | None = Field(
-        None, json_schema_extra={"format": "date-time"}, description="When status last changed (RFC 3339)."
-    )
-
-
-class KeysStatus(StatusPart):
-    version: int | None = Field(None, ge=1, le=0xFFFF, description="Newest key version; new data is sealed with it.")
-    rotated_at: str | None = Field(
-        None, json_schema_extra={"format": "date-time"}, description="When the keys were last rotated (RFC 3339)."
-    )
-
-
-class PoliteTenantStatus(StatusPart):
-    """What the operator observed; written by the operator only."""
-
-    observed_generation: int | None = Field(None, ge=0, description="Spec generation the status describes.")
-    phase: Literal["Pending", "Provisioning", "Ready", "Degraded", "Deleting", "Failed"] | None = Field(
-        None, description="Summary for people; tools read conditions."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Current state of each aspect, one per type.",
-    )
-    namespace: str | None = Field(None, max_length=63, description="The tenant's namespace.")
-    endpoint: str | None = Field(None, max_length=2048, description="Base URL of the tenant's tracker.")
-    keys: KeysStatus | None = Field(None, description="The tenant's key versions.")

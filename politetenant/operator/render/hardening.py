@@ -87,6 +87,17 @@ def resource_requirements(resources: Resources) -> dict[str, dict[str, str]]:
     return {"requests": requests, "limits": limits}
 
 
+def pod_requirements(*containers: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Requests and limits of a pod: the sum over its containers (what a ResourceQuota charges)."""
+    return {
+        kind: {
+            "cpu": format_cpu(sum((parse_quantity(c[kind]["cpu"]) for c in containers), Decimal(0))),
+            "memory": format_bytes(sum((parse_quantity(c[kind]["memory"]) for c in containers), Decimal(0))),
+        }
+        for kind in ("requests", "limits")
+    }
+
+
 def workers_for(requirements: dict[str, dict[str, str]]) -> int:
     """Tracker processes for a pod: one per whole CPU of its limit, at least one."""
     return max(1, int(parse_quantity(requirements["limits"]["cpu"])))

@@ -1,9 +1,10 @@
 """The peers and ports of a tenant's NetworkPolicies (laid out in ``networkpolicies.yaml.j2``).
 
 Everything in a tenant namespace starts denied both ways. Then, exactly:
-- tracker pods accept port 8080 from the ingress controller's namespace (``ingress_namespace_selector``;
-  unset: from any namespace, since a cluster without that setting has said nothing narrower), and
-  from the metrics scraper's namespace when ``metrics_namespace_selector`` is set;
+- tracker pods accept their http port (8080: public routes and the API) from the ingress controller's
+  namespace (``ingress_namespace_selector``; unset: from any namespace, since a cluster without that
+  setting has said nothing narrower), and their ops port (9090: health and metrics) only from the
+  metrics scraper's namespace (``metrics_namespace_selector``; unset: from no namespace);
 - tracker and retention pods reach their database, Vault (provider vault only: purge seals its
   audit entry too) and cluster DNS; nothing else leaves either;
 - database pods accept PostgreSQL from tracker and retention pods only. A CloudNativePG instance
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from politetenant.operator.model.config import OperatorConfig
-from politetenant.operator.model.names import DATABASE_PORT, TRACKER_PORT
+from politetenant.operator.model.names import DATABASE_PORT, OPS_PORT, TRACKER_PORT
 from politetenant.operator.model.tenant import DatabaseEngine
 
 CNPG_STATUS_PORT = 8000  # the instance manager's status endpoint, called by CNPG's operator
@@ -96,6 +97,7 @@ def network_values(
         ]
     return {
         "tracker_port": TRACKER_PORT,
+        "ops_port": OPS_PORT,
         "ingress_from": [_namespace(config.ingress_namespace_selector)],
         "metrics_from": [_namespace(config.metrics_namespace_selector)] if config.metrics_namespace_selector else [],
         "database": database,

@@ -39,7 +39,7 @@ def _facts(obj: dict[str, Any]) -> list[str]:
     if pod is not None:
         regions = _regions(pod.get("affinity", {}))
         facts.append(f"pinned to {','.join(regions) or 'nowhere'}")
-        facts.append("image=" + ",".join(c.get("image", "?") for c in pod.get("containers", [])))
+        facts.append("image=" + ",".join(dict.fromkeys(c.get("image", "?") for c in pod.get("containers", []))))
     for claim in spec.get("volumeClaimTemplates", []):
         claim_spec = claim.get("spec", {})
         size = claim_spec.get("resources", {}).get("requests", {}).get("storage")
@@ -51,8 +51,10 @@ def _facts(obj: dict[str, Any]) -> list[str]:
     if kind == "CronJob":
         facts.append(f"schedule '{spec.get('schedule')}'" + (" SUSPENDED (legal hold)" if spec.get("suspend") else ""))
     if kind == "Ingress":
-        hosts = [rule.get("host") for rule in spec.get("rules", [])]
-        facts.append(f"host={','.join(hosts)} tls={'yes' if spec.get('tls') else 'no'}")
+        rules = spec.get("rules", [])
+        paths = [p.get("path") for rule in rules for p in rule.get("http", {}).get("paths", [])]
+        hosts = ",".join(rule.get("host") for rule in rules)
+        facts.append(f"host={hosts} paths={','.join(paths)} tls={'yes' if spec.get('tls') else 'no'}")
     if kind == "NetworkPolicy":
         facts.append("types=" + ",".join(spec.get("policyTypes", [])))
     if kind == "ConfigMap":

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,24 @@ from pydantic import ValidationError
 from politetenant.operator.model import names
 from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.tenant import DatabaseEngine, PoliteTenant
+from politetenant.operator.render.database_roles import (
+    ROLES_DATA,
+    ROLES_DIR,
+    ROLES_HASH_ANNOTATION,
+    ROLES_SCRIPT_FILE,
+    SIDECAR_RESOURCES,
+    STATE_DIR,
+    roles_env,
+    roles_hash,
+)
+from politetenant.operator.render.exposure import ingresses, public_base_url
 from politetenant.operator.render.hardening import (
     POSTGRES_UID,
     TRACKER_UID,
     container_security_context,
+    format_bytes,
     parse_quantity,
+    pod_requirements,
     pod_security_context,
     quota,
     resource_requirements,
@@ -43,10 +57,13 @@ from politetenant.operator.render.network import network_values
 from politetenant.operator.render.placement import node_affinity, spread, storage_class
 from politetenant.operator.render.wiring import (
     SPOOL_DIR,
+    Logins,
     OwnedSecret,
     RenderError,
     database_engine,
-    dsn_secret,
+    database_logins,
+    migrate_env,
+    migrate_mounts,
     owned_secrets,
     retention_env,
     retention_mounts,
@@ -56,7 +73,7 @@ from politetenant.operator.render.wiring import (
     tracker_volumes,
     vault_address,
 )
-from politetenant.settings import TrackerSettings, format_validation_error
+from politetenant.settings import SPOOL_MIN_BYTES, TrackerSettings, format_validation_error
 
 __all__ = ["OwnedSecret", "RenderError", "RenderResult", "render_tenant", "spec_hash"]
 
@@ -72,10 +89,16 @@ POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mo
 # tracker's own default.
 SETTINGS_FIELDS = (
     "tenant_id", "public_base_url", "default_mode", "allowed_modes", "mode_locked", "min_segment_size",
-    "retention_interaction_days", "retention_message_days", "legal_hold", "spool_dir",
+    "retention_interaction_days", "retention_message_days", "legal_hold", "spool_dir", "spool_max_bytes",
 )  # fmt: skip
+# The spool's byte budget, as a share of its volume: the rest is headroom for the file being written
+# and the filesystem's own blocks, so the disk never fills before the tracker stops accepting.
+SPOOL_BUDGET_SHARE = Decimal("0.8")
 TEMPLATE_NAMES = {
     "tracker": names.TRACKER,
+    "tracker_ops": names.TRACKER_OPS,
+    "spool": names.SPOOL_VOLUME,
+    "database_roles": names.DATABASE_ROLES_CONFIGMAP,
     "settings": names.SETTINGS_CONFIGMAP,
     "settings_file": names.SETTINGS_FILE,
     "retention": names.RETENTION,
@@ -119,8 +142,8 @@ def _templates(engine: DatabaseEngine, values: dict[str, Any]) -> list[str]:
     chosen = ["namespace", "resourcequota", "networkpolicies", "serviceaccount", "configmap"]
     if engine is not DatabaseEngine.EXTERNAL:
         chosen.append(f"database-{engine.value}")
-    chosen += ["tracker-deployment", "tracker-service", "tracker-pdb"]
-    if values["ingress"] is not None:
+    chosen += ["tracker-service", "tracker-statefulset", "tracker-pdb"]
+    if values["ingresses"]:
         chosen.append("tracker-ingress")
     chosen.append("retention-cronjob")
     return [f"{name}.yaml.j2" for name in chosen]
@@ -135,11 +158,14 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
     labels = _labels(tenant)
     selectors = _selectors(tenant, engine)
     vault = vault_address(tenant, config)
-    dsn = dsn_secret(tenant, engine)
-    ingress = _ingress(tenant, config)
-    settings_yaml = _settings_yaml(tenant, _public_base_url(tenant, config, ingress))
-    tracker = _tracker(tenant, config, dsn=dsn, vault=vault, settings_yaml=settings_yaml, selector=selectors["tracker"])
-    retention = _retention(tenant, config, dsn=dsn, vault=vault)
+    logins = database_logins(tenant, engine)
+    exposed = ingresses(tenant, config)
+    settings_yaml = _settings_yaml(tenant, public_base_url(tenant, config, exposed))
+    tracker = _tracker(
+        tenant, config, logins=logins, vault=vault, settings_yaml=settings_yaml, selector=selectors["tracker"]
+    )
+    # purge logs in as the application role too: its migrate() issues no DDL when nothing is pending.
+    retention = _retention(tenant, config, dsn=logins.app, vault=vault)
     database = _database(tenant, config, engine, labels["database"])
     return {
         "namespace": tenant.namespace,
@@ -157,7 +183,7 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
         "pull_policy": config.images.pull_policy,
         "container_security": container_security_context(),
         "settings_yaml": settings_yaml,
-        "ingress": ingress,
+        "ingresses": exposed,
         "tracker": tracker,
         "retention": retention,
         "database": database,
@@ -170,7 +196,7 @@ def _tracker(
     tenant: PoliteTenant,
     config: OperatorConfig,
     *,
-    dsn: dict[str, str],
+    logins: Logins,
     vault: str | None,
     settings_yaml: str,
     selector: dict[str, str],
@@ -180,9 +206,12 @@ def _tracker(
         "replicas": tenant.spec.tracker.replicas,
         "image": tenant.spec.tracker.image or config.images.tracker,
         "resources": resources,
-        "env": tracker_env(tenant, config, dsn=dsn, vault=vault, workers=workers_for(resources)),
+        "env": tracker_env(tenant, config, dsn=logins.app, vault=vault, workers=workers_for(resources)),
+        "migrate_env": migrate_env(dsn=logins.owner),
+        "migrate_mounts": migrate_mounts(),
         "volumes": tracker_volumes(config, vault=vault),
-        "mounts": tracker_mounts(vault=vault),
+        "mounts": tracker_mounts(config, vault=vault),
+        "spool_storage": tenant.spec.tracker.spool_storage,
         "spread": spread(selector),
         "pod_security": pod_security_context(TRACKER_UID),
         # The tracker reads its settings at start: a changed file must roll the pods.
@@ -221,7 +250,7 @@ def _labels(tenant: PoliteTenant) -> dict[str, dict[str, str]]:
 
 
 def _selectors(tenant: PoliteTenant, engine: DatabaseEngine) -> dict[str, dict[str, str]]:
-    """Pod selectors (immutable on Deployments, so only labels that never change)."""
+    """Pod selectors (immutable on StatefulSets, so only labels that never change)."""
     selectors = {
         component: {"app.kubernetes.io/instance": tenant.name, "app.kubernetes.io/component": component}
         for component in ("tracker", "retention", "database")
@@ -229,39 +258,6 @@ def _selectors(tenant: PoliteTenant, engine: DatabaseEngine) -> dict[str, dict[s
     if engine is DatabaseEngine.CNPG:
         selectors["database"] = {"cnpg.io/cluster": names.DATABASE}  # the label CNPG guarantees on its pods
     return selectors
-
-
-def _ingress(tenant: PoliteTenant, config: OperatorConfig) -> dict[str, Any] | None:
-    tracker = tenant.spec.tracker
-    if not tracker.host:
-        return None
-    tls = tracker.tls
-    secret = tls.secret_name if tls else None
-    issuer: tuple[str, str, str] | None = None
-    if secret is None and tls is not None and tls.issuer_ref is not None:
-        issuer = (tls.issuer_ref.name, tls.issuer_ref.kind, tls.issuer_ref.group)
-    elif secret is None and tls is None and config.cert_manager_issuer is not None:
-        default = config.cert_manager_issuer
-        issuer = (default.name, default.kind, default.group)
-    annotations: dict[str, str] = {}
-    if issuer is not None:
-        annotations = _cert_manager_annotations(*issuer)
-        secret = names.INGRESS_TLS_SECRET
-    return {"host": tracker.host, "class_name": config.ingress_class, "tls_secret": secret, "annotations": annotations}
-
-
-def _cert_manager_annotations(name: str, kind: str, group: str) -> dict[str, str]:
-    """cert-manager's ingress-shim annotations for an issuer (external issuers name kind and group)."""
-    if group == "cert-manager.io":
-        return {"cert-manager.io/cluster-issuer" if kind == "ClusterIssuer" else "cert-manager.io/issuer": name}
-    return {"cert-manager.io/issuer": name, "cert-manager.io/issuer-kind": kind, "cert-manager.io/issuer-group": group}
-
-
-def _public_base_url(tenant: PoliteTenant, config: OperatorConfig, ingress: dict[str, Any] | None) -> str:
-    """Where beacons and links point: the public host, else the in-cluster Service."""
-    if ingress is not None:
-        return f"{'https' if ingress['tls_secret'] else 'http'}://{ingress['host']}"
-    return f"http://{names.TRACKER}.{tenant.namespace}.svc.{config.cluster_domain}"
 
 
 def _settings_yaml(tenant: PoliteTenant, public_base_url: str) -> str:
@@ -279,6 +275,7 @@ def _settings_yaml(tenant: PoliteTenant, public_base_url: str) -> str:
             retention_message_days=tenant.spec.retention.message_days,
             legal_hold=tenant.spec.legal_hold,
             spool_dir=SPOOL_DIR,
+            spool_max_bytes=_spool_budget(tenant.spec.tracker.spool_storage),
         )
     except ValidationError as exc:
         raise RenderError(format_validation_error(exc, "tracker settings")) from None
@@ -286,11 +283,34 @@ def _settings_yaml(tenant: PoliteTenant, public_base_url: str) -> str:
     return header + yaml.safe_dump(settings.model_dump(mode="json", include=set(SETTINGS_FIELDS)), sort_keys=False)
 
 
+def _spool_budget(storage: str) -> int:
+    """``spool_max_bytes``: a share of the spool volume, refused when it is too small to hold a batch."""
+    budget = int(parse_quantity(storage) * SPOOL_BUDGET_SHARE)
+    if budget < SPOOL_MIN_BYTES:
+        least = format_bytes(Decimal(SPOOL_MIN_BYTES) / SPOOL_BUDGET_SHARE)
+        raise RenderError(f"spec.tracker.spoolStorage: {storage} is too small for a spool; at least {least}")
+    return budget
+
+
 def _database(
     tenant: PoliteTenant, config: OperatorConfig, engine: DatabaseEngine, labels: dict[str, str]
 ) -> dict[str, Any]:
     cnpg = engine is DatabaseEngine.CNPG
+    roles = {
+        "data": ROLES_DATA,
+        "dir": ROLES_DIR,
+        "script": f"{ROLES_DIR}/{ROLES_SCRIPT_FILE}",
+        "state_dir": STATE_DIR,
+        "marker": f"{STATE_DIR}/applied",
+        "env": roles_env(
+            names.DATABASE_CREDENTIALS_SECRET, names.DATABASE_OWNER_SECRET, names.DATABASE_APP_SECRET,
+            names.DATABASE_NAME,
+        ),
+        "resources": SIDECAR_RESOURCES,
+        "pod_annotations": {ROLES_HASH_ANNOTATION: roles_hash()},
+    }  # fmt: skip
     return {
+        "roles": roles,
         "storage": tenant.spec.database.storage,
         "resources": resource_requirements(config.database.resources),
         "port": names.DATABASE_PORT,
@@ -309,16 +329,26 @@ def _quota(
     retention: dict[str, dict[str, str]],
     database: dict[str, Any],
 ) -> dict[str, str]:
-    """Room for every pod rendered, one surge pod per rolling workload, and the database volumes."""
-    pods = [(tenant.spec.tracker.replicas + 1, tracker), (1, retention)]
-    volumes = 0
+    """Room for every pod rendered, one more tracker pod, and every volume (spools and the database).
+
+    The tracker StatefulSet does not surge, but moving a tenant from the Deployment of earlier
+    versions runs both for a moment: the extra pod lets the first new pod start while the old ones
+    still serve.
+    """
+    replicas = tenant.spec.tracker.replicas
+    pods = [(replicas + 1, tracker), (1, retention)]
+    volumes = replicas
+    storage = replicas * parse_quantity(tenant.spec.tracker.spool_storage)
     if engine is DatabaseEngine.STATEFULSET:
-        pods.append((1, database["resources"]))
-        volumes = 1
+        pods.append((1, pod_requirements(database["resources"], database["roles"]["resources"])))
+        volumes += 1
+        storage += parse_quantity(tenant.spec.database.storage)
     elif engine is DatabaseEngine.CNPG:  # CNPG runs an initdb or join Job beside its instances
-        pods.append((config.database.cnpg_instances + 1, database["resources"]))
-        volumes = config.database.cnpg_instances + 1
-    return quota(pods, volumes, volumes * parse_quantity(tenant.spec.database.storage))
+        instances = config.database.cnpg_instances + 1
+        pods.append((instances, database["resources"]))
+        volumes += instances
+        storage += instances * parse_quantity(tenant.spec.database.storage)
+    return quota(pods, volumes, storage)
 
 
 # -- templates to objects -------------------------------------------------------------------------------

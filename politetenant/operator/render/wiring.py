@@ -5,11 +5,12 @@ material (API tokens, database credentials, the wrapped key set) are *named* her
 ``OwnedSecret``s; the reconcile step creates each one once, if absent, and never rewrites it from a
 render. Pods refer to them by name, so a render is complete without their contents.
 
-The spool (events held while the database is away) is an emptyDir on the node's disk, not a PVC:
-tracker replicas are a Deployment and cannot each own a volume; a per-pod PVC would pin a pod to one
-zone's disk; and the spool only has to outlive the *container* (a crash or OOM kill keeps an
-emptyDir), because a terminating pod flushes it on SIGTERM and a recovering one replays it. It sits
-on disk rather than in memory so that holding events never counts against the memory limit.
+The spool (events held while the database is away) is a PersistentVolumeClaim per tracker pod, from
+the StatefulSet's volumeClaimTemplate. An emptyDir goes with its pod: a rollout, a drain or an
+eviction during a database outage would delete every event it held, because a terminating pod can
+flush only to a database that answers. Pod tracker-N always comes back with claim spool-tracker-N
+and replays what its predecessor spooled (the spool adopts files no live worker holds). The price:
+a pod follows its volume's zone, and a rollout replaces pods one at a time without a surge.
 """
 
 from __future__ import annotations
@@ -22,15 +23,21 @@ from urllib.parse import urlsplit
 from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.names import (
     API_TOKENS_SECRET,
+    APP_ROLE,
     CNPG_APP_SECRET,
     DATABASE,
+    DATABASE_APP_SECRET,
     DATABASE_CREDENTIALS_SECRET,
     DATABASE_NAME,
+    DATABASE_OWNER_SECRET,
     DATABASE_PORT,
     DSN_KEY,
     KEYS_SECRET,
+    OPS_PORT,
+    OWNER_ROLE,
     SETTINGS_CONFIGMAP,
     SETTINGS_FILE,
+    SPOOL_VOLUME,
     TRACKER_PORT,
     vault_name,
 )
@@ -39,6 +46,8 @@ from politetenant.operator.model.tenant import DatabaseEngine, KeyProviderName, 
 SETTINGS_DIR = "/etc/polite"
 KEYS_DIR = "/var/run/polite/keys"
 SPOOL_DIR = "/var/lib/polite/spool"
+API_TOKENS_DIR = "/var/run/polite/api-tokens"
+GEOIP_DIR = "/var/lib/polite/geoip"
 VAULT_TOKEN_DIR = "/var/run/secrets/vault"
 VAULT_TOKEN_SECONDS = 3600
 LOCAL_KEY_FILE = "keys.json"
@@ -85,15 +94,29 @@ def vault_address(tenant: PoliteTenant, config: OperatorConfig) -> str | None:
     return address.rstrip("/")
 
 
-def dsn_secret(tenant: PoliteTenant, engine: DatabaseEngine) -> dict[str, str]:
-    """The secretKeyRef holding the tracker's ``postgresql://`` DSN."""
+@dataclass(frozen=True, slots=True)
+class Logins:
+    """secretKeyRefs of ``postgresql://`` DSNs: ``app`` for serve and purge, ``owner`` for migrate.
+
+    A StatefulSet database has an owner and an app role (``database_roles``); CloudNativePG's app
+    user owns its database and is no superuser; an external database is whatever its DSN says.
+    """
+
+    app: dict[str, str]
+    owner: dict[str, str]
+
+
+def database_logins(tenant: PoliteTenant, engine: DatabaseEngine) -> Logins:
     if engine is DatabaseEngine.EXTERNAL:
         ref = tenant.spec.database.external_secret_ref
         if ref is None:
             raise RenderError("spec.database.externalSecretRef: required when engine is external")
-        return {"name": ref.name, "key": ref.key}
-    name = CNPG_APP_SECRET if engine is DatabaseEngine.CNPG else DATABASE_CREDENTIALS_SECRET
-    return {"name": name, "key": DSN_KEY}
+        external = {"name": ref.name, "key": ref.key}
+        return Logins(external, external)
+    if engine is DatabaseEngine.CNPG:
+        cnpg = {"name": CNPG_APP_SECRET, "key": DSN_KEY}
+        return Logins(cnpg, cnpg)
+    return Logins({"name": DATABASE_APP_SECRET, "key": DSN_KEY}, {"name": DATABASE_OWNER_SECRET, "key": DSN_KEY})
 
 
 def owned_secrets(tenant: PoliteTenant, config: OperatorConfig, engine: DatabaseEngine) -> tuple[OwnedSecret, ...]:
@@ -113,21 +136,33 @@ def owned_secrets(tenant: PoliteTenant, config: OperatorConfig, engine: Database
         ),
     ]
     if engine is DatabaseEngine.STATEFULSET:
-        known = {
-            "username": DATABASE_NAME,
+        where = {
             "dbname": DATABASE_NAME,
             "host": f"{DATABASE}.{tenant.namespace}.svc.{config.cluster_domain}",
             "port": str(DATABASE_PORT),
         }
-        secrets.append(
+        keys = ("username", "password", "dbname", "host", "port", DSN_KEY)
+        layout = f"{DSN_KEY} postgresql://username:password@host:port/dbname (the keys of CloudNativePG's app Secret)"
+        secrets += [
             OwnedSecret(
                 DATABASE_CREDENTIALS_SECRET,
-                ("username", "password", "dbname", "host", "port", DSN_KEY),
-                f"PostgreSQL role, password and {DSN_KEY} postgresql://username:password@host:port/dbname "
-                "(the keys of CloudNativePG's app Secret)",
-                known,
-            )
-        )
+                keys,
+                f"the PostgreSQL image's superuser, for the database pod only; {layout}",
+                {"username": DATABASE_NAME, **where},
+            ),
+            OwnedSecret(
+                DATABASE_OWNER_SECRET,
+                keys,
+                f"role {OWNER_ROLE}: owns the schema, runs migrations; {layout}",
+                {"username": OWNER_ROLE, **where},
+            ),
+            OwnedSecret(
+                DATABASE_APP_SECRET,
+                keys,
+                f"role {APP_ROLE}: reads and writes rows, for the tracker and purge; {layout}",
+                {"username": APP_ROLE, **where},
+            ),
+        ]
     return tuple(secrets)
 
 
@@ -163,13 +198,22 @@ def tracker_env(
         _env("POLITE_SETTINGS", f"{SETTINGS_DIR}/{SETTINGS_FILE}"),
         _env("POLITE_HOST", "0.0.0.0"),  # noqa: S104 - inside the pod; NetworkPolicies bound who reaches it
         _env("POLITE_PORT", str(TRACKER_PORT)),
+        _env("POLITE_OPS_PORT", str(OPS_PORT)),
         _env("POLITE_WORKERS", str(workers)),
+        _env("POLITE_API_TOKENS_DIR", API_TOKENS_DIR),
         _secret_env("POLITE_DB", dsn),
         *_key_env(tenant, vault),
     ]
     if config.trusted_proxies:
         env.append(_env("POLITE_TRUSTED_PROXIES", ",".join(config.trusted_proxies)))
+    if config.geoip is not None:
+        env.append(_env("POLITE_GEOIP", f"{GEOIP_DIR}/{config.geoip.file}"))
     return env
+
+
+def migrate_env(*, dsn: dict[str, str]) -> list[dict[str, Any]]:
+    """``polite-tracker migrate`` (the tracker pod's init container) needs only the owner's DSN."""
+    return [_env("POLITE_SETTINGS", f"{SETTINGS_DIR}/{SETTINGS_FILE}"), _secret_env("POLITE_DB", dsn)]
 
 
 def retention_env(tenant: PoliteTenant, *, dsn: dict[str, str], vault: str | None) -> list[dict[str, Any]]:
@@ -215,13 +259,25 @@ def _tmp_mount() -> dict[str, Any]:
 
 
 def tracker_volumes(config: OperatorConfig, *, vault: str | None) -> list[dict[str, Any]]:
-    spool = {"name": "spool", "emptyDir": {"sizeLimit": config.spool_size_limit}}
-    return [_settings_volume(), spool, _tmp_volume(), *_key_volumes(config, vault)]
+    """The tracker pod's volumes; the spool is not among them: it is the StatefulSet's claim."""
+    tokens = {"name": "api-tokens", "secret": {"secretName": API_TOKENS_SECRET, "defaultMode": 0o440}}
+    volumes = [_settings_volume(), _tmp_volume(), tokens, *_key_volumes(config, vault)]
+    if config.geoip is not None:
+        volumes.append({"name": "geoip", **config.geoip.volume})
+    return volumes
 
 
-def tracker_mounts(*, vault: str | None) -> list[dict[str, Any]]:
-    spool = {"name": "spool", "mountPath": SPOOL_DIR}
-    return [_settings_mount(), spool, _tmp_mount(), *_key_mounts(vault)]
+def tracker_mounts(config: OperatorConfig, *, vault: str | None) -> list[dict[str, Any]]:
+    spool = {"name": SPOOL_VOLUME, "mountPath": SPOOL_DIR}
+    tokens = {"name": "api-tokens", "mountPath": API_TOKENS_DIR, "readOnly": True}
+    mounts = [_settings_mount(), spool, _tmp_mount(), tokens, *_key_mounts(vault)]
+    if config.geoip is not None:
+        mounts.append({"name": "geoip", "mountPath": GEOIP_DIR, "readOnly": True})
+    return mounts
+
+
+def migrate_mounts() -> list[dict[str, Any]]:
+    return [_settings_mount(), _tmp_mount()]
 
 
 def retention_volumes(config: OperatorConfig, *, vault: str | None) -> list[dict[str, Any]]:

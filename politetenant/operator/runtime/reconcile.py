@@ -58,15 +58,25 @@ from politetenant.operator.render.summary import tracker_settings_yaml
 from politetenant.operator.render.tenant import RenderError, render_tenant, spec_hash
 from politetenant.operator.render.wiring import database_engine
 from politetenant.operator.runtime.metrics import Metrics
+from politetenant.operator.runtime.upgrades import retire_tracker_deployment
 from politetenant.settings import format_validation_error
 
 log = logging.getLogger(__name__)
 
 CNPG_CRD = "clusters.postgresql.cnpg.io"
 ORPHANED_LABEL = "polite.io/orphaned"
-# Children render leaves out when the spec stops asking for them (an Ingress once the host is removed).
-OPTIONAL_CHILDREN = (("networking.k8s.io/v1", "Ingress", names.TRACKER),)
-SECRET_PARTS = {names.API_TOKENS_SECRET: "TrackerReady", names.DATABASE_CREDENTIALS_SECRET: "DatabaseReady"}
+# Children render leaves out when the spec stops asking for them (an Ingress once its host is removed).
+OPTIONAL_CHILDREN = (
+    ("networking.k8s.io/v1", "Ingress", names.TRACKER),
+    ("networking.k8s.io/v1", "Ingress", names.TRACKER_API),
+)
+SECRET_PARTS = {
+    names.API_TOKENS_SECRET: "TrackerReady",
+    **dict.fromkeys(
+        (names.DATABASE_CREDENTIALS_SECRET, names.DATABASE_OWNER_SECRET, names.DATABASE_APP_SECRET), "DatabaseReady"
+    ),
+}
+_TRACKER = ("StatefulSet", names.TRACKER)  # the tracker's workload, which a key rotation rolls
 
 
 @dataclass
@@ -233,6 +243,10 @@ async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
     applied = [namespace] + [await apply_object(rt.kube, obj, known=seen.applied_before) for obj in children]
     await _adopt(rt, seen, namespace)
     await _prune(rt, seen, objects)
+    tracker = next((a.live for a in applied if (a.desired["kind"], a.desired["metadata"]["name"]) == _TRACKER), None)
+    retired = await retire_tracker_deployment(rt.kube, tenant.name, tenant.namespace, tracker)
+    if retired is not None:
+        await announce(rt, seen.ref, EventType.NORMAL, Reason.OBJECT_UPDATED, retired)
     await _tell(rt, seen, applied, secrets, keys)
     checks = [placed, *_judge(tenant, applied, secrets, keys, database_engine(tenant, cnpg), engine_check)]
     facts = Facts(tenant.namespace, _endpoint(result.objects), keys.version, keys.issued_at)
@@ -281,7 +295,7 @@ def _prepared(objects: list[dict[str, Any]], seen: Seen, keys: KeyPlan) -> list[
     for obj in objects:
         # Stamp before adding the owner: the spec hash then covers what render plus the key version
         # say, not the tenant's uid, as for every other child.
-        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == names.TRACKER and keys.version is not None:
+        if (obj["kind"], obj["metadata"]["name"]) == _TRACKER and keys.version is not None:
             obj = _stamp_keys_version(obj, keys.version)
         if owner is not None and obj["kind"] != "Namespace":
             obj = with_owner(obj, owner)
@@ -289,14 +303,14 @@ def _prepared(objects: list[dict[str, Any]], seen: Seen, keys: KeyPlan) -> list[
     return prepared
 
 
-def _stamp_keys_version(deployment: dict[str, Any], version: int) -> dict[str, Any]:
-    template = deployment["spec"]["template"]
+def _stamp_keys_version(workload: dict[str, Any], version: int) -> dict[str, Any]:
+    template = workload["spec"]["template"]
     template_meta = template.get("metadata", {})
     annotations = {**template_meta.get("annotations", {}), VERSION_ANNOTATION: str(version)}
     stamped = {
-        **deployment,
+        **workload,
         "spec": {
-            **deployment["spec"],
+            **workload["spec"],
             "template": {**template, "metadata": {**template_meta, "annotations": annotations}},
         },
     }

@@ -16,7 +16,7 @@ BACKOFF_SECONDS = (5, 10, 20, 40, 80, 160, 300)
 # looks again anyway.
 NEEDS_ACTION_BACKOFF_STEPS = 3
 
-# A rollout (the tracker's Deployment, the database) is usually done in seconds to a minute, and the
+# A rollout (the tracker's StatefulSet, the database) is usually done in seconds to a minute, and the
 # operator does not watch the workloads: it looks again after 2 s, then twice as long each time.
 ROLLOUT_FIRST_SECONDS = 2.0
 # Each wait is at most this share of the drift timer's interval, so a tenant is never left waiting

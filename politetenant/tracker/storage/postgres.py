@@ -93,9 +93,12 @@ class PostgresStore(Store):
     async def migrate(self) -> list[int]:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT)"
-            )
+            # Only when missing: even IF NOT EXISTS needs CREATE on the schema, which the application
+            # role the tracker and the retention job log in as does not have (the owner migrates).
+            if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT)"
+                )
             applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             todo = pending(applied)
             for version in todo:

@@ -22,10 +22,13 @@ from pydantic import ValidationError
 
 from politetenant.operator.model.crd import apply_defaults, openapi_schema
 from politetenant.operator.model.tenant import (
+    API_HOST_DIFFERS,
+    API_NEEDS_SOURCE_RANGES,
     DEFAULT_MODE_ALLOWED,
     EXTERNAL_DB_NEEDS_SECRET,
     LEGAL_HOLD_BLOCKS_DELETE,
     REGION_IMMUTABLE,
+    SPOOL_STORAGE_IMMUTABLE,
     TLS_NEEDS_HOST,
     TLS_ONE_SOURCE,
     VAULT_NEEDS_SETTINGS,
@@ -118,7 +121,9 @@ def spec_with(**parts: Any) -> dict[str, Any]:
 
 
 HOST = "track.acme.example"
+API_HOST = "api.acme.example"
 ISSUER = {"name": "letsencrypt", "kind": "ClusterIssuer"}
+OFFICE = ["203.0.113.0/24", "2001:db8::/32"]
 
 # For every rule on create: specs it accepts and specs it refuses (each refused by that rule alone).
 CASES: dict[CelRule, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
@@ -141,6 +146,25 @@ CASES: dict[CelRule, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
         [
             spec_with(tracker={"host": HOST, "tls": {}}),
             spec_with(tracker={"host": HOST, "tls": {"secretName": "acme-tls", "issuerRef": ISSUER}}),
+            spec_with(tracker={"api": {"host": API_HOST, "allowedSourceRanges": OFFICE, "tls": {}}}),
+        ],
+    ),
+    API_HOST_DIFFERS: (
+        [
+            spec_with(tracker={"host": HOST, "api": {"host": API_HOST, "allowedSourceRanges": OFFICE}}),
+            spec_with(tracker={"api": {"host": API_HOST, "allowedSourceRanges": OFFICE}}),  # in-cluster beacons
+            spec_with(tracker={"host": HOST}),
+        ],
+        [spec_with(tracker={"host": HOST, "api": {"host": HOST, "allowedSourceRanges": OFFICE}})],
+    ),
+    API_NEEDS_SOURCE_RANGES: (
+        [
+            spec_with(tracker={"api": {"host": API_HOST, "allowedSourceRanges": ["10.0.0.0/8"]}}),
+            spec_with(tracker={"api": {"host": API_HOST, "allowedSourceRanges": ["0.0.0.0/0", "::/0"]}}),
+        ],
+        [
+            spec_with(tracker={"host": HOST, "api": {"host": API_HOST}}),  # forgotten: not open to the world
+            spec_with(tracker={"api": {"host": API_HOST, "allowedSourceRanges": []}}),
         ],
     ),
     TLS_NEEDS_HOST: (
@@ -196,6 +220,16 @@ TRANSITIONS: dict[
             (spec_with(region="eu-germany"), spec_with(region="eu-ireland")),
         ],
     ),
+    SPOOL_STORAGE_IMMUTABLE: (
+        [
+            (spec_with(), spec_with(tracker={"spoolStorage": "1Gi"})),  # the default, now written out
+            (spec_with(tracker={"spoolStorage": "4Gi"}), spec_with(tracker={"spoolStorage": "4Gi", "replicas": 5})),
+        ],
+        [
+            (spec_with(), spec_with(tracker={"spoolStorage": "2Gi"})),
+            (spec_with(tracker={"spoolStorage": "4Gi"}), spec_with(tracker={"spoolStorage": "1Gi"})),
+        ],
+    ),
 }
 ALL_RULES = [*CASES, *TRANSITIONS]
 
@@ -210,8 +244,9 @@ def test_transition_rules_are_exactly_those_reading_old_self() -> None:
 
 
 def test_every_rule_in_the_crd_is_tested_here_and_nothing_else() -> None:
-    in_crd = sorted((r["rule"], r["message"]) for _, r in rule_sites(schema()))
-    tested = sorted((r.rule, r.message) for r in ALL_RULES)
+    # A rule may sit at several places (tls under tracker and under tracker.api): tested once.
+    in_crd = {(r["rule"], r["message"]) for _, r in rule_sites(schema())}
+    tested = {(r.rule, r.message) for r in ALL_RULES}
     assert in_crd == tested
 
 
@@ -300,6 +335,8 @@ def test_rule_field_paths_point_the_error_at_the_field_to_change() -> None:
     assert paths[EXTERNAL_DB_NEEDS_SECRET.message] == ".externalSecretRef"
     assert paths[VAULT_NEEDS_SETTINGS.message] == ".vault"
     assert paths[DEFAULT_MODE_ALLOWED.message] == ".defaultMode"
+    assert paths[API_HOST_DIFFERS.message] == ".api.host"
+    assert paths[API_NEEDS_SOURCE_RANGES.message] == ".allowedSourceRanges"
 
 
 def test_several_broken_rules_are_all_reported() -> None:

@@ -157,9 +157,18 @@ def structural_problems(root: dict[str, Any]) -> list[str]:
             if "\n" in rule.get("message", "") or not rule.get("rule"):
                 problems.append(f"{path}: a CEL rule needs a rule and a one-line message")
             field_path = rule.get("fieldPath")
-            if field_path and field_path.lstrip(".") not in node.get("properties", {}):
+            if field_path and not _names_a_field(node, field_path):
                 problems.append(f"{path}: fieldPath {field_path} names no field")
     return problems
+
+
+def _names_a_field(node: dict[str, Any], field_path: str) -> bool:
+    """A fieldPath (``.a.b``, relative to the node with the rule) leads through properties to a field."""
+    for name in field_path.lstrip(".").split("."):
+        if name not in node.get("properties", {}):
+            return False
+        node = node["properties"][name]
+    return True
 
 
 def cost_problems(spec: dict[str, Any]) -> list[str]:

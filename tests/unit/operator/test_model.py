@@ -4,23 +4,27 @@ OpenAPI schema on bounds, enums, types and formats; the README's field reference
 from __future__ import annotations
 
 import copy
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from politetenant.operator.model import docs
 from politetenant.operator.model.crd import apply_defaults, openapi_schema
+from politetenant.operator.model.patterns import CIDR_PATTERN, CRON_PATTERN
 from politetenant.operator.model.tenant import (
-    CRON_PATTERN,
     PoliteTenant,
     PoliteTenantSpec,
-    PoliteTenantStatus,
     Tracker,
     check_update,
 )
+from politetenant.operator.model.tenant_status import PoliteTenantStatus
 
 ROOT = Path(__file__).resolve().parents[3]
 BASE: dict[str, Any] = {"displayName": "Acme Corp", "region": "eu-ireland"}
@@ -35,6 +39,8 @@ def with_value(path: str, value: Any) -> dict[str, Any]:
     spec = copy.deepcopy(BASE)
     if path.startswith("tracker.tls"):
         spec["tracker"] = {"host": "track.acme.example"}
+    if path.startswith("tracker.api."):
+        spec["tracker"] = {"api": {"host": "api.acme.example", "allowedSourceRanges": ["203.0.113.0/24"]}}
     if path.startswith("keys.vault"):
         spec["keys"] = {"provider": "vault"}
     if path.startswith("database.externalSecretRef"):
@@ -164,6 +170,24 @@ FIELD_CASES: list[tuple[str, Any, bool]] = [
     ("keys.vault.address", "vault:8200", False),
     ("keys.vault.address", "https://", False),
     ("keys.vault.address", "https://va ult", False),
+    # the API host's allowed networks: CIDRs, IPv4 or IPv6, host bits allowed (as ingress controllers read them)
+    ("tracker.api.allowedSourceRanges", ["203.0.113.0/24", "2001:db8::/32"], True),
+    ("tracker.api.allowedSourceRanges", ["0.0.0.0/0", "::/0"], True),
+    ("tracker.api.allowedSourceRanges", ["10.1.2.3/8", "::ffff:192.0.2.1/128"], True),
+    ("tracker.api.allowedSourceRanges", ["2001:db8::1:2:3:4:5/128", "1:2::3:4:5:6:7/64"], True),  # :: for one 0
+    ("tracker.api.allowedSourceRanges", ["10.0.0.0"], False),
+    ("tracker.api.allowedSourceRanges", ["10.0.0.0/33"], False),
+    ("tracker.api.allowedSourceRanges", ["256.0.0.0/8"], False),
+    ("tracker.api.allowedSourceRanges", ["010.0.0.0/8"], False),
+    ("tracker.api.allowedSourceRanges", ["2001:db8::/129"], False),
+    ("tracker.api.allowedSourceRanges", ["1::2::3/64"], False),
+    ("tracker.api.allowedSourceRanges", ["office"], False),
+    ("tracker.api.allowedSourceRanges", ["10.0.0.0/8 "], False),
+    ("tracker.api.allowedSourceRanges", [f"10.{i}.0.0/16" for i in range(65)], False),
+    ("tracker.api.host", "api.acme.example", True),
+    ("tracker.api.host", "API.acme.example", False),
+    ("tracker.spoolStorage", "4Gi", True),
+    ("tracker.spoolStorage", "4 GB", False),
 ]
 
 
@@ -172,6 +196,47 @@ def test_model_and_crd_agree_on_every_field_check(path: str, value: Any, accepte
     obj = tenant(with_value(path, value))
     assert model_accepts(obj) is accepted, "model"
     assert crd_accepts(obj) is accepted, "CRD schema"
+
+
+@st.composite
+def ipv6_spellings(draw: st.DrawFn) -> str:
+    """An IPv6 address as people write it: any run of zero groups (one too) as ``::``, groups with or
+    without leading zeros, in either case, the last 32 bits perhaps dotted; sometimes one group too many
+    or too few."""
+    count = draw(st.sampled_from([8, 8, 8, 7, 9]))
+    groups = draw(st.lists(st.sampled_from([0, 0, 1, 0xDB8, 0xFFFF, 0x2001]), min_size=count, max_size=count))
+    texts = [draw(st.sampled_from([f"{g:x}", f"{g:04x}", f"{g:X}"])) for g in groups]
+    if draw(st.booleans()) and count >= 2:
+        last = groups[-2] << 16 | groups[-1]
+        texts[-2:] = [".".join(str(last >> shift & 0xFF) for shift in (24, 16, 8, 0))]
+    zeros = [i for i, g in enumerate(groups[: len(texts)]) if g == 0]
+    if zeros and draw(st.booleans()):
+        start = draw(st.sampled_from(zeros))
+        end = start
+        while end + 1 < len(texts) and groups[end + 1] == 0 and draw(st.booleans()):
+            end += 1
+        return ":".join(texts[:start]) + "::" + ":".join(texts[end + 1 :])
+    return ":".join(texts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().flatmap(lambda ip: st.tuples(st.just(str(ip)), st.integers(0, ip.max_prefixlen + 2))),
+        st.tuples(ipv6_spellings(), st.integers(0, 130)),
+        st.tuples(st.text(alphabet="0123456789abcdef:./", min_size=1, max_size=24), st.integers(0, 130)),
+    )
+)
+def test_cidr_pattern_accepts_exactly_the_networks_python_reads(case: tuple[str, int]) -> None:
+    """The CRD's pattern and ipaddress agree on every address with every prefix, and on junk."""
+    address, prefix = case
+    text = f"{address}/{prefix}"
+    try:
+        ipaddress.ip_network(text, strict=False)
+        networks = True
+    except ValueError:
+        networks = False
+    assert (re.fullmatch(CIDR_PATTERN, text) is not None) is networks, text
 
 
 def test_cron_pattern_is_anchored_as_a_whole() -> None:
@@ -270,6 +335,14 @@ def test_repeated_allowed_mode_is_refused_like_a_set_list() -> None:
     assert allowed["x-kubernetes-list-type"] == "set"
 
 
+def test_repeated_source_range_is_refused_like_a_set_list() -> None:
+    api = {"host": "api.acme.example", "allowedSourceRanges": ["10.0.0.0/8", "10.0.0.0/8"]}
+    with pytest.raises(ValidationError, match="allowedSourceRanges must not repeat a range"):
+        PoliteTenantSpec.model_validate({**BASE, "tracker": {"api": api}})
+    tracker = openapi_schema()["properties"]["spec"]["properties"]["tracker"]["properties"]
+    assert tracker["api"]["properties"]["allowedSourceRanges"]["x-kubernetes-list-type"] == "set"
+
+
 def test_integer_quantities_are_read_as_strings() -> None:
     tracker = Tracker.model_validate({"resources": {"limits": {"cpu": 2, "memory": "1Gi"}}})
     assert tracker.resources.limits.cpu == "2"
@@ -281,6 +354,7 @@ def test_defaults_of_an_empty_spec() -> None:
     assert spec.tracking.default_mode == "anonymous"
     assert spec.tracking.min_segment_size == 10
     assert spec.tracker.replicas == 2 and spec.tracker.host is None and spec.tracker.tls is None
+    assert spec.tracker.api is None and spec.tracker.spool_storage == "1Gi"
     assert spec.database.engine is None and spec.database.storage == "10Gi"
     assert spec.keys.provider == "local" and spec.keys.vault is None
     assert (spec.retention.interaction_days, spec.retention.message_days) == (395, 730)

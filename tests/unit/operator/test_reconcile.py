@@ -253,21 +253,15 @@ def conditions(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def make_available(kube: FakeKube, namespace: str = "polite-acme") -> None:
-    """What the Deployment, StatefulSet and CNPG controllers would report once pods run."""
+    """What the StatefulSet and CNPG controllers would report once pods run."""
     for (_, kind, ns, _name), obj in kube.objects.items():
         if ns != namespace:
             continue
         generation = obj["metadata"].get("generation", 1)
-        if kind == "Deployment":
+        if kind == "StatefulSet":
             n = obj["spec"]["replicas"]
-            obj["status"] = {
-                "observedGeneration": generation,
-                "replicas": n,
-                "updatedReplicas": n,
-                "availableReplicas": n,
-            }
-        elif kind == "StatefulSet":
-            obj["status"] = {"observedGeneration": generation, "replicas": 1, "readyReplicas": 1}
+            counts = ("replicas", "readyReplicas", "currentReplicas", "updatedReplicas", "availableReplicas")
+            obj["status"] = {"observedGeneration": generation, **dict.fromkeys(counts, n)}
         elif kind == "Cluster":
             obj["status"] = {"instances": obj["spec"]["instances"], "readyInstances": obj["spec"]["instances"]}
 
@@ -281,13 +275,16 @@ async def test_first_reconcile_creates_every_child_the_secrets_and_the_keys(kube
 
     kinds = sorted(kind for (_, kind, _, _) in kube.objects)
     assert kinds.count("NetworkPolicy") == 5
-    for kind in ("Namespace", "ResourceQuota", "ServiceAccount", "ConfigMap", "StatefulSet", "Deployment", "CronJob"):
+    for kind in ("Namespace", "ResourceQuota", "ServiceAccount", "ConfigMap", "CronJob"):
         assert kind in kinds
-    for secret in (names.KEYS_SECRET, names.API_TOKENS_SECRET, names.DATABASE_CREDENTIALS_SECRET):
+    assert kube.find("StatefulSet", "tracker") is not None and kube.find("StatefulSet", "postgres") is not None
+    assert "Deployment" not in kinds
+    owned = (names.KEYS_SECRET, names.API_TOKENS_SECRET, names.DATABASE_CREDENTIALS_SECRET)
+    for secret in (*owned, names.DATABASE_OWNER_SECRET, names.DATABASE_APP_SECRET):
         assert kube.find("Secret", secret, "polite-acme") is not None
     assert kube.writes[0] == ("create", "Namespace polite-acme")  # the fence first
     assert kube.writes.index(("create", f"Secret {names.KEYS_SECRET}")) < kube.writes.index(
-        ("create", "Deployment tracker")
+        ("create", "StatefulSet tracker")
     )
     assert kube.event_reasons() == ["NamespaceCreated", "ObjectsCreated", "SecretCreated", "KeysCreated"]
 
@@ -313,9 +310,9 @@ async def test_first_reconcile_creates_every_child_the_secrets_and_the_keys(kube
 
 async def test_children_are_owned_by_the_tenant_except_those_holding_data(kube: FakeKube, rt: Runtime) -> None:
     await run(tenant_body(), rt)
-    deployment = kube.find("Deployment", "tracker")
-    assert deployment is not None
-    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-tenant-acme"
+    tracker = kube.find("StatefulSet", "tracker")
+    assert tracker is not None
+    assert tracker["metadata"]["ownerReferences"][0]["uid"] == "uid-tenant-acme"
     for kind, name in (("Namespace", "polite-acme"), ("StatefulSet", "postgres"), ("Secret", names.KEYS_SECRET)):
         obj = kube.find(kind, name)
         assert obj is not None and "ownerReferences" not in obj["metadata"], kind
@@ -368,30 +365,30 @@ async def test_a_condition_keeps_its_transition_time_until_its_status_changes(ku
 async def test_a_child_deleted_by_hand_is_restored_and_an_event_says_so(kube: FakeKube, rt: Runtime) -> None:
     body = tenant_body()
     await run(body, rt)
-    kube.remove("Deployment", "tracker")
+    kube.remove("StatefulSet", "tracker")
     writes = len(kube.writes)
 
     await run(body, rt)
 
-    assert kube.writes[writes:] == [("create", "Deployment tracker")]
+    assert kube.writes[writes:] == [("create", "StatefulSet tracker")]
     restored = [e for e in kube.events if e["reason"] == "ObjectRestored"]
     assert len(restored) == 1
     assert restored[0]["type"] == "Warning"
-    assert "Deployment polite-acme/tracker" in restored[0]["message"]
+    assert "StatefulSet polite-acme/tracker" in restored[0]["message"]
     assert restored[0]["involvedObject"]["kind"] == "PoliteTenant"
 
 
 async def test_a_hand_edit_that_keeps_the_hash_annotation_is_still_restored(kube: FakeKube, rt: Runtime) -> None:
     body = tenant_body()
     await run(body, rt)
-    deployment = kube.find("Deployment", "tracker")
-    assert deployment is not None
-    deployment["spec"]["replicas"] = 7
-    deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/tracker:latest"
+    tracker = kube.find("StatefulSet", "tracker")
+    assert tracker is not None
+    tracker["spec"]["replicas"] = 7
+    tracker["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/tracker:latest"
 
     await run(body, rt)
 
-    restored = kube.find("Deployment", "tracker")
+    restored = kube.find("StatefulSet", "tracker")
     assert restored is not None
     assert restored["spec"]["replicas"] == 2
     assert restored["spec"]["template"]["spec"]["containers"][0]["image"] == "politetenant/polite-tracker:0.1.0"
@@ -402,14 +399,15 @@ async def test_fields_the_api_server_adds_are_not_drift(kube: FakeKube, rt: Runt
     body = tenant_body()
     await run(body, rt)
     service = kube.find("Service", "tracker")
-    deployment = kube.find("Deployment", "tracker")
+    tracker = kube.find("StatefulSet", "tracker")
     namespace = kube.find("Namespace", "polite-acme")
-    assert service is not None and deployment is not None and namespace is not None
+    assert service is not None and tracker is not None and namespace is not None
     service["spec"]["clusterIP"] = "10.96.0.17"
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = tracker["spec"]["template"]["spec"]["containers"][0]
     container["terminationMessagePath"] = "/dev/termination-log"
     container["resources"]["limits"]["cpu"] = "1000m"  # the same quantity, spelled otherwise
-    deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"
+    tracker["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"] = "Filesystem"
+    tracker["metadata"]["annotations"]["example.com/noted"] = "1"
     namespace["metadata"]["labels"]["kubernetes.io/metadata.name"] = "polite-acme"
     writes = len(kube.writes)
 
@@ -428,7 +426,7 @@ async def test_a_spec_change_updates_the_children_it_touches_and_says_so(kube: F
     outcome = await run(body, rt)
 
     patched = {what for verb, what in kube.writes[writes:] if verb == "patch"}
-    assert "Deployment tracker" in patched
+    assert "StatefulSet tracker" in patched
     assert "ResourceQuota tenant-quota" in patched  # room for the new pods
     assert all(verb == "patch" for verb, _ in kube.writes[writes:])
     assert "ObjectUpdated" in kube.event_reasons()
@@ -448,6 +446,73 @@ async def test_an_ingress_goes_when_the_host_is_removed(kube: FakeKube, rt: Runt
 
     assert kube.find("Ingress", "tracker") is None
     assert ("delete", "Ingress tracker") in kube.writes
+
+
+async def test_the_api_ingress_goes_when_the_api_host_is_removed(kube: FakeKube, rt: Runtime) -> None:
+    api = {"host": "api.acme.example", "allowedSourceRanges": ["203.0.113.0/24"]}
+    body = tenant_body(tracker={"host": "insights.acme.example", "api": api})
+    await run(body, rt)
+    assert kube.find("Ingress", "tracker") is not None and kube.find("Ingress", "tracker-api") is not None
+
+    body["spec"]["tracker"] = {"host": "insights.acme.example"}
+    body["metadata"]["generation"] = 2
+    await run(body, rt)
+
+    assert kube.find("Ingress", "tracker-api") is None
+    assert kube.find("Ingress", "tracker") is not None
+    assert ("delete", "Ingress tracker-api") in kube.writes
+
+
+def legacy_tracker_deployment(tenant: str = "acme") -> dict[str, Any]:
+    """The tracker as operator versions before the StatefulSet made it."""
+    labels = {"app.kubernetes.io/instance": tenant, "app.kubernetes.io/component": "tracker"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "tracker",
+            "namespace": f"polite-{tenant}",
+            "labels": {**labels, names.TENANT_LABEL: tenant},
+        },
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}}},
+    }
+
+
+async def test_the_tracker_deployment_of_an_earlier_version_goes_once_the_statefulset_serves(
+    kube: FakeKube, rt: Runtime
+) -> None:
+    body = tenant_body()
+    await run(body, rt)  # the namespace and everything else, as an earlier version left them
+    kube.seed(legacy_tracker_deployment())
+    tracker = kube.find("StatefulSet", "tracker")
+    assert tracker is not None
+    tracker["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 0}
+
+    outcome = await run(body, rt)
+
+    assert kube.find("Deployment", "tracker") is not None, "the old pods serve until a new one does"
+    assert outcome.rolling_out  # looked at again soon
+    tracker["status"] = {**tracker["status"], "availableReplicas": 1}
+
+    await run(body, rt)
+
+    assert kube.find("Deployment", "tracker") is None
+    assert ("delete", "Deployment tracker") in kube.writes
+    told = [e["message"] for e in kube.events if e["reason"] == "ObjectUpdated"]
+    assert any("removed Deployment polite-acme/tracker" in message for message in told), told
+
+
+async def test_a_deployment_of_someone_else_is_left_alone(kube: FakeKube, rt: Runtime) -> None:
+    body = tenant_body()
+    await run(body, rt)
+    foreign = legacy_tracker_deployment()
+    foreign["metadata"]["labels"][names.TENANT_LABEL] = "globex"
+    kube.seed(foreign)
+    make_available(kube)
+
+    await run(body, rt)
+
+    assert kube.find("Deployment", "tracker") is not None
 
 
 # -- placement, engines, invalid specs, API errors ------------------------------------------------------
@@ -480,7 +545,7 @@ async def test_cnpg_asked_without_its_crd_is_a_clear_condition_not_a_crash(kube:
     assert CNPG_CRD in next(c["message"] for c in outcome.status["conditions"] if c["type"] == "DatabaseReady")
     assert outcome.status["phase"] == "Failed"
     assert kube.find("Cluster", "postgres") is None
-    assert kube.find("Deployment", "tracker") is not None  # the rest is in place for when CNPG arrives
+    assert kube.find("StatefulSet", "tracker") is not None  # the rest is in place for when CNPG arrives
 
 
 async def test_with_the_cnpg_crd_a_cluster_is_made_and_read_for_readiness(kube: FakeKube, rt: Runtime) -> None:
@@ -523,7 +588,7 @@ async def test_a_refused_child_is_reported_on_its_part_and_retried(kube: FakeKub
     assert outcome.status is not None
     assert conditions(outcome.status)["RetentionReady"] == ("False", "ApiError")
     assert outcome.retry
-    assert kube.find("Deployment", "tracker") is not None  # the others went ahead
+    assert kube.find("StatefulSet", "tracker") is not None  # the others went ahead
     assert "ApiError" in kube.event_reasons()
 
 
@@ -589,6 +654,25 @@ async def test_generated_secrets_are_made_once_and_never_rewritten(kube: FakeKub
     after = kube.find("Secret", names.API_TOKENS_SECRET)
     assert after is not None and after["data"]["sender"] == "aGFuZC1zZXQ="
     assert not any(what.startswith("Secret") for verb, what in kube.writes if verb == "patch")
+
+
+async def test_the_database_owner_and_app_roles_get_their_own_generated_passwords(kube: FakeKube, rt: Runtime) -> None:
+    await run(tenant_body(database={"engine": "statefulset"}), rt)
+    logins = {}
+    for secret, role in (
+        (names.DATABASE_CREDENTIALS_SECRET, "polite"),
+        (names.DATABASE_OWNER_SECRET, "polite_owner"),
+        (names.DATABASE_APP_SECRET, "polite_app"),
+    ):
+        found = kube.find("Secret", secret, "polite-acme")
+        assert found is not None, secret
+        password = decode(found, "password")
+        assert decode(found, "username") == role
+        assert decode(found, "uri") == (
+            f"postgresql://{role}:{password}@postgres.polite-acme.svc.cluster.local:5432/polite"
+        )
+        logins[role] = password
+    assert len(set(logins.values())) == 3
 
 
 async def test_no_secret_value_reaches_status_or_events(kube: FakeKube, rt: Runtime) -> None:

@@ -27,9 +27,9 @@ def key_doc(kube: FakeKube) -> dict[str, object]:
 
 
 def pod_keys_version(kube: FakeKube) -> str | None:
-    deployment = kube.find("Deployment", "tracker")
-    assert deployment is not None
-    return deployment["spec"]["template"]["metadata"].get("annotations", {}).get(VERSION_ANNOTATION)
+    tracker = kube.find("StatefulSet", "tracker")
+    assert tracker is not None
+    return tracker["spec"]["template"]["metadata"].get("annotations", {}).get(VERSION_ANNOTATION)
 
 
 async def test_the_rotate_annotation_rotates_once_per_value_and_rolls_the_tracker(
@@ -101,7 +101,7 @@ async def test_an_unreachable_vault_at_creation_writes_nothing_and_retries(
     outcome = await run(body, rt)
     assert outcome.status is not None
     assert conditions(outcome.status)["KeysReady"] == ("True", "KeysAvailable")
-    assert kube.find("Deployment", "tracker") is not None
+    assert kube.find("StatefulSet", "tracker") is not None
 
 
 async def test_an_unreachable_vault_during_rotation_keeps_the_old_keys_and_retries(

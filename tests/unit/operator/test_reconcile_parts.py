@@ -24,7 +24,7 @@ from politetenant.operator.model.status import (
     status_body,
     status_patch,
 )
-from politetenant.operator.model.tenant import CONDITION_REASON_PATTERN
+from politetenant.operator.model.tenant_status import CONDITION_REASON_PATTERN
 from politetenant.operator.render.wiring import OwnedSecret
 
 

@@ -97,9 +97,18 @@ def pod_templates(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str
             yield where, obj["spec"]["jobTemplate"]["spec"]["template"]
 
 
+def tracker(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tracker's StatefulSet."""
+    return one(objects, "StatefulSet", "tracker")
+
+
+def tracker_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = tracker(objects)["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
 def tracker_env(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    return {var["name"]: var.get("value", var.get("valueFrom")) for var in container["env"]}
+    return {var["name"]: var.get("value", var.get("valueFrom")) for var in tracker_container(objects)["env"]}
 
 
 def policy(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -234,7 +243,7 @@ def test_every_object_is_valid_for_kubernetes_1_30_and_1_37(
 def test_every_pod_is_hardened(case: tuple[str, PoliteTenant, list[dict[str, Any]]]) -> None:
     _, tenant, objects = case
     templates = list(pod_templates(objects))
-    expected = {"Deployment/tracker", "CronJob/retention"}
+    expected = {"StatefulSet/tracker", "CronJob/retention"}
     if tenant.spec.database.engine == "statefulset":
         expected.add("StatefulSet/postgres")
     assert {where for where, _ in templates} == expected
@@ -272,7 +281,7 @@ def test_only_key_users_of_a_vault_tenant_hold_a_token_and_only_for_vault(
             for source in volume.get("projected", {}).get("sources", [])
             if "serviceAccountToken" in source
         ]
-        if where in ("Deployment/tracker", "CronJob/retention") and tenant.spec.keys.provider == "vault":
+        if where in ("StatefulSet/tracker", "CronJob/retention") and tenant.spec.keys.provider == "vault":
             assert tokens == [{"audience": "vault", "expirationSeconds": 3600, "path": "token"}], where
             assert template["spec"]["serviceAccountName"] == "tracker"
         else:
@@ -308,11 +317,12 @@ def test_every_object_is_labelled_namespaced_and_hashed(case: tuple[str, PoliteT
 
 def test_selectors_select_the_pods_they_mean(case: tuple[str, PoliteTenant, list[dict[str, Any]]]) -> None:
     _, _, objects = case
-    deployment = one(objects, "Deployment")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    workload = tracker(objects)
+    pod_labels = workload["spec"]["template"]["metadata"]["labels"]
     for selector in (
-        deployment["spec"]["selector"]["matchLabels"],
+        workload["spec"]["selector"]["matchLabels"],
         one(objects, "Service", "tracker")["spec"]["selector"],
+        one(objects, "Service", "tracker-ops")["spec"]["selector"],
         one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
         policy(objects, "tracker-ingress")["podSelector"]["matchLabels"],
         policy(objects, "tracker-egress")["podSelector"]["matchLabels"],
@@ -328,7 +338,7 @@ def test_legal_hold_suspends_the_retention_job(case: tuple[str, PoliteTenant, li
     cronjob = one(objects, "CronJob", "retention")
     assert cronjob["spec"]["suspend"] is tenant.spec.legal_hold
     assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["purge"]
-    settings = yaml.safe_load(one(objects, "ConfigMap")["data"]["settings.yaml"])
+    settings = yaml.safe_load(one(objects, "ConfigMap", "tracker-settings")["data"]["settings.yaml"])
     assert settings["legal_hold"] is tenant.spec.legal_hold
 
 
@@ -346,18 +356,25 @@ def test_namespace_enforces_pod_security_restricted_and_carries_the_display_name
 def test_children_come_in_apply_order_namespace_and_fence_before_pods() -> None:
     kinds = [obj["kind"] for obj in render(make_tenant(database={"engine": "statefulset"}))]
     assert kinds[:3] == ["Namespace", "ResourceQuota", "NetworkPolicy"]
-    assert kinds.index("Deployment") > max(i for i, kind in enumerate(kinds) if kind == "NetworkPolicy")
+    assert kinds.index("StatefulSet") > max(i for i, kind in enumerate(kinds) if kind == "NetworkPolicy")
 
 
 def test_objects_that_hold_data_are_marked_so_apply_never_owner_references_them() -> None:
-    for engine, kinds in (("cnpg", {"Namespace", "Cluster"}), ("statefulset", {"Namespace", "StatefulSet"})):
+    for engine, kinds in (("cnpg", {"Namespace/polite-acme", "Cluster/postgres"}),
+                          ("statefulset", {"Namespace/polite-acme", "StatefulSet/postgres"})):  # fmt: skip
         objects = render(make_tenant(database={"engine": engine}))
-        marked = {o["kind"] for o in objects if o["metadata"]["annotations"].get("polite.io/holds-data") == "true"}
+        marked = {
+            f"{o['kind']}/{o['metadata']['name']}"
+            for o in objects
+            if o["metadata"]["annotations"].get("polite.io/holds-data") == "true"
+        }
         assert marked == kinds
 
 
 def test_statefulset_volumes_survive_the_statefulset() -> None:
-    statefulset = one(render(make_tenant(database={"engine": "statefulset", "storage": "30Gi"})), "StatefulSet")
+    statefulset = one(
+        render(make_tenant(database={"engine": "statefulset", "storage": "30Gi"})), "StatefulSet", "postgres"
+    )
     assert statefulset["spec"]["persistentVolumeClaimRetentionPolicy"] == {
         "whenDeleted": "Retain",
         "whenScaled": "Retain",
@@ -365,6 +382,7 @@ def test_statefulset_volumes_survive_the_statefulset() -> None:
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "30Gi"
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "postgres"
     assert container["image"] == DEFAULTS.images.postgres
     assert statefulset["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
 
@@ -382,8 +400,10 @@ def test_each_region_and_cloud_gets_its_node_region_and_storage_class(region: st
             assert region_of(cluster["spec"]["affinity"]["nodeAffinity"]) == expected.cloud_region(cloud)
             assert cluster["spec"]["storage"]["storageClass"] == expected.storage_class[cloud]
         else:
-            claim = one(objects, "StatefulSet")["spec"]["volumeClaimTemplates"][0]
+            claim = one(objects, "StatefulSet", "postgres")["spec"]["volumeClaimTemplates"][0]
             assert claim["spec"]["storageClassName"] == expected.storage_class[cloud]
+        spool = tracker(objects)["spec"]["volumeClaimTemplates"][0]
+        assert spool["spec"]["storageClassName"] == expected.storage_class[cloud]
 
 
 def test_configured_storage_class_wins_over_the_catalogue() -> None:
@@ -395,8 +415,8 @@ def test_configured_storage_class_wins_over_the_catalogue() -> None:
 def test_unset_engine_is_cnpg_when_its_crd_exists_else_a_statefulset() -> None:
     tenant = make_tenant()
     assert of_kind(render(tenant, cnpg_available=True), "Cluster")
-    assert not of_kind(render(tenant, cnpg_available=True), "StatefulSet")
-    assert of_kind(render(tenant, cnpg_available=False), "StatefulSet")
+    assert [o["metadata"]["name"] for o in of_kind(render(tenant, cnpg_available=True), "StatefulSet")] == ["tracker"]
+    assert one(render(tenant, cnpg_available=False), "StatefulSet", "postgres")
     assert not of_kind(render(tenant, cnpg_available=False), "Cluster")
 
 
@@ -404,18 +424,19 @@ def test_external_database_renders_no_database_only_the_wiring() -> None:
     tenant = make_tenant(database={"engine": "external", "externalSecretRef": {"name": "their-db", "key": "dsn"}})
     result = render_tenant(tenant, DEFAULTS)
     kinds = {obj["kind"] for obj in result.objects}
-    assert not kinds & {"Cluster", "StatefulSet"}
-    assert not [o for o in of_kind(result.objects, "Service") if o["metadata"]["name"] != "tracker"]
+    assert "Cluster" not in kinds
+    assert [o["metadata"]["name"] for o in of_kind(result.objects, "StatefulSet")] == ["tracker"]
+    assert {o["metadata"]["name"] for o in of_kind(result.objects, "Service")} == {"tracker", "tracker-ops"}
     assert tracker_env(result.objects)["POLITE_DB"] == {"secretKeyRef": {"name": "their-db", "key": "dsn"}}
     assert "postgres-credentials" not in {secret.name for secret in result.secrets}
     assert "database-ingress" not in {o["metadata"]["name"] for o in of_kind(result.objects, "NetworkPolicy")}
 
 
-@pytest.mark.parametrize(("engine", "secret"), [("cnpg", "postgres-app"), ("statefulset", "postgres-credentials")])
-def test_tracker_and_retention_read_the_dsn_from_the_database_secret(engine: str, secret: str) -> None:
+@pytest.mark.parametrize(("engine", "serve"), [("cnpg", "postgres-app"), ("statefulset", "postgres-app-credentials")])
+def test_tracker_and_retention_read_the_dsn_from_the_database_secret(engine: str, serve: str) -> None:
     objects = render(make_tenant(database={"engine": engine}))
-    ref = {"secretKeyRef": {"name": secret, "key": "uri"}}
-    assert tracker_env(objects)["POLITE_DB"] == ref
+    assert tracker_env(objects)["POLITE_DB"] == {"secretKeyRef": {"name": serve, "key": "uri"}}
+    ref = {"secretKeyRef": {"name": serve, "key": "uri"}}  # the application role, as the tracker
     purge = one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert {v["name"]: v.get("valueFrom", v.get("value")) for v in purge["env"]} == {
         "POLITE_DB": ref,
@@ -427,19 +448,17 @@ def test_tracker_and_retention_read_the_dsn_from_the_database_secret(engine: str
 
 def test_tracker_runs_serve_with_settings_keys_probes_and_writable_scratch_only() -> None:
     objects = render(make_tenant(tracker={"replicas": 4, "resources": {"limits": {"cpu": "3", "memory": "1Gi"}}}))
-    deployment = one(objects, "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert deployment["spec"]["replicas"] == 4
+    workload = tracker(objects)
+    pod = workload["spec"]["template"]["spec"]
+    container = tracker_container(objects)
+    assert workload["spec"]["replicas"] == 4
     assert container["image"] == DEFAULTS.images.tracker
-    assert container["args"] == ["serve"]
+    assert container["args"] == ["serve", "--no-migrate"]
     env = tracker_env(objects)
     assert env["POLITE_SETTINGS"] == "/etc/polite/settings.yaml"
     assert env["POLITE_KEYS"] == "local:/var/run/polite/keys/keys.json"
     assert env["POLITE_PORT"] == "8080"
     assert env["POLITE_WORKERS"] == "3"  # one per whole CPU of the limit
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"cpu": "3", "memory": "1Gi"},
@@ -447,7 +466,7 @@ def test_tracker_runs_serve_with_settings_keys_probes_and_writable_scratch_only(
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert writable == {"/tmp", "/var/lib/polite/spool"}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["spool"] == {"name": "spool", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert "spool" not in volumes  # the StatefulSet's claim, not a pod volume
     assert volumes["keys"]["secret"]["secretName"] == "tracker-keys"
     assert volumes["settings"]["configMap"]["name"] == "tracker-settings"
     assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == [
@@ -458,17 +477,16 @@ def test_tracker_runs_serve_with_settings_keys_probes_and_writable_scratch_only(
 
 def test_a_missing_request_or_limit_follows_the_other() -> None:
     objects = render(make_tenant(tracker={"resources": {"requests": {"cpu": "2"}, "limits": {"memory": "64Mi"}}}))
-    resources = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]
+    resources = tracker_container(objects)["resources"]
     assert resources == {"requests": {"cpu": "2", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "64Mi"}}
 
 
 def test_tracker_image_comes_from_the_spec_else_the_configuration() -> None:
     config = make_config(images={"tracker": "registry.example/tracker:9"})
-    assert one(render(make_tenant(), config), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
-        "registry.example/tracker:9"
-    )
+    assert tracker_container(render(make_tenant(), config))["image"] == "registry.example/tracker:9"
     own = render(make_tenant(tracker={"image": "mine:1"}), config)
-    assert one(own, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+    assert tracker_container(own)["image"] == "mine:1"
+    assert tracker(own)["spec"]["template"]["spec"]["initContainers"][0]["image"] == "mine:1"  # migrate
     assert one(own, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
 
 
@@ -512,7 +530,7 @@ def test_settings_configmap_is_the_tracker_settings_contract() -> None:
 
 def test_a_settings_change_rolls_the_tracker_pods() -> None:
     def config_hash(tenant: PoliteTenant) -> str:
-        template = one(render(tenant), "Deployment")["spec"]["template"]
+        template = tracker(render(tenant))["spec"]["template"]
         return str(template["metadata"]["annotations"]["polite.io/config-hash"])
 
     assert config_hash(make_tenant()) == config_hash(make_tenant())
@@ -563,7 +581,9 @@ def test_ingress_tls_and_public_url(
     assert {
         k: v for k, v in ingress["metadata"]["annotations"].items() if k.startswith("cert-manager.io/")
     } == annotations
-    assert yaml.safe_load(one(objects, "ConfigMap")["data"]["settings.yaml"])["public_base_url"] == url
+    assert (
+        yaml.safe_load(one(objects, "ConfigMap", "tracker-settings")["data"]["settings.yaml"])["public_base_url"] == url
+    )
 
 
 def test_no_host_no_ingress() -> None:
@@ -581,15 +601,23 @@ def test_quota_admits_every_rendered_pod_plus_a_rollout_surge_and_no_exposure() 
         needed = {"limits.cpu": 0, "limits.memory": 0}
         for where, template in pod_templates(objects):
             copies = 1
-            if where.startswith("Deployment"):
-                copies = one(objects, "Deployment")["spec"]["replicas"] + 1
+            if where == "StatefulSet/tracker":
+                copies = tracker(objects)["spec"]["replicas"] + 1
             for container in template["spec"]["containers"]:
                 needed["limits.cpu"] += copies * parse_quantity(container["resources"]["limits"]["cpu"])
                 needed["limits.memory"] += copies * parse_quantity(container["resources"]["limits"]["memory"])
         for key, amount in needed.items():
             assert parse_quantity(hard[key]) >= amount, (engine, key)
-        if engine == "external":
-            assert hard["persistentvolumeclaims"] == "0"
+        claims = [
+            (copies, claim["spec"]["resources"]["requests"]["storage"])
+            for workload in of_kind(objects, "StatefulSet")
+            for copies in [workload["spec"]["replicas"]]
+            for claim in workload["spec"]["volumeClaimTemplates"]
+        ]
+        if engine != "cnpg":  # CNPG's volumes are its own: counted from its instances in render
+            assert hard["persistentvolumeclaims"] == str(sum(copies for copies, _ in claims)), engine
+            storage = sum(copies * parse_quantity(size) for copies, size in claims)
+            assert parse_quantity(hard["requests.storage"]) == storage, engine
 
 
 # -- NetworkPolicies: exactly the allowances of docs/architecture.md ------------------------------------------
@@ -703,10 +731,12 @@ def test_network_policies_external_database_and_metrics_scraper() -> None:
     to_database = {"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"protocol": "TCP", "port": 6432}]}
     assert policy(objects, "tracker-egress")["egress"] == [to_database, DNS_RULE]
     assert policy(objects, "retention-egress")["egress"] == [to_database, DNS_RULE]
-    assert policy(objects, "tracker-ingress")["ingress"][1] == {
-        "from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
-        "ports": [{"protocol": "TCP", "port": 8080}],
-    }
+    # The scraper reaches the ops port (health, metrics) and nothing else; the http port stays the ingress's.
+    assert policy(objects, "tracker-ingress")["ingress"] == [
+        {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+         "ports": [{"protocol": "TCP", "port": 9090}]},
+    ]  # fmt: skip
 
 
 def test_an_in_cluster_vault_is_reached_by_its_namespace() -> None:
@@ -755,10 +785,10 @@ def test_spec_hash_changes_with_the_spec_and_only_then() -> None:
     assert hashes(relabelled) == base
     scaled = hashes(make_tenant(tracker={"replicas": 5}))
     changed = {key for key in base if base[key] != scaled[key]}
-    assert changed == {"Deployment/tracker", "ResourceQuota/tenant-quota"}
+    assert changed == {"StatefulSet/tracker", "ResourceQuota/tenant-quota"}
     held = hashes(make_tenant(legalHold=True))
     assert {key for key in base if base[key] != held[key]} == {
-        "ConfigMap/tracker-settings", "Deployment/tracker", "CronJob/retention",
+        "ConfigMap/tracker-settings", "StatefulSet/tracker", "CronJob/retention",
     }  # fmt: skip
 
 
@@ -800,7 +830,7 @@ def test_spec_strings_render_as_plain_strings(text: str) -> None:
     assert set(namespace["metadata"]["annotations"]) == {
         "polite.io/display-name", "polite.io/holds-data", "polite.io/spec-hash",
     }  # fmt: skip
-    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    container = tracker_container(objects)
     assert container["image"] == text
     assert "evil" not in json.dumps(objects).replace(json.dumps(text)[1:-1], "").replace(json.dumps(address)[1:-1], "")
     for obj in objects:
@@ -831,18 +861,19 @@ def test_injection_tenant_file_renders_plain_strings() -> None:
 def test_owned_secrets_are_named_never_filled() -> None:
     result = render_tenant(make_tenant(database={"engine": "statefulset"}), DEFAULTS)
     assert not of_kind(result.objects, "Secret")
+    login = ("username", "password", "dbname", "host", "port", "uri")
     assert {(s.name, s.keys) for s in result.secrets} == {
         ("tracker-keys", ("keys.json",)),
         ("tracker-api-tokens", ("sender", "analyst", "privacy")),
-        ("postgres-credentials", ("username", "password", "dbname", "host", "port", "uri")),
+        ("postgres-credentials", login),
+        ("postgres-owner-credentials", login),
+        ("postgres-app-credentials", login),
     }
-    (credentials,) = [s for s in result.secrets if s.name == "postgres-credentials"]
-    assert credentials.known == {
-        "username": "polite",
-        "dbname": "polite",
-        "host": "postgres.polite-acme.svc.cluster.local",
-        "port": "5432",
-    }
+    where = {"dbname": "polite", "host": "postgres.polite-acme.svc.cluster.local", "port": "5432"}
+    known = {s.name: s.known for s in result.secrets}
+    assert known["postgres-credentials"] == {"username": "polite", **where}
+    assert known["postgres-owner-credentials"] == {"username": "polite_owner", **where}
+    assert known["postgres-app-credentials"] == {"username": "polite_app", **where}
     vault = render_tenant(make_tenant(keys={"provider": "vault", "vault": {"address": "https://v:8200"}}), DEFAULTS)
     assert ("tracker-keys", ("wrapped-keys.json",)) in {(s.name, s.keys) for s in vault.secrets}
 

@@ -42,7 +42,7 @@ def test_render_prints_every_object_as_multi_document_yaml(capsys: pytest.Captur
 def test_render_without_config_serves_every_region(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", "-f", str(DATA / "tenant-singapore.yaml"))
     assert code == 0
-    assert {doc["kind"] for doc in yaml.safe_load_all(out)} >= {"Namespace", "Deployment", "StatefulSet"}
+    assert {doc["kind"] for doc in yaml.safe_load_all(out)} >= {"Namespace", "StatefulSet", "Service"}
 
 
 def test_render_cnpg_flag_picks_cloudnativepg_for_an_unset_engine(capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,8 +70,10 @@ def test_render_uses_the_configuration_file(capsys: pytest.CaptureFixture[str], 
     config = tmp_path / "operator.yaml"
     config.write_text("cloud: azure\nimages: {tracker: registry.example/tracker:7}\ningress_class: nginx\n")
     _, out, _ = run(capsys, "render", "-f", MINIMAL, "--config", str(config))
-    deployment = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
+    tracker = next(
+        d for d in yaml.safe_load_all(out) if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "tracker"
+    )
+    pod = tracker["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "registry.example/tracker:7"
     term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchExpressions"][0]["values"] == ["northeurope"]
@@ -184,8 +186,8 @@ def test_summary_names_every_object_with_its_placement(capsys: pytest.CaptureFix
     lines = out.splitlines()
     rendered = render_tenant(load_tenant("examples/tenant-eu-vault.yaml"), load_operator_config(None, {}))
     assert len([line for line in lines if line.startswith("  ")]) == len(rendered.objects) + len(rendered.secrets)
-    deployment = next(line for line in lines if line.split()[0] == "Deployment")
-    assert "pinned to eu-central-1" in deployment and "replicas=3" in deployment
+    tracker = next(line for line in lines if line.split()[:2] == ["StatefulSet", "polite-globex/tracker"])
+    assert "pinned to eu-central-1" in tracker and "replicas=3" in tracker and "volume 2Gi on" in tracker
     assert any(line.split()[0] == "CronJob" and "schedule" in line for line in lines)
 
 

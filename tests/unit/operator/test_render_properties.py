@@ -66,7 +66,7 @@ def test_any_valid_tenant_renders_schema_valid_objects(document: dict[str, Any],
     result = render_tenant(tenant, CONFIG, cnpg_available=cnpg)
     assert result.skipped_reason is None
     kinds = [obj["kind"] for obj in result.objects]
-    assert kinds[0] == "Namespace" and "Deployment" in kinds
+    assert kinds[0] == "Namespace" and "StatefulSet" in kinds
     for obj in result.objects:
         if obj["apiVersion"] == "postgresql.cnpg.io/v1":  # not in the Kubernetes schemas: checked field by field
             region = REGIONS[document["spec"]["region"]]
