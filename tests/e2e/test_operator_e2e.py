@@ -906,6 +906,13 @@ def test_legal_hold_blocks_deletion_until_lifted_then_retain_keeps_the_data(
     assert left is not None, "deletionPolicy Retain removed the namespace"
     assert left["metadata"]["labels"]["polite.io/orphaned"] == "true"
     assert cluster.get(path("Secret", "tracker-keys", namespace)) is not None
+    if cluster.emulated:  # the emulator's garbage collector has run: the tracker went with its owner
+        operator.wait_for(
+            lambda: cluster.get(path("StatefulSet", "tracker", namespace)) is None, "the tracker to be collected"
+        )
+    fence = {p["metadata"]["name"] for p in cluster.items(path("NetworkPolicy", namespace=namespace))}
+    assert {"default-deny", "database-ingress"} <= fence, f"the retained database lost its fence: {fence}"
+    assert cluster.get(path("ResourceQuota", "tenant-quota", namespace)) is not None
     assert cluster.get(path("Secret", f"polite-{name}-keys", OPERATOR_NAMESPACE)) is not None, "keys were destroyed"
     assert "Orphaned" in cluster.reasons(name, uid)
 

@@ -85,11 +85,22 @@ def contains(live: Any, desired: Any, key: str | None = None, parent: str | None
     return _same_scalar(live, desired, key, parent)
 
 
+def outlives_tenant(obj: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` holds or fences tenant data: then only the deletion policy may remove it (with the
+    namespace), never the garbage collector, so it carries no ownerReference."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return any(annotations.get(key) == "true" for key in (names.HOLDS_DATA_ANNOTATION, names.GUARDS_DATA_ANNOTATION))
+
+
 def plan(desired: Mapping[str, Any], live: Mapping[str, Any] | None, *, known: bool) -> Action:
     """What to do about one rendered object. ``known``: this render was applied before, so a missing
     object was deleted, or a differing one edited, by someone else."""
     if live is None:
         return Create(dict(desired), restore=known)
+    if outlives_tenant(desired) and (live.get("metadata") or {}).get("ownerReferences"):
+        # Made owned by an earlier version: a merge patch with null drops the reference, or the
+        # garbage collector would take the object with the tenant whatever its deletionPolicy.
+        return Patch({**desired, "metadata": {**desired["metadata"], "ownerReferences": None}}, restore=False)
     if _hash(live) == _hash(desired):
         if contains(live, desired):
             return Unchanged(dict(live))
@@ -98,12 +109,10 @@ def plan(desired: Mapping[str, Any], live: Mapping[str, Any] | None, *, known: b
 
 
 def with_owner(obj: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
-    """``obj`` owned by the tenant, unless it holds data: then only the deletion policy may remove it,
-    never the garbage collector."""
-    metadata = obj["metadata"]
-    if metadata.get("annotations", {}).get(names.HOLDS_DATA_ANNOTATION) == "true":
+    """``obj`` owned by the tenant, unless it holds or fences data (``outlives_tenant``)."""
+    if outlives_tenant(obj):
         return obj
-    return {**obj, "metadata": {**metadata, "ownerReferences": [dict(owner)]}}
+    return {**obj, "metadata": {**obj["metadata"], "ownerReferences": [dict(owner)]}}
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:

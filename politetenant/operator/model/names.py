@@ -49,6 +49,9 @@ ROTATE_ANNOTATION = "polite.io/rotate-keys"
 # never gives them an ownerReference, so deleting the PoliteTenant removes them only when its
 # deletionPolicy says Delete, and never during a legal hold.
 HOLDS_DATA_ANNOTATION = "polite.io/holds-data"
+# On the fence around that data (NetworkPolicies, the quota): no ownerReference either, so a tenant
+# deleted with deletionPolicy Retain leaves its retained database fenced as before, not open.
+GUARDS_DATA_ANNOTATION = "polite.io/guards-data"
 
 
 def vault_name(tenant: str) -> str:

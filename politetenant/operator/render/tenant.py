@@ -178,6 +178,7 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
             names.HOLDS_DATA_ANNOTATION: "true",
         },
         "data_annotations": {names.HOLDS_DATA_ANNOTATION: "true"},
+        "fence_annotations": {names.GUARDS_DATA_ANNOTATION: "true"},
         "node_affinity": node_affinity(spec.region, config),
         "storage_class": storage_class(spec.region, config),
         "pull_policy": config.images.pull_policy,

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from politetenant.operator import cli
-from politetenant.operator.kube.apply import Create, Patch, Unchanged, contains, plan, with_owner
+from politetenant.operator.kube.apply import Create, Patch, Unchanged, contains, outlives_tenant, plan, with_owner
 from politetenant.operator.kube.client import ObjectRef, event_body, object_path
 from politetenant.operator.kube.secrets import TOKEN_PATTERN, generated_values
 from politetenant.operator.model import names
+from politetenant.operator.model.config import load_operator_config
 from politetenant.operator.model.reasons import NEEDS_ACTION, EventType, Reason
 from politetenant.operator.model.status import (
     Facts,
@@ -24,8 +25,17 @@ from politetenant.operator.model.status import (
     status_body,
     status_patch,
 )
+from politetenant.operator.model.tenant import PoliteTenant
 from politetenant.operator.model.tenant_status import CONDITION_REASON_PATTERN
+from politetenant.operator.render.tenant import render_tenant
 from politetenant.operator.render.wiring import OwnedSecret
+
+TENANT = {
+    "apiVersion": "polite.io/v1alpha1",
+    "kind": "PoliteTenant",
+    "metadata": {"name": "acme"},
+    "spec": {"displayName": "Acme", "region": "eu-ireland"},
+}
 
 
 def obj(spec: dict[str, Any], hash_: str = "h1", **annotations: str) -> dict[str, Any]:
@@ -86,6 +96,29 @@ def test_objects_holding_data_get_no_owner() -> None:
     assert "ownerReferences" in with_owner(obj({}), owner)["metadata"]
     data = obj({}, **{names.HOLDS_DATA_ANNOTATION: "true"})
     assert "ownerReferences" not in with_owner(data, owner)["metadata"]
+    fence = obj({}, **{names.GUARDS_DATA_ANNOTATION: "true"})
+    assert "ownerReferences" not in with_owner(fence, owner)["metadata"]
+
+
+def test_a_fence_an_earlier_version_made_owned_loses_its_owner_reference() -> None:
+    """Else the garbage collector takes the NetworkPolicies and quota with a tenant deleted with Retain."""
+    fence = obj({"podSelector": {}}, **{names.GUARDS_DATA_ANNOTATION: "true"})
+    owned = {**fence, "metadata": {**fence["metadata"], "ownerReferences": [{"uid": "u"}]}}
+    action = plan(fence, owned, known=True)
+    assert isinstance(action, Patch) and action.desired["metadata"]["ownerReferences"] is None
+    assert isinstance(plan(fence, fence, known=True), Unchanged)
+
+
+def test_every_network_policy_and_the_quota_outlive_the_tenant() -> None:
+    rendered = render_tenant(PoliteTenant.model_validate(TENANT), load_operator_config(None, {})).objects
+    fence = [o for o in rendered if o["kind"] in ("NetworkPolicy", "ResourceQuota")]
+    assert len(fence) >= 4
+    assert all(outlives_tenant(o) for o in fence)
+    assert not any(
+        outlives_tenant(o)
+        for o in rendered
+        if o["kind"] in ("StatefulSet", "Service") and "tracker" in o["metadata"]["name"]
+    )
 
 
 # -- status -----------------------------------------------------------------------------------------
