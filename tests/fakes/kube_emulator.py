@@ -9,8 +9,10 @@ Added: resourceVersion (one revision counter), uid, creationTimestamp, generatio
 that honour resourceVersion, label and field selectors, ``limit``/``continue`` and ``sendInitialEvents``;
 PUT, generateName, dry-run, the four patch types; 409 AlreadyExists/Conflict, 404/410/415/422 Status
 bodies; the status subresource; finalizers; namespace lifecycle and deletion; owner-reference garbage
-collection; CRDs (served from their objects, defaulted, pruned and validated); and what ``kubectl``
-reads besides: discovery with proper subresources, OpenAPI v3 paths, Tables of printer columns.
+collection; CRDs (served from their objects, defaulted, pruned and validated); pods deleted gracefully
+(held until their kubelet lets go) and the Eviction API against PodDisruptionBudgets
+(``tests/fakes/kube_pods.py``); and what ``kubectl`` reads besides: discovery with proper subresources,
+OpenAPI v3 paths, Tables of printer columns.
 
 Every state change happens synchronously between two awaits of the server's event loop, so each write
 is atomic and a watch subscribes at the very instant it takes its snapshot: no event falls between.
@@ -53,6 +55,8 @@ import yaml
 # kmock exports Response at runtime but not in __all__; StreamingError wraps failures inside a stream.
 from kmock._internal.rendering import Response, StreamingError
 
+from tests.fakes.kube_pods import GRACEFUL_HOLD, Allowed, deletion_grace, held_by_grace, judge_eviction
+
 Body = dict[str, Any]
 Key = tuple[kmock.resource, str | None, str]
 
@@ -62,6 +66,8 @@ CRD_DOC = "https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/c
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+PODS = kmock.resource("", "v1", "pods")
+PDBS = kmock.resource("policy", "v1", "poddisruptionbudgets")
 POLITETENANT_CRD = Path(__file__).resolve().parents[2] / "crds" / "politetenants.polite.io.yaml"
 # The namespaces every cluster starts with.
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -633,6 +639,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         self.fallback[kmock.method.DELETE] << self._serve_delete
         self.fallback["get /openapi/v3"] << self._serve_openapi_index
         self.fallback["get", re.compile(r"/openapi/v3/.+")] << self._serve_openapi
+        self.fallback["post", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/eviction")] << self._serve_outcome
         if self.builtins:
             with warnings.catch_warnings():  # kmock 0.8 reads its bundle with a deprecated importlib call
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -796,6 +803,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
 
     def _write(self, request: kmock.Request) -> Response | None:
         method, name = request.method, request.name
+        if method == kmock.method.POST and request.subresource == "eviction" and request.resource == PODS:
+            return self._http_evict(request)
         if method == kmock.method.POST and name is None:
             return self._http_create(request)
         if method == kmock.method.PUT and name is not None:
@@ -1193,6 +1202,34 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             200, {"apiVersion": _api_version(res), "kind": f"{kind}List", "metadata": meta, "items": deleted}
         )
 
+    def _http_evict(self, request: kmock.Request) -> Response:
+        """POST pods/NAME/eviction, the Eviction API (``tests/fakes/kube_pods.py``, ``judge_eviction``):
+        201 and the pod deleted (its ``deleteOptions`` honoured), or the budget's refusal (429)."""
+        assert request.name is not None
+        key = (PODS, request.namespace, request.name)
+        pod = self._live(key)
+        if pod is None:
+            raise not_found(PODS, request.name)
+        body = request.data if isinstance(request.data, dict) else {}
+        budgets = [obj for k, obj in self._live_items() if k[0] == PDBS and k[1] == request.namespace]
+        verdict = judge_eviction(pod, budgets)
+        if not isinstance(verdict, Allowed):
+            details = {"name": request.name, "kind": "pods", "causes": verdict.causes} if verdict.causes else {}
+            raise ApiError(verdict.code, verdict.reason, verdict.message, details)
+        if not _dry_run(request):
+            if verdict.budget is not None:
+                budget_key = (PDBS, request.namespace, str(_meta(verdict.budget)["name"]))
+
+                def spend(obj: Body) -> None:
+                    status = obj.setdefault("status", {})
+                    status["disruptionsAllowed"] = max(int(status.get("disruptionsAllowed") or 0) - 1, 0)
+                    status.setdefault("disruptedPods", {})[request.name] = _now()
+
+                self._system_update(budget_key, spend, subresource="status")
+            self._delete(key, dict(body.get("deleteOptions") or {}))
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+        return self._answer(201, status)
+
     # --- the store
 
     def _live(self, key: Key) -> Body | None:
@@ -1520,6 +1557,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         found = list(_meta(obj).get("finalizers") or [])
         if res == NAMESPACES:
             found += (obj.get("spec") or {}).get("finalizers") or []
+        if res == PODS and held_by_grace(obj):
+            found.append(GRACEFUL_HOLD)
         return found
 
     def _delete(self, key: Key, options: Mapping[str, Any], *, dry_run: bool = False) -> tuple[Body, bool]:
@@ -1529,7 +1568,10 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         deletionTimestamp and stays until they are removed (finalizers doc). propagationPolicy Foreground
         adds the ``foregroundDeletion`` finalizer and Orphan the ``orphan`` one, for the garbage collector
         (https://kubernetes.io/docs/concepts/architecture/garbage-collection/). A namespace turns
-        Terminating and waits for its "kubernetes" finalizer.
+        Terminating and waits for its "kubernetes" finalizer. A pod running on a node is deleted gracefully
+        (``tests/fakes/kube_pods.py``, ``deletion_grace``): it keeps deletionTimestamp and
+        deletionGracePeriodSeconds until its kubelet deletes it again with grace 0; a later deletion may
+        shorten the grace period, never lengthen it.
         """
         res, _, name = key
         current = self._live(key)
@@ -1546,8 +1588,17 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
         if policy not in ("Background", "Foreground", "Orphan"):
             raise bad_request(f"propagationPolicy must be Background, Foreground or Orphan, not {policy!r}")
+        grace = deletion_grace(current, options) if res == PODS else 0
         if meta.get("deletionTimestamp"):
-            return current, False
+            if res != PODS or grace >= int(meta.get("deletionGracePeriodSeconds") or 0):
+                return current, False
+            shorter = copy.deepcopy(current)
+            shorter["metadata"]["deletionGracePeriodSeconds"] = grace
+            if dry_run:
+                return shorter, False
+            if not self._finalizers(res, shorter):
+                return self._commit(key, "DELETED", shorter, current), True
+            return self._commit(key, "MODIFIED", shorter, current), False
         new = copy.deepcopy(current)
         finalizers = list(_meta(new).get("finalizers") or [])
         extra = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
@@ -1557,9 +1608,9 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             new["metadata"]["finalizers"] = finalizers
         if res == NAMESPACES:
             new.setdefault("status", {})["phase"] = "Terminating"
-        if self._finalizers(res, new):
+        if grace > 0 or self._finalizers(res, new):
             new["metadata"]["deletionTimestamp"] = _now()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
             return (new, False) if dry_run else (self._commit(key, "MODIFIED", new, current), False)
         return (current, True) if dry_run else (self._commit(key, "DELETED", copy.deepcopy(current), current), True)
 
