@@ -32,10 +32,12 @@ import base64
 import copy
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from politetenant.crypto.keys import PURPOSES, KeyMaterialError, KeySet
 
@@ -53,6 +55,12 @@ ENV_ROLE = "POLITE_VAULT_ROLE"
 ENV_TOKEN_FILE = "POLITE_VAULT_TOKEN_FILE"
 ENV_CACERT = "POLITE_VAULT_CACERT"  # optional: CA bundle of a Vault behind a private CA
 
+# A Vault mount path: segments of letters, digits, '-' and '_' joined by single '/'. Mounts go into
+# request paths and into policy text; anything else ('#', '?', '%', '..', '*', quotes, newlines) could
+# point a request or a policy at another tenant's role or key, or widen a policy by a glob.
+_SEGMENT = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?"
+MOUNT_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+
 
 class VaultError(KeyMaterialError):
     """Vault did not do what was asked; the message names the address and the key, never a secret."""
@@ -64,6 +72,17 @@ class VaultUnavailable(VaultError):
 
 class VaultRefused(VaultError):
     """Vault answered no (permission denied, missing or destroyed key, bad request): retrying will not help."""
+
+
+def mount_path(mount: str, what: str) -> str:
+    """``mount`` checked against MOUNT_PATTERN, each segment URL-quoted (a no-op for a valid one: defence
+    in depth, as hvac puts mounts into URLs as they are). ``what`` names the setting in the error."""
+    if len(mount) > 128 or not re.fullmatch(MOUNT_PATTERN, mount):
+        raise VaultRefused(
+            f"{what} must be a Vault mount path (letters, digits, '-' and '_' in segments joined by '/'), "
+            f"not {mount[:64]!r}"
+        )
+    return "/".join(quote(segment, safe="") for segment in mount.split("/"))
 
 
 def wrap_context(key_name: str, version: int, purpose: str) -> str:
@@ -183,8 +202,8 @@ class VaultKeyProvider:
         self.address = address.rstrip("/")
         self.key_name = key_name
         self.role = role
-        self.transit_mount = transit_mount
-        self.auth_mount = auth_mount
+        self.transit_mount = mount_path(transit_mount, ENV_TRANSIT_MOUNT)
+        self.auth_mount = mount_path(auth_mount, ENV_AUTH_MOUNT)
         self.token_file = Path(token_file)
         self.timeout = timeout
         self.verify = verify

@@ -550,3 +550,29 @@ def test_local_destroy_makes_the_keys_unrecoverable(
     with pytest.raises(KeyMaterialError, match="crypto-shredded"):
         local.new_wrapped_version(ACME, doc)
     local.destroy(ACME)
+
+
+# -- mount names are paths, never requests or policy text of their own ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "mounts",
+    [
+        {"auth_mount": "kubernetes/role/polite-victim#"},  # would write another tenant's role
+        {"transit_mount": 'transit/decrypt/polite-other" {}\npath "sys/*'},  # would widen the policy
+        {"transit_mount": "transit/*"},
+        {"auth_mount": "../sys"},
+    ],
+)
+def test_a_hostile_mount_is_refused_before_anything_reaches_vault(vault: VaultFake, mounts: dict[str, str]) -> None:
+    with pytest.raises(VaultRefused, match="must be a Vault mount path"):
+        VaultTenantKeys(vault.address, VaultLogin(token=ROOT_TOKEN), timeout=5, **mounts)
+    with pytest.raises(VaultRefused, match="must be a Vault mount path"):
+        VaultKeyProvider("/nonexistent", address=vault.address, key_name=ACME, role=ACME, **mounts)
+    assert vault.requests == []
+
+
+def test_a_nested_mount_is_a_path_of_plain_segments(vault: VaultFake) -> None:
+    keys = VaultTenantKeys(vault.address, VaultLogin(token=ROOT_TOKEN), transit_mount="tenants/transit", timeout=5)
+    assert keys.transit_mount == "tenants/transit"
+    assert tracker_policy(ACME, keys.transit_mount).count('path "') == 1

@@ -23,6 +23,7 @@ from politetenant.crypto.vault import (
     VaultClient,
     VaultError,
     VaultRefused,
+    mount_path,
     wrap_context,
     wrapped_versions,
 )
@@ -92,8 +93,8 @@ class VaultTenantKeys:
     ) -> None:
         self.address = address.rstrip("/")
         self.login = login
-        self.transit_mount = transit_mount
-        self.auth_mount = auth_mount
+        self.transit_mount = mount_path(transit_mount, "spec.keys.vault.transitMount")
+        self.auth_mount = mount_path(auth_mount, "spec.keys.vault.kubernetesAuthMount")
         self.audience = audience
         self.token_ttl_seconds = token_ttl_seconds
         self.timeout = timeout

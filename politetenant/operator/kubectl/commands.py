@@ -109,11 +109,6 @@ def legal_hold(api: TenantApi, name: str, *, on: bool, out: TextIO, err: TextIO)
     if bool(spec.get("legalHold", False)) == on:
         out.write(f"politetenant {name}: legal hold is already {state}; nothing changed.\n")
         return 0
-    if on and spec.get("deletionPolicy") == "Delete":
-        err.write(
-            f"warning: politetenant {name} has deletionPolicy Delete, and the API server refuses a legal hold "
-            "with it (deletionPolicy Delete is refused while legalHold is true): set deletionPolicy Retain first.\n"
-        )
     if tool := gitops_manager(tenant):
         err.write(
             f"warning: {tool} manages politetenant {name}: set spec.legalHold: {str(on).lower()} in git too, "
@@ -125,6 +120,11 @@ def legal_hold(api: TenantApi, name: str, *, on: bool, out: TextIO, err: TextIO)
             f"politetenant {name}: legal hold is on. Retention deletes nothing (its CronJob is suspended) "
             "and deleting the tenant waits until the hold is lifted.\n"
         )
+        if spec.get("deletionPolicy") == "Delete":
+            out.write(
+                "Its deletionPolicy stays Delete: once the hold is lifted, deleting the tenant removes its "
+                "namespace and crypto-shreds its keys.\n"
+            )
     else:
         out.write(f"politetenant {name}: legal hold is off. Retention resumes on its schedule.\n")
         if _deleting(tenant):

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from politetenant.crypto.vault import DEFAULT_TIMEOUT, KUBERNETES_SA_TOKEN
+from politetenant.crypto.vault import DEFAULT_TIMEOUT, KUBERNETES_SA_TOKEN, MOUNT_PATTERN
 from politetenant.operator.model.patterns import DNS_LABEL_PATTERN
 from politetenant.operator.model.tenant import ResourceAmounts, Resources
 from politetenant.regions import Cloud, RegionName
@@ -90,7 +90,11 @@ class VaultConfig(_Config):
         KUBERNETES_SA_TOKEN, min_length=1, description="ServiceAccount token for kubernetes_role (default: the pod's)."
     )
     auth_mount: str = Field(
-        "kubernetes", min_length=1, max_length=128, description="Kubernetes auth mount the operator logs in at."
+        "kubernetes",
+        min_length=1,
+        max_length=128,
+        pattern=MOUNT_PATTERN,
+        description="Kubernetes auth mount the operator logs in at.",
     )
     allowed_addresses: list[Annotated[str, Field(pattern=VAULT_ADDRESS_PATTERN)]] = Field(
         default_factory=list,

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from politetenant.crypto.vault import MOUNT_PATTERN
 from politetenant.operator.model import patterns, tenant_status
 from politetenant.operator.model.crd import openapi_schema
 
@@ -39,6 +40,8 @@ PATTERN_WORDS = {
     tenant_status.CONDITION_TYPE_PATTERN: "A CamelCase word.",
     tenant_status.CONDITION_REASON_PATTERN: "A CamelCase word (letters, digits, `_`, `,` and `:` allowed).",
     patterns.CIDR_PATTERN: "An IPv4 or IPv6 network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.",
+    MOUNT_PATTERN: "A Vault mount path: letters, digits, `-` and `_` in segments joined by single `/`, e.g. "
+    "`transit` or `k8s/cluster-eu`.",
 }
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from politetenant.crypto.vault import MOUNT_PATTERN
 from politetenant.operator.model.patterns import (
     CIDR_PATTERN,
     CRON_PATTERN,
@@ -128,11 +129,6 @@ API_NEEDS_SOURCE_RANGES = CelRule(
 SPOOL_STORAGE_IMMUTABLE = CelRule(
     "self == oldSelf",
     "spoolStorage is immutable: a StatefulSet cannot resize the volumes it made",
-)
-LEGAL_HOLD_BLOCKS_DELETE = CelRule(
-    "!(self.legalHold && self.deletionPolicy == 'Delete')",
-    "deletionPolicy Delete is refused while legalHold is true",
-    ".deletionPolicy",
 )
 
 
@@ -323,9 +319,11 @@ class VaultKeys(Spec):
         pattern=HTTP_URL_PATTERN,
         description="Vault address; the operator's default when unset.",
     )
-    transit_mount: str = Field("transit", min_length=1, max_length=128, description="Transit secrets engine mount.")
+    transit_mount: str = Field(
+        "transit", min_length=1, max_length=128, pattern=MOUNT_PATTERN, description="Transit secrets engine mount."
+    )
     kubernetes_auth_mount: str = Field(
-        "kubernetes", min_length=1, max_length=128, description="Kubernetes auth method mount."
+        "kubernetes", min_length=1, max_length=128, pattern=MOUNT_PATTERN, description="Kubernetes auth method mount."
     )
 
 
@@ -358,7 +356,8 @@ class Retention(Spec):
 class PoliteTenantSpec(Spec):
     """What a platform engineer asks for: one customer's isolated e-mail analytics stack."""
 
-    model_config = ConfigDict(json_schema_extra=cel(LEGAL_HOLD_BLOCKS_DELETE))
+    # No rule ties legalHold to deletionPolicy: a hold may be placed whatever the policy says, also on
+    # a tenant being deleted (a GitOps repo keeps its policy); deletion waits while it stands.
 
     display_name: str = Field(min_length=1, max_length=100, description="Customer name shown to people.")
     region: RegionName = Field(description="Data-residency region; immutable.", json_schema_extra=cel(REGION_IMMUTABLE))
@@ -367,17 +366,17 @@ class PoliteTenantSpec(Spec):
     database: Database = Field(default_factory=Database, description="The tenant's database.")
     keys: Keys = Field(default_factory=Keys, description="Where the tenant's encryption keys live.")
     retention: Retention = Field(default_factory=Retention, description="Retention of personal data.")
-    legal_hold: bool = Field(False, strict=True, description="Suspends every deletion, including the tenant's own.")
+    legal_hold: bool = Field(
+        False,
+        strict=True,
+        description="Suspends every deletion, including the tenant's own: deleting the tenant waits while the "
+        "hold stands, whatever deletionPolicy says, then follows it.",
+    )
     deletion_policy: DeletionPolicy = Field(
         DeletionPolicy.RETAIN,
         description="Retain (default) keeps namespace, data and keys when the tenant is deleted; "
         "Delete removes the namespace and crypto-shreds the keys.",
     )
-
-    @model_validator(mode="after")
-    def _legal_hold_blocks_delete(self) -> Self:
-        LEGAL_HOLD_BLOCKS_DELETE.require(not (self.legal_hold and self.deletion_policy == DeletionPolicy.DELETE))
-        return self
 
 
 def check_update(old: PoliteTenantSpec, new: PoliteTenantSpec) -> list[str]:

@@ -26,7 +26,6 @@ from politetenant.operator.model.tenant import (
     API_NEEDS_SOURCE_RANGES,
     DEFAULT_MODE_ALLOWED,
     EXTERNAL_DB_NEEDS_SECRET,
-    LEGAL_HOLD_BLOCKS_DELETE,
     REGION_IMMUTABLE,
     SPOOL_STORAGE_IMMUTABLE,
     TLS_NEEDS_HOST,
@@ -197,15 +196,6 @@ CASES: dict[CelRule, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
             spec_with(keys={"vault": {"address": "https://vault:8200"}}),  # provider defaults to local
         ],
     ),
-    LEGAL_HOLD_BLOCKS_DELETE: (
-        [
-            spec_with(legalHold=True, deletionPolicy="Retain"),
-            spec_with(legalHold=True),
-            spec_with(legalHold=False, deletionPolicy="Delete"),
-            spec_with(deletionPolicy="Delete"),
-        ],
-        [spec_with(legalHold=True, deletionPolicy="Delete")],
-    ),
 }
 TRANSITIONS: dict[
     CelRule, tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[tuple[dict[str, Any], dict[str, Any]]]]
@@ -317,21 +307,16 @@ def test_transition_rules_do_not_run_on_create() -> None:
     assert admission_errors(tenant(spec_with(region="us-east"))) == []
 
 
-def test_legal_hold_refuses_delete_and_allows_retain() -> None:
-    assert admission_errors(tenant(spec_with(legalHold=True, deletionPolicy="Delete"))) == [
-        LEGAL_HOLD_BLOCKS_DELETE.message
-    ]
+def test_a_legal_hold_is_admitted_whatever_the_deletion_policy() -> None:
+    """The hold wins: placing one never needs deletionPolicy changed first (deletion waits for it)."""
+    assert admission_errors(tenant(spec_with(legalHold=True, deletionPolicy="Delete"))) == []
     assert admission_errors(tenant(spec_with(legalHold=True, deletionPolicy="Retain"))) == []
-    # Placing a hold on a tenant that already says Delete is refused too: set Retain first.
     old = tenant(spec_with(deletionPolicy="Delete"))
-    assert admission_errors(tenant(spec_with(deletionPolicy="Delete", legalHold=True)), old=old) == [
-        LEGAL_HOLD_BLOCKS_DELETE.message
-    ]
+    assert admission_errors(tenant(spec_with(deletionPolicy="Delete", legalHold=True)), old=old) == []
 
 
 def test_rule_field_paths_point_the_error_at_the_field_to_change() -> None:
     paths = {r["message"]: r.get("fieldPath") for _, r in rule_sites(schema())}
-    assert paths[LEGAL_HOLD_BLOCKS_DELETE.message] == ".deletionPolicy"
     assert paths[EXTERNAL_DB_NEEDS_SECRET.message] == ".externalSecretRef"
     assert paths[VAULT_NEEDS_SETTINGS.message] == ".vault"
     assert paths[DEFAULT_MODE_ALLOWED.message] == ".defaultMode"
@@ -340,7 +325,7 @@ def test_rule_field_paths_point_the_error_at_the_field_to_change() -> None:
 
 
 def test_several_broken_rules_are_all_reported() -> None:
-    spec = spec_with(legalHold=True, deletionPolicy="Delete", keys={"provider": "vault"})
+    spec = spec_with(database={"engine": "external"}, keys={"provider": "vault"})
     assert sorted(admission_errors(tenant(spec))) == sorted(
-        [LEGAL_HOLD_BLOCKS_DELETE.message, VAULT_NEEDS_SETTINGS.message]
+        [EXTERNAL_DB_NEEDS_SECRET.message, VAULT_NEEDS_SETTINGS.message]
     )

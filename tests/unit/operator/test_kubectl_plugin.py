@@ -45,7 +45,6 @@ from politetenant.operator.kubectl.formatting import (
     status_document,
 )
 from politetenant.operator.model.crd import apply_defaults, openapi_schema
-from politetenant.operator.model.tenant import LEGAL_HOLD_BLOCKS_DELETE
 from tests.support import free_port
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -616,20 +615,17 @@ def test_legal_hold_already_in_place_changes_nothing(kube: FakeKube, capsys: pyt
     assert kube.patches == []
 
 
-def test_legal_hold_with_deletion_policy_delete_warns_and_shows_the_api_servers_refusal(
+def test_a_legal_hold_is_placed_whatever_the_deletion_policy_and_says_what_follows(
     kube: FakeKube, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The hold wins: an SRE places it without touching deletionPolicy (which a GitOps repo would revert)."""
     kube.tenants["acme"]["spec"]["deletionPolicy"] = "Delete"
     code, out, err = run(kube, capsys, "legal-hold", "acme", "on")
-    assert (code, out) == (1, "")
-    warning, error = err.splitlines()
-    assert warning.startswith("warning: politetenant acme has deletionPolicy Delete")
-    assert "set deletionPolicy Retain first" in warning
-    assert error == (
-        'error: the API server refused the change: PoliteTenant.polite.io "acme" is invalid: '
-        f'spec.deletionPolicy: Invalid value: "object": {LEGAL_HOLD_BLOCKS_DELETE.message}'
-    )
-    assert kube.tenants["acme"]["spec"].get("legalHold") is None  # the API server stored nothing
+    assert (code, err) == (0, "")
+    assert "deleting the tenant waits until the hold is lifted" in out
+    assert "once the hold is lifted, deleting the tenant removes its namespace and crypto-shreds its keys" in out
+    assert kube.tenants["acme"]["spec"]["legalHold"] is True
+    assert kube.tenants["acme"]["spec"]["deletionPolicy"] == "Delete"
 
 
 def test_legal_hold_on_a_gitops_managed_tenant_reminds_to_change_git(

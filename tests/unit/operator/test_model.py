@@ -170,6 +170,16 @@ FIELD_CASES: list[tuple[str, Any, bool]] = [
     ("keys.vault.address", "vault:8200", False),
     ("keys.vault.address", "https://", False),
     ("keys.vault.address", "https://va ult", False),
+    # Vault mounts go into request paths and policy text: plain path segments only
+    ("keys.vault.transitMount", "transit", True),
+    ("keys.vault.kubernetesAuthMount", "k8s/cluster-eu", True),
+    ("keys.vault.kubernetesAuthMount", "kubernetes/role/polite-victim#", False),
+    ("keys.vault.kubernetesAuthMount", "kubernetes?x=1", False),
+    ("keys.vault.transitMount", 'transit/decrypt/polite-other" {}', False),
+    ("keys.vault.transitMount", "transit/*", False),
+    ("keys.vault.transitMount", "../sys", False),
+    ("keys.vault.transitMount", "transit//keys", False),
+    ("keys.vault.transitMount", "transit\npath", False),
     # the API host's allowed networks: CIDRs, IPv4 or IPv6, host bits allowed (as ingress controllers read them)
     ("tracker.api.allowedSourceRanges", ["203.0.113.0/24", "2001:db8::/32"], True),
     ("tracker.api.allowedSourceRanges", ["0.0.0.0/0", "::/0"], True),
@@ -453,7 +463,8 @@ def test_field_reference_says_constraints_in_words() -> None:
     assert "From 5 to 100000" in row["spec.tracking.minSegmentSize"]
     assert "`eu-germany`" in row["spec.region"] and "immutable" in row["spec.region"]
     assert "Five numeric cron fields" in row["spec.retention.schedule"]
-    assert "Rule: deletionPolicy Delete is refused while legalHold is true." in row["spec.deletionPolicy"]
+    assert "Rule:" not in row["spec.deletionPolicy"]  # a legal hold never needs the policy changed first
+    assert "whatever deletionPolicy says" in row["spec.legalHold"]
     assert "Rule: defaultMode must be one of allowedModes." in row["spec.tracking.defaultMode"]
     assert "Rule: tls needs exactly one of" in row["spec.tracker.tls"]
     assert "`ClusterIssuer`" in row["spec.tracker.tls.issuerRef.kind"]

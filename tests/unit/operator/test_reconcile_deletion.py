@@ -73,6 +73,26 @@ async def test_releasing_the_hold_lets_a_retained_tenant_go_with_its_data_kept(
     assert len(orphaned) == 1 and "polite-acme" in orphaned[0]["message"]
 
 
+async def test_a_hold_placed_on_a_delete_tenant_during_deletion_wins_then_the_policy_follows(
+    kube: FakeKube, keys: FakeKeys, rt: Runtime
+) -> None:
+    body = await provisioned(rt, deletionPolicy="Delete")
+    body["spec"]["legalHold"] = True  # placed by an SRE after the delete began, policy untouched
+
+    held = await attempt(body, rt)
+    assert not held.done and held.status is not None
+    assert conditions(held.status)["Ready"] == ("False", "LegalHold")
+    assert ("delete", "Namespace polite-acme") not in kube.writes
+    assert keys.called("destroy") == 0
+
+    body["spec"]["legalHold"] = False
+    await attempt(body, rt)
+    assert ("delete", "Namespace polite-acme") in kube.writes
+    kube.finish_deletions()
+    assert (await attempt(body, rt)).done
+    assert keys.calls[-1] == ("destroy", "polite-acme")
+
+
 async def test_retain_is_the_default(kube: FakeKube, keys: FakeKeys, rt: Runtime) -> None:
     body = await provisioned(rt)
     outcome = await attempt(body, rt)
