@@ -49,6 +49,10 @@ ROTATE_ANNOTATION = "polite.io/rotate-keys"
 # never gives them an ownerReference, so deleting the PoliteTenant removes them only when its
 # deletionPolicy says Delete, and never during a legal hold.
 HOLDS_DATA_ANNOTATION = "polite.io/holds-data"
+# On the namespace: the database engine resolved when the tenant was first provisioned. With
+# status.database.engine it is the record the engine is read from ever after (the namespace outlives
+# a tenant deleted with Retain, so a tenant of the same name adopting it keeps its database).
+DATABASE_ENGINE_ANNOTATION = "polite.io/database-engine"
 # On the fence around that data (NetworkPolicies, the quota): no ownerReference either, so a tenant
 # deleted with deletionPolicy Retain leaves its retained database fenced as before, not open.
 GUARDS_DATA_ANNOTATION = "polite.io/guards-data"

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     DATABASE_STARTING = "DatabaseStarting"
     DATABASE_EXTERNAL = "ExternalDatabase"
     DATABASE_ENGINE_UNAVAILABLE = "DatabaseEngineUnavailable"
+    DATABASE_ENGINE_CHANGE_REFUSED = "DatabaseEngineChangeRefused"
     # -- TrackerReady
     TRACKER_AVAILABLE = "TrackerAvailable"
     TRACKER_STARTING = "TrackerStarting"
@@ -58,7 +59,13 @@ class Reason(StrEnum):
 # Reasons that need a person to act (fix the spec, install something, grant Vault access): the
 # tenant's phase is Failed rather than Provisioning while one of them holds a condition False.
 NEEDS_ACTION = frozenset(
-    {Reason.INVALID_SPEC, Reason.DATABASE_ENGINE_UNAVAILABLE, Reason.VAULT_REFUSED, Reason.KEYS_MISSING}
+    {
+        Reason.INVALID_SPEC,
+        Reason.DATABASE_ENGINE_UNAVAILABLE,
+        Reason.DATABASE_ENGINE_CHANGE_REFUSED,
+        Reason.VAULT_REFUSED,
+        Reason.KEYS_MISSING,
+    }
 )
 
 # Reasons another controller clears by itself: the workload exists and is rolling out. The tenant is

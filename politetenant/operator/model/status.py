@@ -126,6 +126,7 @@ class Facts:
     endpoint: str | None = None
     keys_version: int | None = None
     keys_rotated_at: str | None = None
+    database_engine: str | None = None
 
 
 def status_body(
@@ -151,6 +152,8 @@ def status_body(
     }
     if facts.keys_version is not None:
         body["keys"] = {"version": facts.keys_version, "rotatedAt": facts.keys_rotated_at}
+    if facts.database_engine is not None:
+        body["database"] = {"engine": facts.database_engine}
     return {key: value for key, value in body.items() if value is not None}
 
 

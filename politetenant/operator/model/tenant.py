@@ -126,6 +126,10 @@ API_NEEDS_SOURCE_RANGES = CelRule(
     "(0.0.0.0/0 and ::/0 open it to everyone, on purpose)",
     ".allowedSourceRanges",
 )
+ENGINE_IMMUTABLE = CelRule(
+    "self == oldSelf",
+    "engine is immutable once set: a tenant's data stays in the database it was provisioned with",
+)
 SPOOL_STORAGE_IMMUTABLE = CelRule(
     "self == oldSelf",
     "spoolStorage is immutable: a StatefulSet cannot resize the volumes it made",
@@ -297,7 +301,9 @@ class Database(Spec):
     engine: DatabaseEngine | None = Field(
         None,
         description="cnpg (CloudNativePG Cluster), statefulset (PostgreSQL StatefulSet) or external (your DSN). "
-        "Unset: cnpg when the CloudNativePG CRD exists, else statefulset.",
+        "Unset: cnpg when the CloudNativePG CRD exists at the first provisioning, else statefulset; the engine "
+        "resolved then is recorded (status.database.engine) and never changes by itself.",
+        json_schema_extra=cel(ENGINE_IMMUTABLE),
     )
     storage: Quantity = Field("10Gi", description="Volume size of the tenant database.")
     external_secret_ref: SecretKeyRef | None = Field(
@@ -386,6 +392,8 @@ def check_update(old: PoliteTenantSpec, new: PoliteTenantSpec) -> list[str]:
         broken.append(REGION_IMMUTABLE.message)
     if new.tracker.spool_storage != old.tracker.spool_storage:
         broken.append(SPOOL_STORAGE_IMMUTABLE.message)
+    if None not in (old.database.engine, new.database.engine) and new.database.engine != old.database.engine:
+        broken.append(ENGINE_IMMUTABLE.message)
     return broken
 
 

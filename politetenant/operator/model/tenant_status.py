@@ -55,6 +55,13 @@ class Condition(StatusPart):
     )
 
 
+class DatabaseStatus(StatusPart):
+    engine: Literal["cnpg", "statefulset", "external"] | None = Field(
+        None,
+        description="The engine resolved when the tenant was first provisioned; it never changes by itself.",
+    )
+
+
 class KeysStatus(StatusPart):
     version: int | None = Field(None, ge=1, le=0xFFFF, description="Newest key version; new data is sealed with it.")
     rotated_at: str | None = Field(
@@ -77,3 +84,4 @@ class PoliteTenantStatus(StatusPart):
     namespace: str | None = Field(None, max_length=63, description="The tenant's namespace.")
     endpoint: str | None = Field(None, max_length=2048, description="Base URL of the tenant's tracker.")
     keys: KeysStatus | None = Field(None, description="The tenant's key versions.")
+    database: DatabaseStatus | None = Field(None, description="The tenant's database.")

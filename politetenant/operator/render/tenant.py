@@ -121,7 +121,13 @@ class RenderResult:
     secrets: tuple[OwnedSecret, ...] = ()
 
 
-def render_tenant(tenant: PoliteTenant, config: OperatorConfig, *, cnpg_available: bool = False) -> RenderResult:
+def render_tenant(
+    tenant: PoliteTenant,
+    config: OperatorConfig,
+    *,
+    cnpg_available: bool = False,
+    recorded_engine: DatabaseEngine | None = None,
+) -> RenderResult:
     """Every child object of ``tenant``; nothing, with the reason, when its region is not served here."""
     region = tenant.spec.region
     if region not in config.served_regions:
@@ -129,7 +135,7 @@ def render_tenant(tenant: PoliteTenant, config: OperatorConfig, *, cnpg_availabl
         return RenderResult([], skipped_reason=f"region {region} is not served by this operator (it serves {served})")
     if len(tenant.namespace) > 63:
         raise RenderError(f"metadata.name: at most 56 characters, so that namespace {tenant.namespace} fits in 63")
-    engine = database_engine(tenant, cnpg_available)
+    engine = database_engine(tenant, cnpg_available, recorded_engine)
     values = _template_values(tenant, config, engine)
     objects = [obj for template in _templates(engine, values) for obj in _render(template, values)]
     return RenderResult(
@@ -176,6 +182,7 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
         "namespace_annotations": {
             names.DISPLAY_NAME_ANNOTATION: spec.display_name,
             names.HOLDS_DATA_ANNOTATION: "true",
+            names.DATABASE_ENGINE_ANNOTATION: engine.value,
         },
         "data_annotations": {names.HOLDS_DATA_ANNOTATION: "true"},
         "fence_annotations": {names.GUARDS_DATA_ANNOTATION: "true"},

@@ -72,11 +72,30 @@ class OwnedSecret:
     known: Mapping[str, str] = field(default_factory=dict)
 
 
-def database_engine(tenant: PoliteTenant, cnpg_available: bool) -> DatabaseEngine:
-    """The engine the tenant asked for; unset: CloudNativePG when its CRD exists, else a StatefulSet."""
+def database_engine(
+    tenant: PoliteTenant, cnpg_available: bool, recorded: DatabaseEngine | None = None
+) -> DatabaseEngine:
+    """The tenant's database engine: the one recorded when it was first provisioned, whatever came
+    later (installing CloudNativePG must not move a running tenant to an empty Cluster); else the one
+    it asks for; unset, CloudNativePG when its CRD exists, else a StatefulSet. A spec naming another
+    engine than the recorded one is refused by the reconcile step (``engine_conflict``)."""
+    if recorded is not None:
+        return recorded
     if tenant.spec.database.engine is not None:
         return tenant.spec.database.engine
     return DatabaseEngine.CNPG if cnpg_available else DatabaseEngine.STATEFULSET
+
+
+def engine_conflict(tenant: PoliteTenant, recorded: DatabaseEngine | None) -> str | None:
+    """Why the spec's engine cannot be had (it differs from the recorded one), or None."""
+    asked = tenant.spec.database.engine
+    if recorded is None or asked is None or asked is recorded:
+        return None
+    return (
+        f"spec.database.engine is {asked.value} but this tenant's database is {recorded.value} (resolved when it "
+        f"was first provisioned); the engine never changes by itself: its data stays where it is. Set engine "
+        f"{recorded.value}, or move the data and provision a new tenant"
+    )
 
 
 def vault_address(tenant: PoliteTenant, config: OperatorConfig) -> str | None:

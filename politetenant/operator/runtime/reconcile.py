@@ -56,14 +56,14 @@ from politetenant.operator.model.status import (
 from politetenant.operator.model.tenant import API_VERSION, KIND, DatabaseEngine, PoliteTenant
 from politetenant.operator.render.summary import tracker_settings_yaml
 from politetenant.operator.render.tenant import RenderError, render_tenant, spec_hash
-from politetenant.operator.render.wiring import database_engine
+from politetenant.operator.render.wiring import database_engine, engine_conflict
+from politetenant.operator.runtime.database_engine import CNPG_CRD, recorded_engine, without_missing_engine
 from politetenant.operator.runtime.metrics import Metrics
 from politetenant.operator.runtime.upgrades import retire_tracker_deployment
 from politetenant.settings import format_validation_error
 
 log = logging.getLogger(__name__)
 
-CNPG_CRD = "clusters.postgresql.cnpg.io"
 ORPHANED_LABEL = "polite.io/orphaned"
 # Children render leaves out when the spec stops asking for them (an Ingress once its host is removed).
 OPTIONAL_CHILDREN = (
@@ -210,20 +210,26 @@ def _finish(
 
 def _facts_from(status: Mapping[str, Any]) -> Facts:
     keys = status.get("keys") or {}
-    return Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"))
+    engine = (status.get("database") or {}).get("engine")
+    return Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"), engine)
 
 
 async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
     tenant = seen.tenant
     placed = passed("Placement", Reason.REGION_SERVED, f"region {tenant.spec.region} is served here")
     cnpg = await rt.kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD) is not None
+    recorded = await recorded_engine(rt.kube, seen.status, tenant.namespace)
+    engine = database_engine(tenant, cnpg, recorded)
     try:
-        result = render_tenant(tenant, rt.config, cnpg_available=cnpg)
+        result = render_tenant(tenant, rt.config, cnpg_available=cnpg, recorded_engine=engine)
     except RenderError as exc:
         checks = [placed, failed("Ready", Reason.INVALID_SPEC, str(exc).replace("\n", "; "))]
         facts = _facts_from(seen.status)  # what was provisioned before the spec went wrong is still there
         return _finish(rt, seen, status_body(seen.status, checks, facts, generation=seen.generation, now=now))
-    objects, engine_check = _without_missing_engine(tenant, result.objects, cnpg)
+    objects, engine_check = without_missing_engine(engine, result.objects, cnpg)
+    conflict = engine_conflict(tenant, recorded)
+    if conflict is not None:
+        engine_check = failed("DatabaseReady", Reason.DATABASE_ENGINE_CHANGE_REFUSED, conflict)
     owned = {secret.name: secret for secret in result.secrets}
     key_secret = owned.pop(names.KEYS_SECRET)
     keys = await prepare_keys(rt.kube, rt.keys, tenant, key_secret, known_version=seen.keys_version, now=now)
@@ -248,8 +254,8 @@ async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
     if retired is not None:
         await announce(rt, seen.ref, EventType.NORMAL, Reason.OBJECT_UPDATED, retired)
     await _tell(rt, seen, applied, secrets, keys)
-    checks = [placed, *_judge(tenant, applied, secrets, keys, database_engine(tenant, cnpg), engine_check)]
-    facts = Facts(tenant.namespace, _endpoint(result.objects), keys.version, keys.issued_at)
+    checks = [placed, *_judge(tenant, applied, secrets, keys, engine, engine_check)]
+    facts = Facts(tenant.namespace, _endpoint(result.objects), keys.version, keys.issued_at, engine.value)
     body = status_body(seen.status, checks, facts, generation=seen.generation, now=now)
     errors = [a.error for a in applied if a.error] + [s.error for s in secrets if s.error]
     for error in errors:
@@ -268,23 +274,6 @@ async def _without_keys(rt: Runtime, seen: Seen, placed: Check, keys: KeyPlan, n
     checks = [*keep_checks(seen.status, except_types=("Ready", "Placement", "KeysReady")), placed, keys.check]
     body = status_body(seen.status, checks, _facts_from(seen.status), generation=seen.generation, now=now)
     return _finish(rt, seen, body, retry=True, why=keys.check.message, needs_action=keys.check.reason in NEEDS_ACTION)
-
-
-def _without_missing_engine(
-    tenant: PoliteTenant, objects: list[dict[str, Any]], cnpg: bool
-) -> tuple[list[dict[str, Any]], Check | None]:
-    """A tenant that asks for CloudNativePG where it is not installed gets everything else and a
-    condition saying why it has no database (a Cluster cannot be created without its CRD)."""
-    if tenant.spec.database.engine is not DatabaseEngine.CNPG or cnpg:
-        return objects, None
-    message = (
-        f"spec.database.engine is cnpg but CloudNativePG is not installed (no CRD {CNPG_CRD}); "
-        "install CloudNativePG, or choose engine statefulset"
-    )
-    kept = [
-        obj for obj in objects if not (obj["kind"] == "Cluster" and obj["apiVersion"].startswith("postgresql.cnpg.io/"))
-    ]
-    return kept, failed("DatabaseReady", Reason.DATABASE_ENGINE_UNAVAILABLE, message)
 
 
 def _prepared(objects: list[dict[str, Any]], seen: Seen, keys: KeyPlan) -> list[dict[str, Any]]:

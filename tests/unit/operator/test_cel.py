@@ -25,6 +25,7 @@ from politetenant.operator.model.tenant import (
     API_HOST_DIFFERS,
     API_NEEDS_SOURCE_RANGES,
     DEFAULT_MODE_ALLOWED,
+    ENGINE_IMMUTABLE,
     EXTERNAL_DB_NEEDS_SECRET,
     REGION_IMMUTABLE,
     SPOOL_STORAGE_IMMUTABLE,
@@ -208,6 +209,17 @@ TRANSITIONS: dict[
         [
             (spec_with(), spec_with(region="us-east")),
             (spec_with(region="eu-germany"), spec_with(region="eu-ireland")),
+        ],
+    ),
+    ENGINE_IMMUTABLE: (
+        [
+            (spec_with(), spec_with(database={"engine": "statefulset"})),  # unset -> set: checked by the operator
+            (spec_with(database={"engine": "cnpg"}), spec_with(database={"engine": "cnpg", "storage": "20Gi"})),
+            (spec_with(database={"engine": "cnpg"}), spec_with()),  # unset again: the recorded engine stays
+        ],
+        [
+            (spec_with(database={"engine": "statefulset"}), spec_with(database={"engine": "cnpg"})),
+            (spec_with(database={"engine": "cnpg"}), spec_with(database={"engine": "statefulset"})),
         ],
     ),
     SPOOL_STORAGE_IMMUTABLE: (

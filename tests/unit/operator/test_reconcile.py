@@ -565,6 +565,65 @@ async def test_with_the_cnpg_crd_a_cluster_is_made_and_read_for_readiness(kube: 
     assert conditions(outcome.status)["DatabaseReady"] == ("True", "DatabaseAvailable")
 
 
+CNPG_INSTALLED = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": CNPG_CRD},
+}
+
+
+async def test_installing_cloudnativepg_later_never_moves_a_tenant_to_an_empty_cluster(
+    kube: FakeKube, rt: Runtime
+) -> None:
+    body = tenant_body()  # no engine named, no CloudNativePG: a StatefulSet
+    await run(body, rt)
+    assert body["status"]["database"] == {"engine": "statefulset"}
+    namespace = kube.find("Namespace", "polite-acme")
+    assert namespace is not None and namespace["metadata"]["annotations"]["polite.io/database-engine"] == "statefulset"
+    dsn = tracker_env_of(kube)["POLITE_DB"]
+
+    kube.seed(CNPG_INSTALLED)
+    body["metadata"]["generation"] = 2  # e.g. a displayName change: a full reconcile
+    await run(body, rt)
+    assert kube.find("Cluster", "postgres") is None, "an empty Cluster would orphan every record"
+    assert kube.find("StatefulSet", "postgres") is not None
+    assert tracker_env_of(kube)["POLITE_DB"] == dsn
+    assert body["status"]["database"] == {"engine": "statefulset"}
+
+
+async def test_a_tenant_adopting_a_retained_namespace_keeps_its_engine(kube: FakeKube, rt: Runtime) -> None:
+    body = tenant_body()
+    await run(body, rt)
+    kube.seed(CNPG_INSTALLED)
+    again = tenant_body()  # a new tenant of the same name: no status yet, the namespace remembers
+    await run(again, rt)
+    assert again["status"]["database"] == {"engine": "statefulset"}
+    assert kube.find("Cluster", "postgres") is None
+
+
+async def test_a_spec_naming_another_engine_than_the_recorded_one_is_refused_visibly(
+    kube: FakeKube, rt: Runtime
+) -> None:
+    body = tenant_body()
+    await run(body, rt)
+    kube.seed(CNPG_INSTALLED)
+    body["spec"]["database"] = {"engine": "cnpg"}  # unset -> cnpg passes the CRD; the operator says no
+    body["metadata"]["generation"] = 2
+    outcome = await run(body, rt)
+    assert outcome.status is not None
+    assert conditions(outcome.status)["DatabaseReady"] == ("False", "DatabaseEngineChangeRefused")
+    assert "statefulset" in next(c["message"] for c in outcome.status["conditions"] if c["type"] == "DatabaseReady")
+    assert kube.find("Cluster", "postgres") is None and kube.find("StatefulSet", "postgres") is not None
+    assert outcome.status["phase"] == "Failed"  # a person has to act: stalled, not retried in a loop
+
+
+def tracker_env_of(kube: FakeKube) -> dict[str, Any]:
+    tracker = kube.find("StatefulSet", "tracker")
+    assert tracker is not None
+    container = tracker["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
 async def test_an_external_database_is_reported_as_such(kube: FakeKube, rt: Runtime) -> None:
     body = tenant_body(database={"engine": DatabaseEngine.EXTERNAL.value, "externalSecretRef": {"name": "acme-db"}})
     outcome = await run(body, rt)
