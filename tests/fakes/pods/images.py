@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-SOURCE = REPO / "politetenant"  # the package the virtualenv's editable install points at
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENTRYPOINT_SCRIPT = Path(__file__).resolve().parent / "postgres-entrypoint.sh"
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -179,10 +178,11 @@ def dockerfile_image(
         stop_signal=int(stop)
         if stop.isdigit()
         else int(signal.Signals[stop if stop.startswith("SIG") else f"SIG{stop}"]),
-        # The virtualenv holds the package as an editable install: its finder imports the working
-        # tree's politetenant/ by absolute path, which must exist inside the container too (a clone
-        # under /tmp would otherwise vanish behind the container's empty /tmp).
-        binds=((venv_at, str(venv)), (str(SOURCE), str(SOURCE))),
+        # The virtualenv refers to itself and to the working tree by absolute paths (console scripts'
+        # shebangs, the editable install's finder), which must exist inside the container too: the
+        # repository is bound read-only at its own path (a clone under /tmp, as CI makes one, would
+        # otherwise vanish behind the container's empty /tmp).
+        binds=((venv_at, str(venv)), (str(REPO), str(REPO))),
         users=_strings(stage.get("users")),
         groups=_strings(stage.get("groups")),
         traverse=_interpreter_dirs(venv),
