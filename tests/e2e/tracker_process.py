@@ -130,9 +130,13 @@ class TrackerProcess:
         return total
 
     def kill(self) -> None:
+        """SIGKILL the tracker and every worker it forked (its own process group): a supervisor killed
+        alone would leave its workers running, holding their ports, after the test."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.proc.wait(timeout=10)
 
 
 def _get_status(url: str, timeout: float = 2.0) -> int:
@@ -178,6 +182,7 @@ def start_tracker(
             env=cli_env(),
             cwd=workdir,
             preexec_fn=preexec_fn,  # only resource limits, applied before exec
+            process_group=0,  # the tracker and its workers: one group, killed together
         )
     spool_dir = Path(str(settings.get("spool_dir", workdir / "spool")))
     tracker = TrackerProcess(proc, port, db, keys, settings_path, spool_dir, stderr_path, ops)
