@@ -375,7 +375,7 @@ class Load:
 def test_a_database_outage_under_load_and_a_rollout_lose_no_accepted_hit(stack: Stack) -> None:
     namespace = "polite-acme"
     before = count_events(stack, namespace)
-    stack.runner.stop_container(namespace, "postgres-0", "postgres")  # the database, not its roles sidecar
+    stack.runner.stop_database(namespace)
     with Load(stack, namespace, stack.state["recipients"]) as load:
         time.sleep(3)
         # The spool takes the hits: every tracker stays Ready, in the Service, answering 200.
@@ -391,7 +391,7 @@ def test_a_database_outage_under_load_and_a_rollout_lose_no_accepted_hit(stack: 
             "the rollout to replace a tracker pod",
         )
         time.sleep(2)
-        stack.runner.start_container(namespace, "postgres-0", "postgres")
+        stack.runner.start_database(namespace)
         load.phase = "database back, rollout finishing"
         stack.wait_for(
             lambda: (

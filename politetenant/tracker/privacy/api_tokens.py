@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from politetenant.crypto import Keyring
-from politetenant.tracker.http.auth import BootstrapToken, Role, create_api_token, revoke_api_token
+from politetenant.tracker.http.auth import BootstrapToken, Role, create_api_token, revoke_api_token, token_id_of
 from politetenant.tracker.privacy import audit
 from politetenant.tracker.storage.base import Store
 
@@ -24,7 +24,7 @@ BOOTSTRAP_ACTOR = ("api-tokens-dir", "operator")  # token id and role of what th
 async def create_token(store: Store, keyring: Keyring, role: Role) -> str:
     """A new token of ``role``: stored as a hash, audited, returned (the only time it is shown)."""
     token = await create_api_token(store, role)
-    token_id = token.split("_")[1]
+    token_id = token_id_of(token)
     await audit.record(
         store, keyring, audit.SYSTEM_ACTOR, audit.Action.TOKEN_CREATE, detail=f"id={token_id} role={role}"
     )
