@@ -547,6 +547,7 @@ class RequestRecord:
     verb: str
     path: str
     agent: str
+    user: str = ""  # the authenticated user name (system:anonymous without credentials)
 
     @property
     def write(self) -> bool:
@@ -599,6 +600,82 @@ class _Watcher:
         return {"type": kind, "object": change.object}
 
 
+@dataclass(frozen=True)
+class UserInfo:
+    """Who sent a request, as authentication says (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#users-in-kubernetes)."""
+
+    username: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+
+
+# A request with no credentials (anonymous-auth), and the emulator's own writes (initial namespaces, tests).
+ANONYMOUS = UserInfo("system:anonymous", ("system:unauthenticated",))
+SYSTEM = UserInfo("system:apiserver", ("system:masters", "system:authenticated"))
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """The authorizer's view of one request ("Review your request attributes",
+    https://kubernetes.io/docs/reference/access-authn-authz/authorization/#review-your-request-attributes):
+    a resource request names group, resource, subresource, namespace and name; any other request its path."""
+
+    user: UserInfo
+    verb: str
+    path: str
+    resource: kmock.resource | None = None  # None: a non-resource request (discovery, /version, /openapi)
+    subresource: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class Admission:
+    """One write as admission sees it (https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/):
+    the operation (CREATE, UPDATE, DELETE), the object after defaulting and pruning and the stored one
+    before, who asks. A validator raises ``ApiError`` to refuse and calls ``warn`` to add a Warning header.
+    """
+
+    operation: str
+    res: kmock.resource
+    kind: str
+    name: str
+    namespace: str | None
+    obj: Body | None  # None on DELETE
+    old: Body | None  # None on CREATE
+    user: UserInfo
+    subresource: str | None
+    dry_run: bool
+    emulator: PoliteKubernetesEmulator
+    field_validation: str = "Ignore"  # the request's fieldValidation (Strict, Warn, Ignore)
+
+    @property
+    def custom(self) -> bool:
+        """A custom resource (served from a CRD), not a built-in kind."""
+        return self.res in self.emulator._custom
+
+    @property
+    def schema(self) -> Body | None:
+        """The CRD's structural schema (openAPIV3Schema) of a custom resource."""
+        return self.emulator._schemas.get(self.res)
+
+    def warn(self, text: str) -> None:
+        self.emulator._warnings.append(text)
+
+    def read(self, res: kmock.resource | str, name: str, namespace: str | None = None) -> Body | None:
+        return self.emulator.read_object(res, name, namespace)
+
+    def items(self, res: kmock.resource | str) -> list[Body]:
+        """Every live object of one resource (bindings, policies, storage classes)."""
+        wanted = kmock.resource(res)
+        return [obj for key, obj in self.emulator._live_items() if key[0] == wanted]
+
+
+# An authorizer answers None (allowed) or raises ApiError (403); a validator checks one Admission.
+Authorizer = Callable[[Attributes, "PoliteKubernetesEmulator"], None]
+Validator = Callable[[Admission], None]
+
+
 @attrs.define(kw_only=True)
 class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     """kmock's Kubernetes emulator with the API server behaviour an operator process relies on.
@@ -612,6 +689,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     builtins: bool = True  # declare kmock's bundled built-in resources and the initial namespaces
     keep_requests: bool = False  # kmock matches each request against all past ones: history costs O(n²)
     event_window: int = 10_000  # changes kept for watches resuming from a resourceVersion
+    # Validate and admit writes as an API server does (tests/fakes/kube_admission.py); False: accept any.
+    strict: bool = True
 
     controller_errors: list[BaseException] = attrs.field(factory=list, init=False)
     # Every parsed request, in arrival order (three short fields each: cheap, unlike kmock's history).
@@ -631,6 +710,13 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     _field_validation: str = attrs.field(default="Ignore", init=False)
     _warnings: list[str] = attrs.field(factory=list, init=False)
     _columns: dict[kmock.resource, list[Body]] = attrs.field(factory=dict, init=False)
+    # Authentication: bearer tokens and who they are; without a token a request is ANONYMOUS.
+    tokens: dict[str, UserInfo] = attrs.field(factory=dict)
+    # Authorization (None: every request allowed, the emulator's historical default).
+    authorizer: Authorizer | None = None
+    # Validation and admission of writes, in order (strategy validation first, then admission plugins).
+    validators: list[Validator] = attrs.field(factory=list)
+    _user: UserInfo = attrs.field(default=SYSTEM, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -640,6 +726,11 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         self.fallback["get /openapi/v3"] << self._serve_openapi_index
         self.fallback["get", re.compile(r"/openapi/v3/.+")] << self._serve_openapi
         self.fallback["post", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/eviction")] << self._serve_outcome
+        if self.strict:
+            # Imported here: the checks build on this module's types (Admission, ApiError).
+            from tests.fakes.kube_admission import standard_validators
+
+            self.validators[:0] = standard_validators()
         if self.builtins:
             with warnings.catch_warnings():  # kmock 0.8 reads its bundle with a deprecated importlib call
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -683,7 +774,9 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         try:
             request = await self._parse_request(raw_request)
             self._requests.append(request)
-            self._log_request(request)
+            user = self._authenticate(request)
+            self._log_request(request, user)
+            self._user = user  # read synchronously by _handle before its first await
             try:
                 return await self._handle(request)
             except StreamingError as exc:
@@ -706,6 +799,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             await raw_response.write_eof()
             return raw_response
         finally:
+            self._user = SYSTEM
             if request is not None and not self.keep_requests:
                 self._forget(request)
 
@@ -751,7 +845,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             subresource=match["sub"],
         )
 
-    def _log_request(self, request: kmock.Request) -> None:
+    def _log_request(self, request: kmock.Request, user: UserInfo) -> None:
         res = request.resource
         verb = request_verb(
             str(getattr(request.method, "value", request.method)),
@@ -759,7 +853,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             name=request.name,
             params=request.params,
         )
-        self.request_log.append(RequestRecord(verb, request.url.path, _header(request, "User-Agent")))
+        record = RequestRecord(verb, request.url.path, _header(request, "User-Agent"), user.username)
+        self.request_log.append(record)
 
     def _forget(self, request: kmock.Request) -> None:
         self._requests[:] = [r for r in self._requests if r is not request]
@@ -770,6 +865,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         # State changes first (as kmock does), then kmock's reactions; the emulated fallbacks below
         # answer with the outcome. kmock.KubernetesEmulator's own state handling is skipped.
         res = request.resource
+        self._authorize(request)
         if res is not None and res.plural is not None and self._serves(res):
             self._check_served(request)
             self._field_validation = request.params.get("fieldValidation") or "Warn"
@@ -779,12 +875,40 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             finally:
                 self._field_validation = "Ignore"  # the server's own writes
                 self._warnings = []
+                self._user = SYSTEM
             if outcome is not None:
                 self._outcomes[id(request)] = outcome
         try:
             return await super(kmock.KubernetesEmulator, self)._handle(request)
         finally:
             self._outcomes.pop(id(request), None)
+
+    def _authenticate(self, request: kmock.Request) -> UserInfo:
+        """Bearer tokens (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#putting-a-bearer-token-in-a-request):
+        a known token is its user, an unknown one 401 Unauthorized, none at all the anonymous user."""
+        header = _header(request, "Authorization")
+        if not header:
+            return ANONYMOUS
+        scheme, _, token = header.partition(" ")
+        user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def _authorize(self, request: kmock.Request) -> None:
+        if self.authorizer is None:
+            return
+        res = request.resource
+        resource = res is not None and res.plural is not None
+        verb = request_verb(
+            str(getattr(request.method, "value", request.method)), resource=resource, name=request.name,
+            params=request.params,
+        )  # fmt: skip
+        attributes = Attributes(
+            self._user, verb, request.url.path, res if resource else None, request.subresource,
+            request.namespace if resource else None, request.name if resource else None,
+        )  # fmt: skip
+        self.authorizer(attributes, self)
 
     def _serves(self, res: kmock.resource) -> bool:
         return res in self.resources or res in self._get_resources()
@@ -1185,6 +1309,9 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             if param in request.params:
                 options[param] = request.params[param]
         key = (request.resource, request.namespace, request.name)
+        current = self._live(key)
+        if current is not None:
+            self._admit_delete(key, current, dry_run=_dry_run(request))
         obj, gone = self._delete(key, options, dry_run=_dry_run(request))
         return self._answer(200 if gone else 202, obj)
 
@@ -1195,6 +1322,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         deleted = []
         for key, obj in list(self._live_items()):
             if key[0] == res and selection(obj):
+                self._admit_delete(key, obj, dry_run=_dry_run(request))
                 deleted.append(self._delete(key, {}, dry_run=_dry_run(request))[0])
         kind = self.resources[res].kind or "Object"
         meta = {"resourceVersion": str(self._revision)}
@@ -1345,7 +1473,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             "managedFields",
         ):
             meta.pop(system, None)
-        obj = self._admit(res, None, obj)
+        obj = self._admit(res, None, obj, dry_run=dry_run)
         meta = obj["metadata"]
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
@@ -1412,8 +1540,12 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         skip = {"metadata", "status"} if "status" in self.resources[res].subresources else {"metadata"}
         return {k: v for k, v in obj.items() if k not in skip}
 
-    def _admit(self, res: kmock.resource, current: Body | None, obj: Body) -> Body:
-        """What the server itself adds or checks per kind, on create (``current`` None) and update."""
+    def _admit(
+        self, res: kmock.resource, current: Body | None, obj: Body, *, subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> Body:  # fmt: skip
+        """What the server itself adds or checks per kind, on create (``current`` None) and update; then
+        the validators (``validators``: strategy validation, then admission) see the result."""
         if res == NAMESPACES:
             # Namespaces: the "kubernetes" finalizer, phase Active and the immutable name label
             # (https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/).
@@ -1448,7 +1580,28 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
                 errors += schema_errors(_meta(obj).get("name"), name_schema, "metadata.name")
             if errors:
                 raise invalid(res, str(obj.get("kind")), str(_meta(obj).get("name")), errors)
+        meta = _meta(obj)
+        operation = "CREATE" if current is None else "UPDATE"
+        self._run_validators(
+            Admission(
+                operation, res, str(obj.get("kind")), str(meta.get("name")), meta.get("namespace"), obj, current,
+                self._user, subresource, dry_run, self, self._field_validation,
+            )
+        )  # fmt: skip
         return obj
+
+    def _run_validators(self, admission: Admission) -> None:
+        for validator in self.validators:
+            validator(admission)
+
+    def _admit_delete(self, key: Key, current: Body, *, dry_run: bool) -> None:
+        """Admission of a DELETE a client asked for (the garbage collector's and the namespace
+        controller's own deletions are the server's)."""
+        res, namespace, name = key
+        admission = Admission(
+            "DELETE", res, str(current.get("kind")), name, namespace, None, current, self._user, None, dry_run, self
+        )
+        self._run_validators(admission)
 
     def _validate_fields(self, res: kmock.resource, obj: Body, dropped: list[str]) -> None:
         """Unknown fields, API concepts "Field validation": ``fieldValidation=Strict`` refuses them (400),
@@ -1518,7 +1671,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             )
             raise invalid(res, str(current.get("kind")), name, [cause])
         if not system:
-            new = self._admit(res, current, new)
+            new = self._admit(res, current, new, subresource=subresource, dry_run=dry_run)
         if _without_version(new) == _without_version(current):
             return current
         if "generation" in meta and self._generation_content(res, new) != self._generation_content(res, current):
