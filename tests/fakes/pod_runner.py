@@ -125,6 +125,8 @@ class PodRunner:
             time_scale=time_scale,
             timeout_floor=timeout_floor,
             node_labels=dict(node_labels or {}),
+            api_token=api.admin_token if isinstance(api, KubeApiHandle) else None,
+            api_ca=str(api.ca_path) if isinstance(api, KubeApiHandle) and api.ca_path else None,
         )
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None

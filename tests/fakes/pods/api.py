@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,15 +90,19 @@ def _version(obj: Mapping[str, Any]) -> int:
 
 
 class KubeApi:
-    """JSON over HTTP to one API server, anonymous, as the emulator's kubeconfig allows."""
+    """JSON over HTTP to one API server: anonymous, or with the bearer ``token`` (the emulator's admin
+    token when it authorizes with RBAC), trusting the certificate ``ca`` of an https server."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None, ca: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self._token, self._ca = token, ca
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeApi:
-        connector = aiohttp.TCPConnector(limit=32)
-        self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": AGENT}, trust_env=False)
+        trust = ssl.create_default_context(cafile=self._ca) if self._ca else True
+        connector = aiohttp.TCPConnector(limit=32, ssl=trust)
+        headers = {"User-Agent": AGENT, **({"Authorization": f"Bearer {self._token}"} if self._token else {})}
+        self._session = aiohttp.ClientSession(connector=connector, headers=headers, trust_env=False)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

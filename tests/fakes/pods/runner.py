@@ -76,6 +76,8 @@ class NodeOptions:
     time_scale: float
     timeout_floor: float
     node_labels: dict[str, str] = field(default_factory=dict)
+    api_token: str | None = None  # the emulator's admin token, when it authorizes with RBAC
+    api_ca: str | None = None  # the emulator's certificate, when it serves https
 
 
 class Node:
@@ -101,7 +103,8 @@ class Node:
 
     async def run(self, started: asyncio.Future[None]) -> None:
         try:
-            async with KubeApi(self.url) as api, informers(api, WATCHED, self._mark) as caches:
+            api_client = KubeApi(self.url, self.options.api_token, self.options.api_ca)
+            async with api_client as api, informers(api, WATCHED, self._mark) as caches:
                 await self._serve(api, caches, started)
         except BaseException as exc:
             if not started.done():
