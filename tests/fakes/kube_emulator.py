@@ -20,9 +20,12 @@ Served requests are forgotten (kmock checks each new request against its whole h
 may count of them (verb, path, User-Agent) stays in ``request_log``.
 
 Approximated, and said so where it is done: strategic merge patch (the common merge keys only),
-server-side apply (create-or-merge, no field ownership), CRD validation (OpenAPI keywords; no CEL, no
-``format``), a list's continue token (pages come from the current state, not a snapshot). Not there:
-protobuf bodies (415; kubectl's imperative ``create <kind>`` sends them), admission webhooks, RBAC,
+server-side apply (create-or-merge, no field ownership), a list's continue token (pages come from the
+current state, not a snapshot). CRD validation here covers the OpenAPI keywords; what else a strict
+server checks on a write is in the modules ``tests/fakes/kube_admission.py`` lists (CEL rules and
+formats, built-in schemas, immutable fields, Pod Security, PVC resize, ValidatingAdmissionPolicy), and
+RBAC is ``tests/fakes/kube_rbac.py`` (``running_kube_api(rbac=True)``). Not there: protobuf bodies
+(415; kubectl's imperative ``create <kind>`` sends them), admission webhooks, mutating admission,
 Tables for built-in kinds, BOOKMARK events other than the end of initial events.
 """
 
@@ -667,8 +670,7 @@ class Admission:
 
     def items(self, res: kmock.resource | str) -> list[Body]:
         """Every live object of one resource (bindings, policies, storage classes)."""
-        wanted = kmock.resource(res)
-        return [obj for key, obj in self.emulator._live_items() if key[0] == wanted]
+        return self.emulator.live_of(res)
 
 
 # An authorizer answers None (allowed) or raises ApiError (403); a validator checks one Admission.
@@ -710,6 +712,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     _field_validation: str = attrs.field(default="Ignore", init=False)
     _warnings: list[str] = attrs.field(factory=list, init=False)
     _columns: dict[kmock.resource, list[Body]] = attrs.field(factory=dict, init=False)
+    _by_resource: dict[kmock.resource, set[Key]] = attrs.field(factory=dict, init=False)
     # Authentication: bearer tokens and who they are; without a token a request is ANONYMOUS.
     tokens: dict[str, UserInfo] = attrs.field(factory=dict)
     # Authorization (None: every request allowed, the emulator's historical default).
@@ -904,9 +907,15 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             str(getattr(request.method, "value", request.method)), resource=resource, name=request.name,
             params=request.params,
         )  # fmt: skip
+        name = request.name
+        if resource and name is None and verb in ("list", "watch"):
+            # RBAC doc, resourceNames: a list or watch names one object with fieldSelector metadata.name=<name>.
+            selector = request.params.get("fieldSelector") or ""
+            exact = [t.split("=")[-1] for t in selector.split(",") if re.fullmatch(r"metadata\.name==?[^=,]+", t)]
+            name = exact[0] if exact and exact[0] not in (".", "..") and not {"/", "%"} & set(exact[0]) else None
         attributes = Attributes(
             self._user, verb, request.url.path, res if resource else None, request.subresource,
-            request.namespace if resource else None, request.name if resource else None,
+            request.namespace if resource else None, name if resource else None,
         )  # fmt: skip
         self.authorizer(attributes, self)
 
@@ -1371,6 +1380,13 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             if not obj.deleted:
                 yield key, obj.raw
 
+    def live_of(self, res: kmock.resource | str) -> list[Body]:
+        """Every live object of one resource, without walking the whole store (admission reads
+        bindings, policies and classes on every write)."""
+        wanted = kmock.resource(res)
+        found = (self._live(key) for key in sorted(self._by_resource.get(wanted, ()), key=str))
+        return [obj for obj in found if obj is not None]
+
     def read_object(self, res: kmock.resource | str, name: str, namespace: str | None = None) -> Body | None:
         """The live object, or None: for tests reading the state from the server's own thread."""
         return self._live((kmock.resource(res), namespace, name))
@@ -1391,6 +1407,10 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             self.objects[key].history.append(obj)
             if kind == "DELETED":
                 self.objects[key].delete()
+        if kind == "DELETED":
+            self._by_resource.get(key[0], set()).discard(key)
+        else:
+            self._by_resource.setdefault(key[0], set()).add(key)
         change = Change(self._revision, key, kind, obj, previous)
         self._changes.append(change)
         while len(self._changes) > self.event_window:
@@ -1507,7 +1527,18 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
 
     def _check_name(self, res: kmock.resource, kind: str, name: str) -> None:
         """Object names, https://kubernetes.io/docs/concepts/overview/working-with-objects/names/ :
-        namespaces are RFC 1123 labels (63), most other kinds RFC 1123 subdomains (253)."""
+        namespaces are RFC 1123 labels (63), most other kinds RFC 1123 subdomains (253), RBAC's kinds
+        path segment names (not "." or "..", no "/" or "%"; ``system:discovery`` is one)."""
+        if res.group == "rbac.authorization.k8s.io":
+            bad = (
+                [f"may not be '{name}'"]
+                if name in (".", "..")
+                else [f"may not contain '{c}'" for c in "/%" if c in name]
+            )
+            causes = [("metadata.name", "FieldValueInvalid", f"Invalid value: {json.dumps(name)}: {b}") for b in bad]
+            if causes:
+                raise invalid(res, kind, name, causes)
+            return
         label = res == NAMESPACES
         pattern, limit = (_DNS_LABEL, 63) if label else (_DNS_SUBDOMAIN, 253)
         if len(name) > limit or not pattern.fullmatch(name):
@@ -1574,7 +1605,9 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             dropped: list[str] = []
             obj = default_and_prune(obj, schema, root=True, dropped=dropped)
             self._validate_fields(res, obj, dropped)
-            errors = schema_errors({k: v for k, v in obj.items() if k != "metadata"}, schema, "")
+            # metadata is checked apart (its name below); a CRD may still list it as required.
+            body_schema = {**schema, "required": [r for r in schema.get("required") or [] if r != "metadata"]}
+            errors = schema_errors({k: v for k, v in obj.items() if k != "metadata"}, body_schema, "")
             name_schema = ((schema.get("properties") or {}).get("metadata") or {}).get("properties", {}).get("name")
             if name_schema:
                 errors += schema_errors(_meta(obj).get("name"), name_schema, "metadata.name")
@@ -1636,6 +1669,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             raise not_found(res, name)
         if not isinstance(candidate.get("metadata", {}), dict):
             raise bad_request("metadata must be an object")
+        if _meta(candidate).get("namespace") not in (None, "", _meta(current).get("namespace")):
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         wanted = _meta(candidate).get("resourceVersion")
         if wanted and wanted != _meta(current).get("resourceVersion"):
             raise conflict(res, name)

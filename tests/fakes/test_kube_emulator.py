@@ -557,7 +557,8 @@ def test_custom_resources_list_as_tables_with_the_crd_printer_columns(kube: Kube
     table = kube.request("GET", TENANTS, params={"fieldSelector": f"metadata.name={name}"}, accept=table_type).body
 
     assert table["kind"] == "Table"
-    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Region", "Mode", "Phase", "Keys", "Age"]
+    columns = ["Name", "Region", "Mode", "Ready", "Phase", "Keys", "Age"]
+    assert [c["name"] for c in table["columnDefinitions"]] == columns
     assert table["rows"][0]["cells"][:4] == [name, "eu-ireland", "anonymous", None]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
 
@@ -647,7 +648,7 @@ def test_kubectl_applies_lists_and_deletes_tenants() -> None:
 
     assert applied.returncode == 0, applied.stderr
     assert again.returncode == 0 and "unchanged" in again.stdout
-    assert listed.stdout.split("\n")[0].split() == ["NAME", "REGION", "MODE", "PHASE", "KEYS", "AGE"]
+    assert listed.stdout.split("\n")[0].split() == ["NAME", "REGION", "MODE", "READY", "PHASE", "KEYS", "AGE"]
     assert refused.returncode != 0 and 'unknown field "spec.tracker.replica"' in refused.stderr
     assert deleted.returncode == 0 and left == []
 
