@@ -4,8 +4,9 @@ Pydantic writes JSON Schema; the API server wants a *structural* OpenAPI v3 sche
 no ``$ref``, no ``anyOf`` for optional fields, no ``additionalProperties: false`` (unknown fields are
 pruned instead), defaults as OpenAPI ``default`` so the API server fills them in before CEL runs.
 This module does that translation and adds what only a CRD has: names, scope, the status
-subresource and printer columns. ``crds/politetenants.polite.io.yaml`` is this module's output,
-committed; a test fails when the two drift.
+subresource and printer columns (the Ready condition's status among them, as Flux and cert-manager
+show theirs). ``crds/politetenants.polite.io.yaml`` is this module's output, committed; a test fails
+when the two drift.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ _INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Region", "type": "string", "jsonPath": ".spec.region", "description": "Data-residency region."},
     {"name": "Mode", "type": "string", "jsonPath": ".spec.tracking.defaultMode", "description": "Default mode."},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "The Ready condition: True, Unknown while on its way, False on a failure.",
+    },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Summary of the conditions."},
     {"name": "Keys", "type": "integer", "jsonPath": ".status.keys.version", "description": "Newest key version."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -14,6 +14,8 @@ class Reason(StrEnum):
     # -- the tenant as a whole
     READY = "Ready"
     PROVISIONING = "Provisioning"
+    PROGRESSING = "Progressing"
+    PROGRESSING_WITH_RETRY = "ProgressingWithRetry"
     INVALID_SPEC = "InvalidSpec"
     API_ERROR = "ApiError"
     OPERATOR_ERROR = "OperatorError"
@@ -56,21 +58,30 @@ class Reason(StrEnum):
     RELEASED = "Released"
 
 
-# Reasons that need a person to act (fix the spec, install something, grant Vault access): the
-# tenant's phase is Failed rather than Provisioning while one of them holds a condition False.
+# Reasons that need a person to act (fix the spec, install something, grant Vault access, release a
+# legal hold, serve the region elsewhere): the tenant is Stalled (kstatus: Failed) and its phase Failed
+# (Pending for a region, Deleting under a hold) while one of them holds a condition False. The
+# operator still looks again (slow retries, the drift timer, any spec change), so a fix takes effect
+# by itself.
 NEEDS_ACTION = frozenset(
     {
         Reason.INVALID_SPEC,
+        Reason.REGION_NOT_SERVED,
         Reason.DATABASE_ENGINE_UNAVAILABLE,
         Reason.DATABASE_ENGINE_CHANGE_REFUSED,
         Reason.VAULT_REFUSED,
         Reason.KEYS_MISSING,
+        Reason.LEGAL_HOLD,
     }
 )
 
 # Reasons another controller clears by itself: the workload exists and is rolling out. The tenant is
 # looked at again soon rather than at the next drift timer tick (``retries.rollout_recheck``).
 ROLLING_OUT = frozenset({Reason.TRACKER_STARTING, Reason.DATABASE_STARTING})
+
+# Reasons of a part that is on its way, with nothing failed: not created yet, or rolling out. While
+# only these hold parts back, Ready is Unknown (not False) and Reconciling says Progressing.
+PROGRESS = ROLLING_OUT | {Reason.PROVISIONING}
 
 
 class EventType(StrEnum):

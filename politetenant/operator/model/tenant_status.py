@@ -1,7 +1,8 @@
 """The PoliteTenant status as pydantic models: written by the operator only, never part of the spec.
 
 The CRD's status schema is generated from ``PoliteTenantStatus`` (``model.crd``); conditions are
-shaped like metav1.Condition so kubectl, kstatus and GitOps tools read them.
+shaped like metav1.Condition so kubectl, kstatus and GitOps tools read them; ``Reconciling`` and
+``Stalled`` are kstatus's abnormal-true conditions (``model.status`` says when each holds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 CONDITION_TYPES = (
     "Ready",
+    "Reconciling",
+    "Stalled",
     "NamespaceReady",
     "KeysReady",
     "DatabaseReady",
@@ -39,7 +42,8 @@ class Condition(StatusPart):
     type: str = Field(
         max_length=64,
         pattern=CONDITION_TYPE_PATTERN,
-        description="Ready, NamespaceReady, KeysReady, DatabaseReady, TrackerReady, RetentionReady or Placement.",
+        description="Ready, Reconciling, Stalled (the kstatus conditions), NamespaceReady, KeysReady, "
+        "DatabaseReady, TrackerReady, RetentionReady or Placement.",
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(

@@ -279,11 +279,12 @@ def test_names_scope_and_version() -> None:
     assert version["subresources"] == {"status": {}}
 
 
-def test_printer_columns_read_region_mode_phase_keys_age() -> None:
+def test_printer_columns_read_region_mode_ready_phase_keys_age() -> None:
     columns = crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [(c["name"], c["jsonPath"], c["type"]) for c in columns] == [
         ("Region", ".spec.region", "string"),
         ("Mode", ".spec.tracking.defaultMode", "string"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status', "string"),
         ("Phase", ".status.phase", "string"),
         ("Keys", ".status.keys.version", "integer"),
         ("Age", ".metadata.creationTimestamp", "date"),
@@ -296,8 +297,10 @@ def test_printer_columns_point_at_fields_the_schema_has() -> None:
         if column["jsonPath"].startswith(".metadata."):
             continue
         node = schema
-        for part in column["jsonPath"].lstrip(".").split("."):
-            node = node["properties"][part]
+        for part in re.sub(r"\[\?\(@\.[^)]*\)\]", "[]", column["jsonPath"]).lstrip(".").split("."):
+            node = node["properties"][part.removesuffix("[]")]
+            if part.endswith("[]"):  # a list filtered to one item: that item's field follows
+                node = node["items"]
         assert node["type"] == column["type"], column
 
 

@@ -291,7 +291,9 @@ async def test_first_reconcile_creates_every_child_the_secrets_and_the_keys(kube
     status = outcome.status
     assert status is not None
     assert conditions(status) == {
-        "Ready": ("False", "DatabaseStarting"),
+        "Ready": ("Unknown", "DatabaseStarting"),
+        "Reconciling": ("True", "Progressing"),
+        "Stalled": ("False", "Progressing"),
         "NamespaceReady": ("True", "NamespaceActive"),
         "KeysReady": ("True", "KeysAvailable"),
         "DatabaseReady": ("False", "DatabaseStarting"),
@@ -529,6 +531,8 @@ async def test_a_region_not_served_here_gets_placement_false_and_no_writes(kube:
     assert conditions(outcome.status) == {
         "Placement": ("False", "RegionNotServed"),
         "Ready": ("False", "RegionNotServed"),
+        "Reconciling": ("False", "RegionNotServed"),
+        "Stalled": ("True", "RegionNotServed"),
     }
     assert outcome.status["phase"] == "Pending"
     assert "us-east" in outcome.status["conditions"][0]["message"]
