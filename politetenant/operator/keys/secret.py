@@ -7,7 +7,28 @@ newest, when it was made, and which ``polite.io/rotate-keys`` request was last h
 the same patch as the new document, so a rotation is either wholly recorded or not at all.
 
 Everything that may fail against the key service happens in ``prepare_keys``, before the reconcile
-step writes anything; ``write_keys`` then stores what was prepared.
+step writes anything; ``store_keys`` then stores what was prepared.
+
+Two operators (replicas during a peering hand-over, or one whose view is stale) may prepare from the
+same Secret. A key version exists only once this Secret holds it, so the write is conditional: the
+rotation patch carries the ``metadata.resourceVersion`` it was prepared from, a precondition the API
+server answers with 409 Conflict when the Secret changed since (optimistic concurrency,
+https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions), and a create of a
+Secret someone else made is 409 AlreadyExists. On a 409 ``store_keys`` re-plans from the Secret as it
+now is: it adopts what is stored when that already answers this very request (no second key for one
+request), and otherwise prepares once more from what is stored (which adopts a Secret another operator
+created, and rotates once from a version made for another request) and writes once more; a second 409
+is a retryable API error. A document prepared but never stored was never given to a tracker, so dropping it
+loses nothing; a stored version is never overwritten by another one of the same number.
+
+What the re-plan relies on in the key services: neither has to give the same result twice for one
+rotation id across two operators. Vault's ``rotate`` judges "already done" from the document it is
+given, so two operators rotating from one stored document both rotate the Transit key and both wrap a
+new version; only one is stored, and the other's is an unused data key (Transit keeps its old key
+versions, so nothing stored stops decrypting). The local provider judges it from its master copy in
+the operator's namespace, a read-modify-write too: ``OperatorSecrets`` makes each of its writes
+conditional on what the same call read, so of two concurrent rotations one fails (retried, KeysReady
+False meanwhile) and its retry finds the other's version in the master copy.
 """
 
 from __future__ import annotations
@@ -15,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -35,6 +58,8 @@ from politetenant.operator.model.status import Check, failed, passed
 from politetenant.operator.model.tenant import PoliteTenant
 from politetenant.operator.render.wiring import OwnedSecret
 
+log = logging.getLogger(__name__)
+
 ROTATE_ANNOTATION = names.ROTATE_ANNOTATION  # on the tenant: an SRE's request, any new value
 HANDLED_ANNOTATION = "polite.io/rotate-keys-handled"  # on the key Secret: the request last honoured
 VERSION_ANNOTATION = "polite.io/keys-version"  # on the key Secret, and on the tracker's pod template
@@ -52,7 +77,8 @@ def newest_version(doc: Mapping[str, Any]) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class KeyPlan:
-    """What ``prepare_keys`` found and decided; ``write`` is the key Secret to create or the patch."""
+    """What ``prepare_keys`` found and decided; ``create`` is the key Secret to create, ``patch`` the
+    rotation (conditional on the resourceVersion it was prepared from)."""
 
     check: Check
     version: int | None = None
@@ -72,8 +98,20 @@ async def prepare_keys(
     kube: KubeApi, backend: KeyBackend, tenant: PoliteTenant, owned: OwnedSecret, *, known_version: int | None, now: str
 ) -> KeyPlan:
     """Read the key Secret and do every key-service call the tenant needs now (first keys, or a
-    requested rotation). Writes nothing: see ``write_keys``."""
+    requested rotation). Writes nothing: see ``store_keys``."""
     live = await kube.get("v1", "Secret", owned.name, tenant.namespace)
+    return await _plan(backend, tenant, owned, live, known_version=known_version, now=now)
+
+
+async def _plan(
+    backend: KeyBackend,
+    tenant: PoliteTenant,
+    owned: OwnedSecret,
+    live: Mapping[str, Any] | None,
+    *,
+    known_version: int | None,
+    now: str,
+) -> KeyPlan:
     request = tenant.metadata.annotations.get(ROTATE_ANNOTATION)
     lifecycle = backend.lifecycle_for(tenant)
     if live is None:
@@ -101,34 +139,48 @@ async def _existing(
     request: str | None,
     now: str,
 ) -> KeyPlan:
-    annotations = (live.get("metadata") or {}).get("annotations") or {}
-    doc = _load(decode(live, owned.keys[0]))
-    if doc is None:
-        message = f"Secret {tenant.namespace}/{owned.name} holds no readable {owned.keys[0]}; restore it from backup"
-        return KeyPlan(failed("KeysReady", Reason.KEYS_MISSING, message))
-    version = _int(annotations.get(VERSION_ANNOTATION)) or newest_version(doc) or 1
-    issued_at = annotations.get(ISSUED_ANNOTATION)
-    if not request or request == annotations.get(HANDLED_ANNOTATION):
-        return KeyPlan(_available(version), version, issued_at)
+    kept, doc = _stored(tenant, owned, live)
+    if doc is None or kept.version is None:
+        return kept
+    if not request or request == _annotations(live).get(HANDLED_ANNOTATION):
+        return kept
     try:
         await call(backend, "rotate keys", lifecycle.ensure, tenant.name, tenant.namespace, names.TRACKER)
         rotate = functools.partial(lifecycle.rotate, rotation_id=request)
         rotated = await call(backend, "rotate keys", rotate, key_name(tenant), doc)
     except KeyServiceError as exc:
         # The old keys still work: the tenant keeps running on them while the rotation is retried.
-        return KeyPlan(failed("KeysReady", exc.reason, exc.message), version, issued_at)
-    new_version = newest_version(rotated) or version + 1
-    patch = {
-        "metadata": {"annotations": _record(new_version, now, request)},
-        "data": encode({owned.keys[0]: encode_key_document(rotated)}),
-    }
+        return KeyPlan(failed("KeysReady", exc.reason, exc.message), kept.version, kept.issued_at)
+    new_version = newest_version(rotated) or kept.version + 1
+    metadata: dict[str, Any] = {"annotations": _record(new_version, now, request)}
+    read_at = (live.get("metadata") or {}).get("resourceVersion")
+    if read_at:
+        metadata["resourceVersion"] = read_at  # the precondition: 409 Conflict if the Secret moved since
+    patch = {"metadata": metadata, "data": encode({owned.keys[0]: encode_key_document(rotated)})}
     return KeyPlan(
-        _available(new_version), new_version, now, patch=patch, rotated_from=version, previous_issued_at=issued_at
+        _available(new_version),
+        new_version,
+        now,
+        patch=patch,
+        rotated_from=kept.version,
+        previous_issued_at=kept.issued_at,
     )
 
 
+def _stored(tenant: PoliteTenant, owned: OwnedSecret, live: Mapping[str, Any]) -> tuple[KeyPlan, dict[str, Any] | None]:
+    """The keys an existing Secret holds, kept as they are (and its document), or why they cannot be read."""
+    doc = _load(decode(live, owned.keys[0]))
+    if doc is None:
+        message = f"Secret {tenant.namespace}/{owned.name} holds no readable {owned.keys[0]}; restore it from backup"
+        return KeyPlan(failed("KeysReady", Reason.KEYS_MISSING, message)), None
+    annotations = _annotations(live)
+    version = _int(annotations.get(VERSION_ANNOTATION)) or newest_version(doc) or 1
+    return KeyPlan(_available(version), version, annotations.get(ISSUED_ANNOTATION)), doc
+
+
 async def write_keys(kube: KubeApi, tenant: PoliteTenant, owned: OwnedSecret, plan: KeyPlan) -> KubeError | None:
-    """Store what ``prepare_keys`` decided: the new key Secret, or the rotated document."""
+    """One attempt at storing what ``prepare_keys`` decided: the new key Secret, or the rotated
+    document (a 409 when someone else wrote the Secret first). ``store_keys`` re-plans on that 409."""
     try:
         if plan.create is not None:
             await kube.create(plan.create)
@@ -137,6 +189,67 @@ async def write_keys(kube: KubeApi, tenant: PoliteTenant, owned: OwnedSecret, pl
     except KubeError as exc:
         return exc
     return None
+
+
+async def store_keys(
+    kube: KubeApi,
+    backend: KeyBackend,
+    tenant: PoliteTenant,
+    owned: OwnedSecret,
+    plan: KeyPlan,
+    *,
+    known_version: int | None,
+    now: str,
+) -> tuple[KeyPlan, KubeError | None]:
+    """Store what ``prepare_keys`` decided, re-planning once when another writer got there first.
+
+    The keys as they then stand, and the API error that left them unwritten (a failure other than a
+    409, or a second 409: the caller retries later; the Secret keeps whatever it held).
+    """
+    error = await write_keys(kube, tenant, owned, plan)
+    if error is None:
+        return plan, None
+    if not error.conflict:
+        return _unwritten(plan, owned, error), error
+    try:
+        live = await kube.get("v1", "Secret", owned.name, tenant.namespace)
+    except KubeError as exc:
+        return _unwritten(plan, owned, exc), exc
+    if live is None:  # gone again (its namespace going away): look afresh at the next reconcile
+        return _unwritten(plan, owned, error), error
+    kept, doc = _stored(tenant, owned, live)
+    if doc is not None and _answered(tenant.metadata.annotations.get(ROTATE_ANNOTATION), live, doc):
+        log.info(
+            "tenant %s: Secret %s/%s was rotated by another for this request since it was read (%s); "
+            "keeping its key version %s",
+            tenant.name, tenant.namespace, owned.name, error.reason, kept.version,
+        )  # fmt: skip
+        return kept, None
+    log.info(
+        "tenant %s: Secret %s/%s changed since it was read (%s); preparing the keys again from it",
+        tenant.name, tenant.namespace, owned.name, error.reason,
+    )  # fmt: skip
+    replanned = await _plan(backend, tenant, owned, live, known_version=known_version, now=now)
+    again = await write_keys(kube, tenant, owned, replanned)
+    if again is None:
+        return replanned, None
+    return _unwritten(replanned, owned, again), again
+
+
+def _answered(request: str | None, live: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
+    """The stored keys already answer rotation ``request``: the Secret records it as the one last
+    honoured, or one of its key versions was made for it (both key services record the request in the
+    version they add), though a newer request was honoured since."""
+    if not request:
+        return False
+    if request == _annotations(live).get(HANDLED_ANNOTATION):
+        return True
+    versions = doc.get("versions")
+    return isinstance(versions, list) and any(isinstance(v, dict) and v.get("rotation") == request for v in versions)
+
+
+def _unwritten(plan: KeyPlan, owned: OwnedSecret, error: KubeError) -> KeyPlan:
+    return unwritten(plan, f"Secret {owned.name}: {error}")
 
 
 def unwritten(plan: KeyPlan, why: str) -> KeyPlan:
@@ -151,6 +264,10 @@ def unwritten(plan: KeyPlan, why: str) -> KeyPlan:
 async def destroy_keys(backend: KeyBackend, tenant: PoliteTenant) -> None:
     """Crypto-shred the tenant: destroy its key-encryption key. Raises KeyServiceError."""
     await call(backend, "destroy keys", backend.lifecycle_for(tenant).destroy, key_name(tenant))
+
+
+def _annotations(live: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cast(Mapping[str, Any], (live.get("metadata") or {}).get("annotations") or {})
 
 
 def _record(version: int, now: str, request: str | None) -> dict[str, str]:
@@ -192,12 +309,20 @@ def _int(value: Any) -> int | None:
 class OperatorSecrets:
     """Blocking get/put/delete of Secret data in the operator's namespace, over the async KubeApi,
     for a key lifecycle running in a worker thread (``LocalTenantKeys`` keeps its KEKs there).
-    Calling it from the event loop's own thread would deadlock, so that raises instead."""
+    Calling it from the event loop's own thread would deadlock, so that raises instead.
+
+    A ``put`` is conditional on what the same thread last read of that Secret: a create when it read
+    none (409 AlreadyExists if another operator made it meanwhile), else a merge patch carrying the
+    resourceVersion it read (409 Conflict if another wrote it meanwhile). The lifecycle reads, changes
+    and writes a master copy in one worker-thread call, so two operators rotating one tenant at once
+    cannot both store a different key under one version number: the second write fails instead.
+    """
 
     def __init__(self, kube: KubeApi, namespace: str, loop: asyncio.AbstractEventLoop) -> None:
         self._kube = kube
         self._namespace = namespace
         self._loop = loop
+        self._seen = threading.local()  # per worker thread: Secret name -> resourceVersion read (None: absent)
 
     def _run(self, coro: Any) -> Any:
         try:
@@ -209,8 +334,15 @@ class OperatorSecrets:
             raise RuntimeError("OperatorSecrets is for worker threads, not the event loop")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
+    def _read_at(self) -> dict[str, str | None]:
+        seen: dict[str, str | None] | None = getattr(self._seen, "versions", None)
+        if seen is None:
+            seen = self._seen.versions = {}
+        return seen
+
     def get(self, name: str) -> dict[str, str] | None:
         secret = self._run(self._kube.get("v1", "Secret", name, self._namespace))
+        self._read_at()[name] = _resource_version(secret) if secret is not None else None
         if secret is None:
             return None
         return {key: value for key in secret.get("data") or {} if (value := decode(secret, key)) is not None}
@@ -227,10 +359,24 @@ class OperatorSecrets:
             "type": "Opaque",
             "data": encode(data),
         }
-        if self.get(name) is None:
-            self._run(self._kube.create(body))
+        read_at = self._read_at()
+        if name not in read_at:
+            self.get(name)
+        version = read_at.pop(name)  # a failed write leaves nothing to rely on: the next put reads again
+        if version is None:
+            stored = self._run(self._kube.create(body))
         else:
-            self._run(self._kube.patch("v1", "Secret", name, {"data": body["data"]}, self._namespace))
+            patch: dict[str, Any] = {"data": body["data"]}
+            if version:
+                patch["metadata"] = {"resourceVersion": version}
+            stored = self._run(self._kube.patch("v1", "Secret", name, patch, self._namespace))
+        read_at[name] = _resource_version(stored)
 
     def delete(self, name: str) -> None:
+        self._read_at().pop(name, None)
         self._run(self._kube.delete("v1", "Secret", name, self._namespace))
+
+
+def _resource_version(obj: Mapping[str, Any]) -> str:
+    """An object's resourceVersion; "" when an answer lacks one (a patch then has no precondition to carry)."""
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -3,6 +3,7 @@ unreachable or refusing key service leaves nothing half-written and says so with
 
 from __future__ import annotations
 
+import copy
 import json
 
 from politetenant.operator.keys.secret import HANDLED_ANNOTATION, ROTATE_ANNOTATION, VERSION_ANNOTATION, newest_version
@@ -10,6 +11,7 @@ from politetenant.operator.kube.client import KubeError
 from politetenant.operator.kube.secrets import decode
 from politetenant.operator.model import names
 from politetenant.operator.runtime.reconcile import Runtime
+from tests.unit.operator.test_key_secret_conflicts import RacingKube
 from tests.unit.operator.test_reconcile import (
     FakeKeys,
     FakeKube,
@@ -23,13 +25,14 @@ from tests.unit.operator.test_reconcile import (
 def key_doc(kube: FakeKube) -> dict[str, object]:
     secret = kube.find("Secret", names.KEYS_SECRET, "polite-acme")
     assert secret is not None
-    return json.loads(decode(secret, "keys.json") or "{}")
+    return dict(json.loads(decode(secret, "keys.json") or "{}"))
 
 
 def pod_keys_version(kube: FakeKube) -> str | None:
     tracker = kube.find("StatefulSet", "tracker")
     assert tracker is not None
-    return tracker["spec"]["template"]["metadata"].get("annotations", {}).get(VERSION_ANNOTATION)
+    version = tracker["spec"]["template"]["metadata"].get("annotations", {}).get(VERSION_ANNOTATION)
+    return None if version is None else str(version)
 
 
 async def test_the_rotate_annotation_rotates_once_per_value_and_rolls_the_tracker(
@@ -148,6 +151,60 @@ async def test_a_rotation_whose_secret_write_failed_is_retried_without_a_second_
     await run(body, rt)
     assert newest_version(key_doc(kube)) == 2
     assert pod_keys_version(kube) == "2"
+
+
+async def test_an_operator_that_lost_the_race_for_a_rotation_shows_and_rolls_to_the_winners_keys(
+    keys: FakeKeys,
+) -> None:
+    kube = RacingKube()
+    rt = make_runtime(kube, keys)
+    body = tenant_body()
+    await run(body, rt)
+    body["metadata"]["annotations"][ROTATE_ANNOTATION] = "once"
+    won: list[dict[str, object] | None] = []
+
+    async def the_other_operator() -> None:  # reads the same tenant and Secret, and writes first
+        await run(copy.deepcopy(body), make_runtime(kube, FakeKeys()))
+        won.append(kube.find("Secret", names.KEYS_SECRET))
+
+    kube.meanwhile[names.KEYS_SECRET] = [the_other_operator]
+    outcome = await run(body, rt)
+
+    assert kube.find("Secret", names.KEYS_SECRET) == won[0]  # one key under version 2: the winner's
+    assert outcome.status is not None and outcome.status["keys"]["version"] == 2
+    assert conditions(outcome.status)["KeysReady"] == ("True", "KeysAvailable")
+    assert pod_keys_version(kube) == "2"
+    assert keys.called("rotate") == 1
+    assert kube.event_reasons().count("KeysRotated") == 1  # the winner's; the loser rotated nothing
+
+
+async def test_a_rotation_refused_twice_keeps_the_tracker_on_the_stored_keys_and_is_retried(keys: FakeKeys) -> None:
+    kube = RacingKube()
+    rt = make_runtime(kube, keys)
+    body = tenant_body()
+    await run(body, rt)
+    body["metadata"]["annotations"][ROTATE_ANNOTATION] = "mine"
+
+    async def the_other_operator() -> None:  # honours an older request it still sees
+        older = copy.deepcopy(body)
+        older["metadata"]["annotations"][ROTATE_ANNOTATION] = "older"
+        await run(older, make_runtime(kube, FakeKeys()))
+
+    async def someone_labels_it() -> None:
+        await kube.patch("v1", "Secret", names.KEYS_SECRET, {"metadata": {"labels": {"x": "y"}}}, "polite-acme")
+
+    kube.meanwhile[names.KEYS_SECRET] = [the_other_operator, someone_labels_it]
+    outcome = await run(body, rt)
+
+    assert outcome.retry and outcome.status is not None
+    assert conditions(outcome.status)["KeysReady"] == ("False", "ApiError")
+    assert outcome.status["keys"]["version"] == 2  # what the Secret holds: the other operator's version 2
+    assert pod_keys_version(kube) == "2"
+    assert newest_version(key_doc(kube)) == 2
+
+    outcome = await run(body, rt)  # the retry rotates once, from what is stored
+    assert outcome.status is not None and outcome.status["keys"]["version"] == 3
+    assert newest_version(key_doc(kube)) == 3 and pod_keys_version(kube) == "3"
 
 
 async def test_a_key_secret_the_api_refuses_stops_provisioning_after_the_namespace(
