@@ -59,6 +59,7 @@ KINDS: dict[tuple[str, str], ResourceKind] = {
     ("policy", "PodDisruptionBudget"): ResourceKind("poddisruptionbudgets", True),
     ("postgresql.cnpg.io", "Cluster"): ResourceKind("clusters", True),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): ResourceKind("customresourcedefinitions", False),
+    ("storage.k8s.io", "StorageClass"): ResourceKind("storageclasses", False),
     ("polite.io", "PoliteTenant"): ResourceKind("politetenants", False),
 }
 
@@ -288,6 +289,16 @@ class KubeClient:
     ) -> dict[str, Any]:
         path = object_path(api_version, kind, name, namespace)
         patched = await self._request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        if patched is None:
+            raise self._report(KubeError(404, "NotFound", f"{kind} {name} is gone"))
+        return patched
+
+    async def patch_status(
+        self, api_version: str, kind: str, name: str, status: Mapping[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """JSON merge patch of the status subresource (outside a kopf handler, which writes its own)."""
+        path = object_path(api_version, kind, name, namespace) + "/status"
+        patched = await self._request("PATCH", path, body={"status": dict(status)}, content_type=MERGE_PATCH)
         if patched is None:
             raise self._report(KubeError(404, "NotFound", f"{kind} {name} is gone"))
         return patched

@@ -18,14 +18,8 @@ from politetenant.operator.keys.secret import destroy_keys
 from politetenant.operator.model.reasons import NEEDS_ACTION, EventType, Reason
 from politetenant.operator.model.status import Check, Facts, failed, keep_checks, status_body
 from politetenant.operator.model.tenant import DeletionPolicy, PoliteTenant
-from politetenant.operator.runtime.reconcile import (
-    ORPHANED_LABEL,
-    Outcome,
-    Runtime,
-    announce,
-    parse,
-    tenant_ref,
-)
+from politetenant.operator.runtime.events import announce
+from politetenant.operator.runtime.reconcile import ORPHANED_LABEL, Outcome, Runtime, parse, tenant_ref
 
 # A held deletion is looked at again this often (never more often than the resync), so releasing the
 # hold takes effect within it; each look is one kopf progress write on the tenant, hence not seconds.

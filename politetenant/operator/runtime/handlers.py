@@ -5,10 +5,13 @@ named for its concern (``reconcile``, ``deletion``, ``retries``, ``settings``, `
 handlers are bound to it rather than to kopf's global registry at import time.
 
 Handlers (PoliteTenant, cluster-wide):
-- create / update / resume: reconcile the tenant; retried with backoff while something is pending,
-  and looked at again within seconds while only its workloads are rolling out (``retries``);
-- timer (every ``resync_seconds``): the same reconcile, which restores children changed by hand
-  (a tenant reconciled moments ago by a change handler is left out of that tick);
+- create / update / resume: reconcile the tenant; retried with backoff while something is pending
+  (``retries``);
+- indices and events of the children (``watched.WATCHED_KINDS``, label-selected): the reconcile reads
+  children from the indices, and a child's event reconciles its tenant within a moment (``drift``):
+  a hand-deleted workload is restored, a finished rollout shows in the status;
+- timer (every ``resync_seconds``): the same reconcile against the watched state, which costs no
+  request for an unchanged tenant (one reconciled moments ago is left out of that tick);
 - delete: legal hold, Retain or Delete (``deletion.offboard``), holding the finalizer until done;
 - startup / login / cleanup / probe: settings, credentials, metrics server, ``/healthz``.
 """
@@ -16,6 +19,8 @@ Handlers (PoliteTenant, cluster-wide):
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,15 +31,31 @@ import kopf
 from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.keys.services import standard_keys
 from politetenant.operator.kube import client as kube
+from politetenant.operator.model import names
 from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.reasons import EventType, Reason
 from politetenant.operator.model.status import status_patch
-from politetenant.operator.model.tenant import GROUP, PLURAL, VERSION
+from politetenant.operator.model.tenant import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from politetenant.operator.runtime import settings as operator_settings
 from politetenant.operator.runtime.deletion import offboard
+from politetenant.operator.runtime.drift import DriftTrigger
+from politetenant.operator.runtime.events import announce
 from politetenant.operator.runtime.metrics import Metrics
-from politetenant.operator.runtime.reconcile import Outcome, Runtime, announce, reconcile, tenant_ref
-from politetenant.operator.runtime.retries import Reconciled, backoff, rollout_recheck
+from politetenant.operator.runtime.reconcile import Outcome, Runtime, reconcile, tenant_ref
+from politetenant.operator.runtime.retries import Reconciled, backoff
+from politetenant.operator.runtime.watched import (
+    WATCHED_CRDS,
+    WATCHED_KINDS,
+    CachedKube,
+    WatchedKind,
+    Written,
+    index_key,
+    index_lookup,
+    key_of,
+    tenant_of,
+)
+
+TENANTS_INDEX = "tenants"
 
 KeyBackendFactory = Callable[[kube.KubeApi, OperatorConfig, asyncio.AbstractEventLoop], KeyBackend]
 
@@ -48,6 +69,19 @@ class RunOptions:
     key_backend: KeyBackendFactory = standard_keys
 
 
+@dataclass
+class Watching:
+    """What the watches of children share across handlers: kopf's indices, our unseen writes, and the
+    trigger that reconciles a tenant after a child's event."""
+
+    indices: dict[str, Any] | None = None
+    written: Written = field(default_factory=Written)
+    drift: DriftTrigger | None = None
+    # The status each tenant was last given: the tenants' index lags while a tenant's handler runs,
+    # and a reconcile after a child's event must start from what was written, not from that lag.
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 def _lock(memo: Any, body: Mapping[str, Any]) -> asyncio.Lock:
     """One lock per tenant: the drift timer and a change handler never reconcile it at once."""
     locks: dict[str, asyncio.Lock] = memo.locks
@@ -58,6 +92,40 @@ def _name(body: Mapping[str, Any]) -> str:
     return str(body["metadata"]["name"])
 
 
+def _watching(memo: Any, runtime: Runtime) -> Runtime:
+    """The runtime whose reads of children come from the watches (once kopf handed over its indices)."""
+    watch: Watching = memo.watch
+    if watch.indices is None:
+        return runtime
+    return dataclasses.replace(runtime, kube=CachedKube(runtime.kube, index_lookup(watch.indices), watch.written))
+
+
+async def _step(
+    step: Callable[[Mapping[str, Any], Runtime], Awaitable[Outcome]],
+    body: Mapping[str, Any],
+    memo: Any,
+    *,
+    timer: bool,
+) -> Outcome | None:
+    """Run a step under the tenant's lock (None: the timer left out a tenant reconciled moments ago)."""
+    runtime: Runtime = memo.runtime
+    reconciled: Reconciled = memo.reconciled
+    name = _name(body)
+    async with _lock(memo, body):
+        if timer and reconciled.fresh(name, time.monotonic(), runtime.resync_seconds):
+            return None
+        try:
+            outcome = await step(dict(body), _watching(memo, runtime))
+        except kube.KubeError:
+            raise
+        except Exception as exc:  # a bug: say so where SREs look, then let kopf log and retry it
+            message = f"internal error ({type(exc).__name__}); see the operator's log"
+            await announce(runtime, tenant_ref(body), EventType.WARNING, Reason.OPERATOR_ERROR, message)
+            raise
+        reconciled.mark(name, time.monotonic())
+    return outcome
+
+
 async def _handle(
     step: Callable[[Mapping[str, Any], Runtime], Awaitable[Outcome]],
     body: kopf.Body,
@@ -65,42 +133,79 @@ async def _handle(
     memo: Any,
     retry: int | None,
 ) -> None:
-    """Run a step under the tenant's lock, write the status it asks for, and ask kopf to retry when
-    it says so, or to look again soon while workloads roll out (``retry`` None: the drift timer, whose
-    next tick is the retry, and which leaves out a tenant reconciled moments ago)."""
-    runtime: Runtime = memo.runtime
-    reconciled: Reconciled = memo.reconciled
-    name = _name(body)
-    async with _lock(memo, body):
-        if retry is None and reconciled.fresh(name, time.monotonic(), runtime.resync_seconds):
-            return  # a change handler or a rollout re-check just did the same reconcile
-        try:
-            outcome = await step(dict(body), runtime)
-        except kube.KubeError as exc:
-            if retry is None:
-                return
-            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=backoff(retry)) from None
-        except Exception as exc:  # a bug: say so where SREs look, then let kopf log and retry it
-            message = f"internal error ({type(exc).__name__}); see the operator's log"
-            await announce(runtime, tenant_ref(body), EventType.WARNING, Reason.OPERATOR_ERROR, message)
-            raise
-        reconciled.mark(name, time.monotonic())
+    """Run a step, write the status it asks for, and ask kopf to retry when it says so (``retry``
+    None: the drift timer, whose next tick is the retry)."""
+    try:
+        outcome = await _step(step, body, memo, timer=retry is None)
+    except kube.KubeError as exc:
+        if retry is None:
+            return
+        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=backoff(retry)) from None
+    if outcome is None:
+        return
     if outcome.status is not None:
         for key, value in status_patch(body.get("status"), outcome.status).items():
             patch.status[key] = value
-    if retry is not None:
-        _ask_again(outcome, retry, runtime.resync_seconds)
-
-
-def _ask_again(outcome: Outcome, retry: int, resync_seconds: float) -> None:
-    """After a change handler's step: ask kopf to retry what failed (backoff), or to look again soon
-    while only workloads roll out."""
-    if outcome.retry or not outcome.done:
+        memo.watch.statuses[_name(body)] = outcome.status
+    if retry is not None and (outcome.retry or not outcome.done):
         delay = outcome.delay or backoff(retry, needs_action=outcome.needs_action)
         raise kopf.TemporaryError(outcome.why or "not done yet", delay=delay)
-    recheck = rollout_recheck(retry, resync_seconds=resync_seconds) if outcome.rolling_out else None
-    if recheck is not None:
-        raise kopf.TemporaryError(f"{outcome.why}; looking again in {recheck:g} s", delay=recheck)
+
+
+async def _after_drift(memo: Any, name: str) -> float | None:
+    """Reconcile a tenant whose child changed, and write its status; when to look again, if failing."""
+    index = (memo.watch.indices or {}).get(TENANTS_INDEX)
+    body = next(iter(index.get(name, ())), None) if index is not None else None
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        memo.watch.statuses.pop(name, None)
+        return None
+    written = memo.watch.statuses.get(name)
+    if written is not None:
+        body = {**body, "status": written}
+    runtime: Runtime = memo.runtime
+    try:
+        outcome = await _step(_on_drift, body, memo, timer=False)
+    except kube.KubeError as exc:
+        return backoff(0) if exc.status else None
+    if outcome is None:
+        return None
+    changed = status_patch(body.get("status"), outcome.status) if outcome.status is not None else {}
+    if changed and isinstance(runtime.kube, kube.KubeClient):
+        await runtime.kube.patch_status(API_VERSION, KIND, name, changed)
+    if outcome.status is not None:
+        memo.watch.statuses[name] = outcome.status
+    return (outcome.delay or backoff(0, needs_action=outcome.needs_action)) if outcome.retry else None
+
+
+def _watch(registry: kopf.OperatorRegistry, kind: WatchedKind) -> None:
+    """An index of one watched kind (read by the reconcile) and its events (which poke the tenant)."""
+    filters: dict[str, Any] = {"labels": {names.TENANT_LABEL: kopf.PRESENT}} if kind.labelled else {}
+    if not kind.labelled:
+        filters["when"] = lambda name, **_: name in WATCHED_CRDS
+
+    @kopf.index(kind.group, kind.version, kind.plural, id=kind.index_id, registry=registry, **filters)
+    def index(body: kopf.Body, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
+        return {index_key(body): copy.deepcopy(dict(body))}
+
+    @kopf.on.event(kind.group, kind.version, kind.plural, id=f"drift.{kind.index_id}", registry=registry, **filters)
+    async def changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+        _attach(memo, kwargs)
+        namespace, name = index_key(body)
+        key = key_of(kind.api_version, kind.kind, name, namespace)
+        watch: Watching = memo.watch
+        watch.written.observed(key, body, deleted=event.get("type") == "DELETED")
+        tenant = tenant_of(body)
+        if event.get("type") is not None and tenant is not None and watch.drift is not None:  # None: initial list
+            watch.drift.poke(tenant)
+
+
+def _attach(memo: Any, kwargs: Mapping[str, Any]) -> None:
+    """Keep kopf's indices (live objects, the same for the whole run) for reads outside handlers."""
+    watch: Watching = memo.watch
+    if watch.indices is None:
+        ids = [TENANTS_INDEX, *(kind.index_id for kind in WATCHED_KINDS)]
+        if all(i in kwargs for i in ids):
+            watch.indices = {i: kwargs[i] for i in ids}
 
 
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
@@ -121,6 +226,9 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         )
         memo.locks = {}
         memo.reconciled = Reconciled()
+        memo.watch = Watching()  # one object: kopf gives each tenant a shallow copy of this memo
+        memo.watch.drift = DriftTrigger(lambda name: _after_drift(memo, name))
+        operator_settings.watch_children(settings, [(k.group, k.plural) for k in WATCHED_KINDS if k.labelled])
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 
@@ -130,6 +238,8 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(id="close", registry=registry)
     async def stop(memo: Any, **_: Any) -> None:
+        if memo.watch.drift is not None:
+            await memo.watch.drift.close()
         await memo.runtime.kube.close()
 
     @kopf.on.probe(id="tenants", registry=registry)
@@ -139,18 +249,28 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
     @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
     @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", registry=registry)
-    async def reconcile_tenant(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+    async def reconcile_tenant(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **kwargs: Any) -> None:
+        _attach(memo, kwargs)
         await _handle(reconcile, body, patch, memo, retry)
+
+    @kopf.index(GROUP, VERSION, PLURAL, id=TENANTS_INDEX, registry=registry)
+    def tenants_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+        return {_name(body): copy.deepcopy(dict(body))}
+
+    for kind in WATCHED_KINDS:
+        _watch(registry, kind)
 
     @kopf.timer(
         GROUP, VERSION, PLURAL, id="resync", interval=options.resync_seconds, initial_delay=options.resync_seconds,
         registry=registry,
     )  # fmt: skip
-    async def resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+    async def resync(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        _attach(memo, kwargs)
         await _handle(_resync, body, patch, memo, retry=None)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, id="offboard", registry=registry)
-    async def delete_tenant(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_: Any) -> None:
+    async def delete_tenant(body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **kwargs: Any) -> None:
+        _attach(memo, kwargs)
         await _handle(offboard, body, patch, memo, retry)
 
     return registry
@@ -158,3 +278,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 
 async def _resync(body: Mapping[str, Any], runtime: Runtime) -> Outcome:
     return await reconcile(body, runtime, trigger="resync")
+
+
+async def _on_drift(body: Mapping[str, Any], runtime: Runtime) -> Outcome:
+    return await reconcile(body, runtime, trigger="drift")

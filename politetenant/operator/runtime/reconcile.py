@@ -10,6 +10,7 @@ an unchanged tenant makes no write and posts no Event.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,22 +22,20 @@ from pydantic import ValidationError
 
 from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.keys.secret import (
+    ROTATE_ANNOTATION,
     VERSION_ANNOTATION,
     KeyPlan,
     prepare_keys,
-    unwritten,
-    write_keys,
+    store_keys,
 )
 from politetenant.operator.kube.apply import (
     Applied,
-    Create,
-    Patch,
     apply_object,
     describe,
     owner_reference,
     with_owner,
 )
-from politetenant.operator.kube.client import KubeApi, KubeError, ObjectRef, event_body
+from politetenant.operator.kube.client import KubeApi, KubeError, ObjectRef
 from politetenant.operator.kube.secrets import SecretOutcome, ensure_secret
 from politetenant.operator.model import names
 from politetenant.operator.model.config import OperatorConfig
@@ -55,11 +54,13 @@ from politetenant.operator.model.status import (
 )
 from politetenant.operator.model.tenant import API_VERSION, KIND, DatabaseEngine, PoliteTenant
 from politetenant.operator.render.summary import tracker_settings_yaml
-from politetenant.operator.render.tenant import RenderError, render_tenant, spec_hash
+from politetenant.operator.render.tenant import RenderError, RenderResult, render_tenant, spec_hash
 from politetenant.operator.render.wiring import database_engine, engine_conflict
 from politetenant.operator.runtime.database_engine import CNPG_CRD, recorded_engine, without_missing_engine
+from politetenant.operator.runtime.events import announce, still, tell
 from politetenant.operator.runtime.metrics import Metrics
 from politetenant.operator.runtime.upgrades import retire_tracker_deployment
+from politetenant.operator.runtime.volumes import VolumeOutcome, expand_claims
 from politetenant.settings import format_validation_error
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,12 @@ class Runtime:
     instance: str = "polite-operator"
     clock: Callable[[], str] = utc_now
     resync_seconds: float = 60.0  # how often tenants are looked at again; bounds every wait
+    # Per tenant, the Secrets last found complete: for which tenant state (``secrets_mark``) and the key
+    # version and time they held (``_secrets_known``); a resync of the
+    # same tenant reads none of them (Secrets are not watched; see ``watched``).
+    secrets_checked: dict[str, tuple[tuple[Any, ...], int, str | None]] = field(default_factory=dict)
+    # Per tenant, its last render and what it was rendered from (``_render``).
+    renders: dict[str, tuple[str, RenderResult]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,29 +150,16 @@ def parse(body: Mapping[str, Any]) -> PoliteTenant | str:
         return format_validation_error(exc, "spec").replace("\n", "; ")
 
 
-async def announce(rt: Runtime, about: ObjectRef, type_: EventType, reason: Reason, message: str) -> None:
-    """Post an Event about the tenant; a failure to post is logged, never fatal."""
-    rt.metrics.event(type_, reason)
-    event = event_body(
-        about, namespace=rt.config.namespace, type_=type_, reason=reason, message=message, now=rt.clock(),
-        instance=rt.instance,
-    )  # fmt: skip
-    try:
-        await rt.kube.post_event(event)
-    except KubeError as exc:
-        log.warning("tenant %s: could not post Event %s: %s", about.name, reason.value, exc)
-
-
 async def reconcile(body: Mapping[str, Any], rt: Runtime, *, trigger: str = "change") -> Outcome:
     """Bring the tenant's children to its spec and say how it is."""
     started = time.monotonic()
     try:
-        return await _reconcile(body, rt)
+        return await _reconcile(body, rt, trigger=trigger)
     finally:
         rt.metrics.reconcile_seconds.labels(trigger).observe(time.monotonic() - started)
 
 
-async def _reconcile(body: Mapping[str, Any], rt: Runtime) -> Outcome:
+async def _reconcile(body: Mapping[str, Any], rt: Runtime, *, trigger: str = "change") -> Outcome:
     now = rt.clock()
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
@@ -184,7 +178,7 @@ async def _reconcile(body: Mapping[str, Any], rt: Runtime) -> Outcome:
         checks = [failed("Placement", Reason.REGION_NOT_SERVED, message)]
         return _finish(rt, seen, status_body(status, checks, _facts_from(status), generation=generation, now=now))
     try:
-        return await _provision(seen, rt, now)
+        return await _provision(seen, rt, now, trigger=trigger)
     except KubeError as exc:
         rt.metrics.api_error("kubernetes", exc.reason)
         checks = [*keep_checks(status, except_types=("Ready",)), failed("Ready", Reason.API_ERROR, str(exc))]
@@ -214,14 +208,46 @@ def _facts_from(status: Mapping[str, Any]) -> Facts:
     return Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"), engine)
 
 
-async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
+def _render(rt: Runtime, tenant: PoliteTenant, cnpg: bool, engine: DatabaseEngine) -> RenderResult:
+    """``render_tenant``, remembered per tenant for the same inputs: a render (templates to YAML to
+    objects) is most of a reconcile's work, and a child's event or a resync renders the same again.
+    The objects are shared, never changed: every later step builds new ones."""
+    key = json.dumps([tenant.model_dump(mode="json"), cnpg, engine.value], sort_keys=True)
+    remembered = rt.renders.get(tenant.name)
+    if remembered is not None and remembered[0] == key:
+        return remembered[1]
+    result = render_tenant(tenant, rt.config, cnpg_available=cnpg, recorded_engine=engine)
+    rt.renders[tenant.name] = (key, result)
+    return result
+
+
+def secrets_mark(seen: Seen) -> tuple[Any, ...]:
+    """What a tenant's Secrets depend on: its identity, its spec and a rotation request."""
+    return seen.ref.uid, seen.generation, seen.tenant.metadata.annotations.get(ROTATE_ANNOTATION)
+
+
+def _secrets_known(seen: Seen, rt: Runtime, trigger: str) -> KeyPlan | None:
+    """The keys as last found, when this reconcile may take the tenant's Secrets as they were, reading
+    none (they are not watched). A change, the operator's start, or a child changing once the tenant
+    was Ready (a pod that cannot mount a deleted Secret moves its StatefulSet) reads them; a resync, and
+    a child's event while the tenant is still coming up (its own writes coming back), do not."""
+    known = rt.secrets_checked.get(seen.tenant.name)
+    if known is None or known[0] != secrets_mark(seen):
+        return None
+    if trigger != "resync" and not (trigger == "drift" and seen.status.get("phase") != "Ready"):
+        return None
+    _, version, issued_at = known
+    return KeyPlan(passed("KeysReady", Reason.KEYS_AVAILABLE, f"key version {version}"), version, issued_at)
+
+
+async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "change") -> Outcome:
     tenant = seen.tenant
     placed = passed("Placement", Reason.REGION_SERVED, f"region {tenant.spec.region} is served here")
     cnpg = await rt.kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", CNPG_CRD) is not None
     recorded = await recorded_engine(rt.kube, seen.status, tenant.namespace)
     engine = database_engine(tenant, cnpg, recorded)
     try:
-        result = render_tenant(tenant, rt.config, cnpg_available=cnpg, recorded_engine=engine)
+        result = _render(rt, tenant, cnpg, engine)
     except RenderError as exc:
         checks = [placed, failed("Ready", Reason.INVALID_SPEC, str(exc).replace("\n", "; "))]
         facts = _facts_from(seen.status)  # what was provisioned before the spec went wrong is still there
@@ -232,32 +258,52 @@ async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
         engine_check = failed("DatabaseReady", Reason.DATABASE_ENGINE_CHANGE_REFUSED, conflict)
     owned = {secret.name: secret for secret in result.secrets}
     key_secret = owned.pop(names.KEYS_SECRET)
-    keys = await prepare_keys(rt.kube, rt.keys, tenant, key_secret, known_version=seen.keys_version, now=now)
+    known = _secrets_known(seen, rt, trigger)
+    quiet = known is not None  # found complete for this very tenant state: no Secret is read
+    if known is not None:
+        keys = known
+    else:
+        keys = await prepare_keys(rt.kube, rt.keys, tenant, key_secret, known_version=seen.keys_version, now=now)
     if not keys.usable:  # no key Secret and none to be had: write nothing at all
         return await _without_keys(rt, seen, placed, keys, now)
     namespace = await apply_object(rt.kube, objects[0], known=seen.applied_before)
     if namespace.error is not None:
         raise namespace.error
-    key_error = await write_keys(rt.kube, tenant, key_secret, keys)
-    if key_error is not None:
-        rt.metrics.api_error("kubernetes", key_error.reason)
-        keys = unwritten(keys, f"Secret {names.KEYS_SECRET}: {key_error}")
+    if not quiet:  # a 409 re-plans once: another operator's keys are adopted, never overwritten
+        keys, key_error = await store_keys(
+            rt.kube, rt.keys, tenant, key_secret, keys, known_version=seen.keys_version, now=now
+        )
+        if key_error is not None:
+            rt.metrics.api_error("kubernetes", key_error.reason)
         if not keys.usable:  # the namespace alone: nothing in it needs keys yet
             return await _without_keys(rt, seen, placed, keys, now)
-    secrets = [await ensure_secret(rt.kube, tenant, secret) for secret in owned.values()]
+    secrets = [] if quiet else [await ensure_secret(rt.kube, tenant, secret) for secret in owned.values()]
+    if keys.check.ok and not any(s.error for s in secrets):  # all there (or written just now)
+        if keys.version is not None:
+            rt.secrets_checked[tenant.name] = (secrets_mark(seen), keys.version, keys.issued_at)
+    else:
+        rt.secrets_checked.pop(tenant.name, None)
     children = _prepared(objects[1:], seen, keys)  # stamped with the key version the Secret holds
     applied = [namespace] + [await apply_object(rt.kube, obj, known=seen.applied_before) for obj in children]
+    # A StatefulSet's claim templates never change: a storage increase grows its claims instead.
+    volumes = [
+        await expand_claims(rt.kube, a.desired, a.live)
+        for a in applied
+        if a.desired["kind"] == "StatefulSet" and a.error is None
+    ]
     await _adopt(rt, seen, namespace)
     await _prune(rt, seen, objects)
     tracker = next((a.live for a in applied if (a.desired["kind"], a.desired["metadata"]["name"]) == _TRACKER), None)
     retired = await retire_tracker_deployment(rt.kube, tenant.name, tenant.namespace, tracker)
     if retired is not None:
         await announce(rt, seen.ref, EventType.NORMAL, Reason.OBJECT_UPDATED, retired)
-    await _tell(rt, seen, applied, secrets, keys)
-    checks = [placed, *_judge(tenant, applied, secrets, keys, engine, engine_check)]
+    await tell(rt, tenant, seen.ref, seen.status, applied, secrets, keys)
+    judged = _judge(tenant, applied, secrets, keys, engine, engine_check)
+    checks = [placed, *(_held_back(check, volumes) for check in judged)]
     facts = Facts(tenant.namespace, _endpoint(result.objects), keys.version, keys.issued_at, engine.value)
     body = status_body(seen.status, checks, facts, generation=seen.generation, now=now)
     errors = [a.error for a in applied if a.error] + [s.error for s in secrets if s.error]
+    errors += [v.error for v in volumes if v.error]
     for error in errors:
         rt.metrics.api_error("kubernetes", error.reason)
     why = "; ".join([*(str(e) for e in errors), *([] if keys.check.ok else [keys.check.message])])
@@ -269,7 +315,7 @@ async def _provision(seen: Seen, rt: Runtime, now: str) -> Outcome:
 async def _without_keys(rt: Runtime, seen: Seen, placed: Check, keys: KeyPlan, now: str) -> Outcome:
     """The status of a tenant that has no keys to run on: KeysReady says why, the rest as last seen."""
     rt.metrics.api_error("keys", keys.check.reason)
-    if not _still(seen, keys.check):
+    if not still(seen.status, keys.check):
         await announce(rt, seen.ref, EventType.WARNING, keys.check.reason, keys.check.message)
     checks = [*keep_checks(seen.status, except_types=("Ready", "Placement", "KeysReady")), placed, keys.check]
     body = status_body(seen.status, checks, _facts_from(seen.status), generation=seen.generation, now=now)
@@ -338,65 +384,6 @@ async def _prune(rt: Runtime, seen: Seen, objects: list[dict[str, Any]]) -> None
         await announce(rt, seen.ref, EventType.NORMAL, Reason.OBJECT_UPDATED, message)
 
 
-async def _tell(
-    rt: Runtime,
-    seen: Seen,
-    applied: list[Applied],
-    secrets: list[SecretOutcome],
-    keys: KeyPlan,
-) -> None:
-    """Events for what changed: one per kind of change, one per restored object (someone touched it)."""
-    ref = seen.ref
-    created = [a for a in applied if a.wrote and not a.restored and isinstance(a.action, Create)]
-    updated = [a for a in applied if a.wrote and not a.restored and isinstance(a.action, Patch)]
-    if created and created[0].desired["kind"] == "Namespace":
-        await announce(
-            rt, ref, EventType.NORMAL, Reason.NAMESPACE_CREATED, f"namespace {seen.tenant.namespace} created"
-        )
-        created = created[1:]
-    if created:
-        await announce(rt, ref, EventType.NORMAL, Reason.OBJECTS_CREATED, "created " + _list(created))
-    if updated:
-        await announce(rt, ref, EventType.NORMAL, Reason.OBJECT_UPDATED, "updated to the spec: " + _list(updated))
-    for restored in (a for a in applied if a.restored):
-        how = "was deleted; re-created" if isinstance(restored.action, Create) else "was changed by hand; restored"
-        await announce(rt, ref, EventType.WARNING, Reason.OBJECT_RESTORED, f"{describe(restored.desired)} {how}")
-    made = [s.name for s in secrets if s.created]
-    if made:
-        await announce(rt, ref, EventType.NORMAL, Reason.SECRET_CREATED, "created Secrets " + ", ".join(made))
-    await _tell_keys(rt, seen, keys)
-    for failure in [a for a in applied if a.error] + [s for s in secrets if s.error]:
-        what = describe(failure.desired) if isinstance(failure, Applied) else f"Secret {failure.name}"
-        await announce(rt, ref, EventType.WARNING, Reason.API_ERROR, f"{what}: {failure.error}")
-
-
-async def _tell_keys(rt: Runtime, seen: Seen, keys: KeyPlan) -> None:
-    ref, provider = seen.ref, seen.tenant.spec.keys.provider.value
-    if keys.create is not None:
-        message = f"keys created ({provider} provider), version {keys.version}"
-        await announce(rt, ref, EventType.NORMAL, Reason.KEYS_CREATED, message)
-    elif keys.patch is not None:
-        rt.metrics.rotated(seen.tenant.spec.region)
-        message = (
-            f"keys rotated ({provider} provider): version {keys.rotated_from} -> {keys.version}; tracker restarting"
-        )
-        await announce(rt, ref, EventType.NORMAL, Reason.KEYS_ROTATED, message)
-    elif not keys.check.ok and not _still(seen, keys.check):  # said once, not on every retry
-        await announce(rt, ref, EventType.WARNING, keys.check.reason, keys.check.message)
-
-
-def _still(seen: Seen, check: Check) -> bool:
-    """The previous status already showed this very check."""
-    return any(
-        c.get("type") == check.type and c.get("status") == check.status and c.get("reason") == check.reason.value
-        for c in seen.status.get("conditions") or []
-    )
-
-
-def _list(applied: list[Applied]) -> str:
-    return ", ".join(describe(a.desired) for a in applied)
-
-
 def _judge(
     tenant: PoliteTenant,
     applied: list[Applied],
@@ -416,6 +403,12 @@ def _judge(
     live = {(a.desired["kind"], a.desired["metadata"]["name"]): a.live for a in applied}
     checks = parts_checks(tenant, live, keys=keys.check, engine=engine, engine_check=engine_check)
     return [failed(c.type, Reason.API_ERROR, errors[c.type]) if c.type in errors else c for c in checks]
+
+
+def _held_back(check: Check, volumes: list[VolumeOutcome]) -> Check:
+    """A part whose volumes are growing, or cannot grow, says so; an API refusal is said first."""
+    held = next((v.check for v in volumes if v.check is not None and v.check.type == check.type), None)
+    return held if held is not None and check.reason is not Reason.API_ERROR else check
 
 
 def _endpoint(objects: list[dict[str, Any]]) -> str | None:

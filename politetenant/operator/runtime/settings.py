@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Iterable
 
 import kopf
 
@@ -82,3 +83,12 @@ def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
     objects_log = logging.getLogger("kopf.objects")
     if _EXPECTED_WAITS_FILTER not in objects_log.filters:
         objects_log.addFilter(_EXPECTED_WAITS_FILTER)
+
+
+def watch_children(
+    settings: kopf.OperatorSettings, kinds: Iterable[tuple[str, str]], label: str = "polite.io/tenant"
+) -> None:
+    """Watch the tenants' children (API group, plural) with a label selector the API server applies,
+    so the operator is sent only its own objects, not every ConfigMap or Service in the cluster."""
+    for group, plural in kinds:
+        settings.watching.label_selectors[group, plural] = label

@@ -1,0 +1,217 @@
+"""What the operator owns, as its watches see it: the reconcile reads children from here, not the API.
+
+Every child the operator renders carries the ``polite.io/tenant`` label, and kopf watches each kind in
+``WATCHED_KINDS`` with that label selector on the server (``label_selectors``), keeping one index per
+kind (``index_id``). kopf fills every index from its initial list before any tenant handler runs, so a
+key missing from an index means the object does not exist: a resync of an unchanged tenant compares
+the rendered objects with the indices and sends no request at all.
+
+What the operator itself just wrote is answered as written (``Written``) until the watch shows that
+version or a later one, so a reconcile that runs before its own write's event arrives does not write
+again. A create refused as AlreadyExists (the index had not seen the object yet) makes the next read
+of that object go to the API.
+
+Watching costs the operator cluster-wide ``list``/``watch`` on each kind in RBAC (label selectors
+narrow what is sent, not what may be read). Secrets are deliberately not watched, so the operator
+cannot read every Secret in the cluster: the reconcile reads a tenant's Secrets by name when the
+tenant changed, when a child changed (a pod that cannot mount a deleted Secret changes its
+StatefulSet's status) and at start, not on a plain resync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from politetenant.operator.kube.client import KubeApi, KubeError
+from politetenant.operator.model import names
+from politetenant.operator.runtime.database_engine import CNPG_CRD
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedKind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    labelled: bool = True  # watched with the tenant label selector (CRDs: by name instead)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def index_id(self) -> str:
+        return f"watched.{self.plural}.{self.group or 'core'}"
+
+
+# The kinds whose drift breaks a tenant's service (its fence, workloads, addresses, database), the
+# legacy tracker Deployment an upgrade retires, and CloudNativePG's CRD (whether it is installed).
+WATCHED_KINDS: tuple[WatchedKind, ...] = (
+    WatchedKind("", "v1", "namespaces", "Namespace", namespaced=False),
+    WatchedKind("", "v1", "serviceaccounts", "ServiceAccount"),
+    WatchedKind("", "v1", "configmaps", "ConfigMap"),
+    WatchedKind("", "v1", "services", "Service"),
+    WatchedKind("", "v1", "resourcequotas", "ResourceQuota"),
+    WatchedKind("apps", "v1", "statefulsets", "StatefulSet"),
+    WatchedKind("apps", "v1", "deployments", "Deployment"),
+    WatchedKind("batch", "v1", "cronjobs", "CronJob"),
+    WatchedKind("networking.k8s.io", "v1", "ingresses", "Ingress"),
+    WatchedKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    WatchedKind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    WatchedKind("postgresql.cnpg.io", "v1", "clusters", "Cluster"),
+    WatchedKind(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        labelled=False,
+    ),
+)
+_BY_KIND = {(kind.group, kind.kind): kind for kind in WATCHED_KINDS}
+WATCHED_CRDS = frozenset({CNPG_CRD})
+
+Key = tuple[str, str, str | None, str]  # group, kind, namespace, name
+Lookup = Callable[[WatchedKind, str | None, str], "dict[str, Any] | None"]
+
+
+def watched_kind(api_version: str, kind: str) -> WatchedKind | None:
+    return _BY_KIND.get((api_version.rpartition("/")[0], kind))
+
+
+def index_key(body: Mapping[str, Any]) -> tuple[str | None, str]:
+    """How an index holds an object: by namespace and name."""
+    meta = body.get("metadata") or {}
+    return meta.get("namespace"), str(meta.get("name"))
+
+
+def tenant_of(body: Mapping[str, Any]) -> str | None:
+    """The tenant a watched child belongs to, by its label."""
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    value = labels.get(names.TENANT_LABEL)
+    return str(value) if value else None
+
+
+def _newer_or_same(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether the watch has caught up with a write. resourceVersions are opaque to clients; the
+    API server's are etcd revisions (integers), compared only to tell an event older than our own
+    write from a later one. Anything else counts as caught up: the index is then trusted."""
+    seen_rv = str((seen.get("metadata") or {}).get("resourceVersion", ""))
+    written_rv = str((written.get("metadata") or {}).get("resourceVersion", ""))
+    if seen_rv.isdigit() and written_rv.isdigit():
+        return int(seen_rv) >= int(written_rv)
+    return True
+
+
+class Written:
+    """The operator's own writes its watches have not shown yet (None: it deleted the object)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Key, dict[str, Any] | None] = {}
+        self._stale: set[Key] = set()
+
+    def remember(self, key: Key, body: dict[str, Any] | None) -> None:
+        self._objects[key] = body
+        self._stale.discard(key)
+
+    def mark_stale(self, key: Key) -> None:
+        self._stale.add(key)
+
+    def stale(self, key: Key) -> bool:
+        return key in self._stale
+
+    def lookup(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
+        """(known, object): whether a write of ours is newer than the index, and what it stored."""
+        if key in self._objects:
+            return True, self._objects[key]
+        return False, None
+
+    def observed(self, key: Key, body: Mapping[str, Any], *, deleted: bool) -> None:
+        """A watch event: forget the write it shows (or outdates)."""
+        if key not in self._objects:
+            return
+        written = self._objects[key]
+        if written is None:
+            if deleted:
+                del self._objects[key]
+        elif _newer_or_same(body, written):
+            del self._objects[key]
+
+
+def key_of(api_version: str, kind: str, name: str, namespace: str | None) -> Key:
+    return api_version.rpartition("/")[0], kind, namespace, name
+
+
+class CachedKube:
+    """A ``KubeApi`` whose reads of watched kinds come from the indices (and our own unseen writes)."""
+
+    def __init__(self, api: KubeApi, lookup: Lookup, written: Written) -> None:
+        self.api = api
+        self._lookup = lookup
+        self._written = written
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        watched = watched_kind(api_version, kind)
+        key = key_of(api_version, kind, name, namespace)
+        if watched is None or (watched.kind == "CustomResourceDefinition" and name not in WATCHED_CRDS):
+            return await self.api.get(api_version, kind, name, namespace)
+        if self._written.stale(key):
+            found = await self.api.get(api_version, kind, name, namespace)
+            self._written.remember(key, found)
+            return found
+        known, written = self._written.lookup(key)
+        if known:
+            return written
+        return self._lookup(watched, namespace, name)
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        key = key_of(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+        try:
+            created = await self.api.create(obj)
+        except KubeError as exc:
+            if exc.conflict:
+                self._written.mark_stale(key)
+            raise
+        if watched_kind(obj["apiVersion"], obj["kind"]) is not None:
+            self._written.remember(key, created)
+        return created
+
+    async def patch(
+        self, api_version: str, kind: str, name: str, patch: Mapping[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        key = key_of(api_version, kind, name, namespace)
+        try:
+            patched = await self.api.patch(api_version, kind, name, patch, namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                self._written.mark_stale(key)
+            raise
+        if watched_kind(api_version, kind) is not None:
+            self._written.remember(key, patched)
+        return patched
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        gone = await self.api.delete(api_version, kind, name, namespace)
+        if watched_kind(api_version, kind) is not None:
+            self._written.remember(key_of(api_version, kind, name, namespace), None)
+        return gone
+
+    async def post_event(self, event: Mapping[str, Any]) -> None:
+        await self.api.post_event(event)
+
+
+def index_lookup(indices: Mapping[str, Any]) -> Lookup:
+    """Read kopf's indices (``kopf.Index``: key -> store of values) as one object per key."""
+
+    def lookup(kind: WatchedKind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        index = indices.get(kind.index_id)
+        if index is None:
+            return None
+        store: Iterable[dict[str, Any]] = index.get((namespace, name), ())
+        return next(iter(store), None)
+
+    return lookup
