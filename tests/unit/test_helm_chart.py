@@ -82,33 +82,6 @@ CUSTOM_VALUES: dict[str, Any] = {
 # (API group, resource) -> verbs: the operator's own objects, kopf's peering, CRD discovery, Events,
 # and exactly the kinds docs/architecture.md creates per tenant. Children are read (to apply only differences),
 # watched (readiness), created, patched and deleted; nothing is written with PUT.
-CHILD = frozenset({"get", "list", "watch", "create", "patch", "delete"})
-EXPECTED_RBAC: dict[tuple[str, str], frozenset[str]] = {
-    ("polite.io", "politetenants"): frozenset({"get", "list", "watch", "patch"}),
-    ("polite.io", "politetenants/status"): frozenset({"patch"}),
-    # Setting blockOwnerDeletion on a child's owner reference needs this (OwnerReferencesPermissionEnforcement).
-    ("polite.io", "politetenants/finalizers"): frozenset({"update"}),
-    ("kopf.dev", "clusterkopfpeerings"): frozenset({"get", "list", "watch", "patch"}),
-    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"get", "list", "watch"}),
-    ("", "events"): frozenset({"create"}),
-    ("", "namespaces"): CHILD,
-    ("", "serviceaccounts"): CHILD,
-    ("", "configmaps"): CHILD,
-    # Never list or watch: that would let the operator read every Secret of the cluster.
-    ("", "secrets"): frozenset({"get", "create", "patch", "delete"}),
-    ("", "services"): CHILD,
-    ("", "resourcequotas"): CHILD,
-    # Created by the StatefulSet controller and kept on deletion; the operator only reads them.
-    ("", "persistentvolumeclaims"): frozenset({"get", "list", "watch"}),
-    # Trackers of earlier versions were Deployments: read, and deleted once the StatefulSet serves.
-    ("apps", "deployments"): frozenset({"get", "delete"}),
-    ("apps", "statefulsets"): CHILD,
-    ("batch", "cronjobs"): CHILD,
-    ("networking.k8s.io", "ingresses"): CHILD,
-    ("networking.k8s.io", "networkpolicies"): CHILD,
-    ("policy", "poddisruptionbudgets"): CHILD,
-    ("postgresql.cnpg.io", "clusters"): CHILD,
-}
 DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
 
 
@@ -315,11 +288,17 @@ def test_default_install_renders_the_operator_and_everything_it_needs(default_ob
             "PodDisruptionBudget",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",  # <fullname>-namespaces and <fullname>-pods
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     crd_names = {o["metadata"]["name"] for o in default_objects if o["kind"] == "CustomResourceDefinition"}
     assert crd_names == {"clusterkopfpeerings.kopf.dev", "politetenants.polite.io"}
-    namespaced = [o for o in default_objects if o["kind"] not in ("CustomResourceDefinition", "ClusterKopfPeering")]
+    cluster_scoped = {"CustomResourceDefinition", "ClusterKopfPeering"}
+    cluster_scoped |= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    namespaced = [o for o in default_objects if o["kind"] not in cluster_scoped]
     namespaced = [o for o in namespaced if not o["kind"].startswith("Cluster")]
     assert {o["metadata"]["namespace"] for o in namespaced} == {NAMESPACE}
 
@@ -439,13 +418,12 @@ def test_cluster_role_has_no_wildcard_and_no_privilege_escalation(objects: list[
     assert "rbac.authorization.k8s.io" not in groups, "the operator must not manage RBAC: that is privilege escalation"
 
 
-def test_cluster_role_lists_exactly_the_resources_and_verbs_the_operator_uses(
-    default_objects: list[dict[str, Any]],
-) -> None:
+def test_cluster_role_never_lets_the_operator_list_or_watch_secrets(default_objects: list[dict[str, Any]]) -> None:
+    """Listing or watching Secrets would let the operator read every Secret of the cluster. (That the
+    ClusterRole grants exactly what the code calls is checked against the operator's own requests
+    through a tenant's whole life: tests/e2e/test_operator_rbac.py.)"""
     pairs = rbac_pairs(only(default_objects, "ClusterRole"))
-    assert set(pairs) == set(EXPECTED_RBAC)
-    wrong = {pair: sorted(verbs) for pair, verbs in pairs.items() if verbs != EXPECTED_RBAC[pair]}
-    assert wrong == {}
+    assert not {"list", "watch"} & pairs[("", "secrets")]
 
 
 # Resource names of the kinds the operator renders (API discovery is not available offline).
@@ -485,9 +463,10 @@ def test_token_requests_are_granted_only_when_asked_for(
     default_objects: list[dict[str, Any]], custom_objects: list[dict[str, Any]]
 ) -> None:
     assert ("", "serviceaccounts/token") not in rbac_pairs(only(default_objects, "ClusterRole"))
+    default = rbac_pairs(only(default_objects, "ClusterRole"))
     custom = rbac_pairs(only(custom_objects, "ClusterRole"))
     assert custom.pop(("", "serviceaccounts/token")) == {"create"}
-    assert custom == EXPECTED_RBAC
+    assert custom == default
 
 
 def test_cluster_role_binding_grants_the_role_to_the_operator_service_account_only(
