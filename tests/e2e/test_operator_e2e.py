@@ -52,7 +52,7 @@ from politetenant.operator.kubectl import commands as kubectl_plugin
 from politetenant.operator.render.tenant import spec_hash
 from tests.e2e.operator_process import OperatorProcess, start_operator
 from tests.fakes.kube_emulator import POLITETENANT_CRD, RequestRecord
-from tests.fakes.kube_server import ApiResponse, KubeApiHandle, running_kube_api
+from tests.fakes.kube_server import ApiResponse, KubeApiHandle, install_chart_rbac, running_kube_api
 from tests.support import free_port
 from tests.support_kstatus import compute_kstatus
 
@@ -297,16 +297,24 @@ def cluster() -> Iterator[Cluster]:
     if REAL_KUBECONFIG:
         yield Cluster(Path(REAL_KUBECONFIG))
         return
-    with running_kube_api() as handle:
+    # RBAC and https as a cluster has them: the operator runs as the chart's ServiceAccount, with the
+    # chart's ClusterRole (installed by the operator fixture); kubectl sends credentials only over TLS.
+    with running_kube_api(rbac=True, tls=True) as handle:
         yield Cluster(handle.kubeconfig_path, handle)
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """One operator for the module (its start is the slow part): standalone on the emulator, in the
-    chart's peering on a real cluster; every region but ``UNSERVED_REGION``."""
+    """One operator for the module (its start is the slow part): standalone on the emulator, as the
+    chart's ServiceAccount under the chart's RBAC, in the chart's peering on a real cluster; every
+    region but ``UNSERVED_REGION``."""
     ensure_operator_namespace(cluster)
     directory = tmp_path_factory.mktemp("operator")
+    kubeconfig = cluster.kubeconfig
+    if cluster.emulator is not None:
+        created = install_chart_rbac(cluster.emulator, namespace=OPERATOR_NAMESPACE)
+        (account,) = [o["metadata"]["name"] for o in created if o["kind"] == "ServiceAccount"]
+        kubeconfig = cluster.emulator.service_account_kubeconfig(OPERATOR_NAMESPACE, account, directory / "sa")
     config = real_cluster_config(directory, cluster) if REAL else None
     metrics_port, liveness_port = free_port(), free_port()
     extra = (
@@ -318,7 +326,7 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         *(("--config", str(config)) if config else ()),
     )
     process = start_operator(
-        cluster.kubeconfig,
+        kubeconfig,
         extra_args=operator_args(peering=REAL, metrics_port=metrics_port, extra=extra),
         log_path=directory / "operator.log",
     )
