@@ -95,6 +95,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
     "StatefulSet": ("apps/v1", "statefulsets"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
     "CronJob": ("batch/v1", "cronjobs"),
     "Cluster": ("postgresql.cnpg.io/v1", "clusters"),
 }
@@ -311,11 +312,17 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     ensure_operator_namespace(cluster)
     directory = tmp_path_factory.mktemp("operator")
     kubeconfig = cluster.kubeconfig
+    config = real_cluster_config(directory, cluster) if REAL else None
     if cluster.emulator is not None:
         created = install_chart_rbac(cluster.emulator, namespace=OPERATOR_NAMESPACE)
         (account,) = [o["metadata"]["name"] for o in created if o["kind"] == "ServiceAccount"]
         kubeconfig = cluster.emulator.service_account_kubeconfig(OPERATOR_NAMESPACE, account, directory / "sa")
-    config = real_cluster_config(directory, cluster) if REAL else None
+        (secrets_role,) = [
+            o["metadata"]["name"] for o in created if o["kind"] == "ClusterRole" and o["metadata"]["name"] != account
+        ]
+        config = directory / "operator-config.yaml"  # what the chart's ConfigMap says of the operator itself
+        own = {"namespace": OPERATOR_NAMESPACE, "service_account": account, "tenant_secrets_role": secrets_role}
+        config.write_text(yaml.safe_dump(own), encoding="utf-8")
     metrics_port, liveness_port = free_port(), free_port()
     extra = (
         "--liveness",
@@ -614,10 +621,11 @@ def test_requests_to_bring_one_tenant_to_ready(acme: ReadyTenant) -> None:
     verbs = by_verb(acme.requests)
     writes = writes_by_resource(acme.requests)
     print(f"\none tenant to Ready: {len(acme.requests)} requests by verb {verbs}; writes {writes}")
-    # 17 children, 5 owned Secrets and the master key Secret are each created once; the rest are a
-    # few Events, kopf's finalizer and last-handled annotation, and status patches as parts turn ready.
+    # 18 children (the operator's RoleBinding for Secrets among them), 5 owned Secrets and the master
+    # key Secret are each created once; the rest are a few Events, kopf's finalizer and last-handled
+    # annotation, and status patches as parts turn ready.
     assert writes.get("create namespaces") == 1
-    assert sum(n for w, n in writes.items() if w.startswith("create ") and "events" not in w) == 17 + 5 + 1
+    assert sum(n for w, n in writes.items() if w.startswith("create ") and "events" not in w) == 18 + 5 + 1
     assert sum(writes.values()) <= 45, writes
     assert len(acme.requests) <= 250, verbs
 

@@ -18,7 +18,7 @@ import kmock
 import pytest
 
 from politetenant.operator.cli import load_tenant
-from politetenant.operator.model.config import load_operator_config
+from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.render.tenant import render_tenant
 from tests.fakes.kube_emulator import NAMESPACES, Admission, ApiError, PoliteKubernetesEmulator, UserInfo, declare_cnpg
 from tests.fakes.kube_vap import BINDINGS, POLICIES, validating_admission_policies
@@ -114,6 +114,7 @@ def test_the_chart_binds_each_policy_to_deny_and_fail_for_the_operator_account_o
     policies = [o for o in admission_objects if o["kind"] == "ValidatingAdmissionPolicy"]
     bindings = [o for o in admission_objects if o["kind"] == "ValidatingAdmissionPolicyBinding"]
     assert sorted(p["metadata"]["name"] for p in policies) == [
+        f"{SERVICE_ACCOUNT}-bindings",
         f"{SERVICE_ACCOUNT}-namespaces",
         f"{SERVICE_ACCOUNT}-pods",
     ]
@@ -146,7 +147,11 @@ def test_everything_rendered_for_an_example_tenant_is_admitted_from_the_operator
 ) -> None:
     k = cluster(admission_objects)
     tenant = load_tenant(str(example))
-    result = render_tenant(tenant, load_operator_config(None, {}), cnpg_available=cnpg)
+    # The operator as the chart configures it: its account and the Secrets role it binds.
+    config = OperatorConfig(
+        namespace=NAMESPACE, service_account=SERVICE_ACCOUNT, tenant_secrets_role=f"{SERVICE_ACCOUNT}-tenant-secrets"
+    )
+    result = render_tenant(tenant, config, cnpg_available=cnpg)
     secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s.name, "namespace": tenant.namespace}}
                for s in result.secrets]  # fmt: skip
     event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "acme.1", "namespace": NAMESPACE}}

@@ -150,7 +150,7 @@ def arg_value(container: dict[str, Any], flag: str) -> str | None:
 
 # JSON Schema keywords of pydantic's output that say nothing to helm, and the key the chart fills in.
 _ANNOTATIONS_ONLY = {"title", "x-kubernetes-int-or-string"}
-_SET_BY_CHART = "namespace"
+_SET_BY_CHART = ("namespace", "service_account", "tenant_secrets_role")
 
 
 def operator_config_values_schema() -> dict[str, Any]:
@@ -175,7 +175,8 @@ def operator_config_values_schema() -> dict[str, Any]:
         }
 
     schema: dict[str, Any] = inline(raw)
-    del schema["properties"][_SET_BY_CHART]
+    for key in _SET_BY_CHART:
+        del schema["properties"][key]
     schema["description"] = (
         "The operator's configuration file (politetenant/operator/model/config.py); `namespace` is the release's."
     )
@@ -280,16 +281,21 @@ def test_default_install_renders_the_operator_and_everything_it_needs(default_ob
             "CustomResourceDefinition",  # clusterkopfpeerings.kopf.dev
             "CustomResourceDefinition",  # politetenants.polite.io
             "ClusterKopfPeering",
-            "ClusterRole",
+            "ClusterRole",  # the operator's
+            "ClusterRole",  # <fullname>-tenant-secrets, bound by the operator in each tenant namespace
             "ClusterRoleBinding",
+            "Role",  # <fullname>-secrets: Secrets of the release namespace
+            "RoleBinding",
             "ConfigMap",
             "Deployment",
             "NetworkPolicy",
             "PodDisruptionBudget",
             "Service",
             "ServiceAccount",
-            "ValidatingAdmissionPolicy",  # <fullname>-namespaces and <fullname>-pods
+            "ValidatingAdmissionPolicy",  # <fullname>-namespaces, <fullname>-pods and <fullname>-bindings
             "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
         ]
@@ -406,24 +412,52 @@ def rbac_pairs(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     return pairs
 
 
+def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's ClusterRole (the other one, ``-tenant-secrets``, it binds in tenant namespaces)."""
+    (role,) = [o for o in objects if o["kind"] == "ClusterRole" and not o["metadata"]["name"].endswith("-secrets")]
+    return role
+
+
 def test_cluster_role_has_no_wildcard_and_no_privilege_escalation(objects: list[dict[str, Any]]) -> None:
-    role = only(objects, "ClusterRole")
+    role = operator_role(objects)
     assert "aggregationRule" not in role
+    secrets_role = next(o for o in objects if o["kind"] == "ClusterRole" and o is not role)
     for rule in role["rules"]:
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
         for field in ("apiGroups", "resources", "verbs"):
             assert not any("*" in item for item in rule[field]), f"wildcard in {rule}"
+        if rule["apiGroups"] == ["rbac.authorization.k8s.io"] and rule["resources"] == ["clusterroles"]:
+            # bind, and only the Secrets-only role: RBAC's escalation check lets it bind nothing else.
+            assert rule["verbs"] == ["bind"] and rule["resourceNames"] == [secrets_role["metadata"]["name"]], rule
+            continue
+        assert "resourceNames" not in rule, rule
         assert not DANGEROUS_VERBS & set(rule["verbs"]), rule
-    groups = {group for group, _ in rbac_pairs(role)}
-    assert "rbac.authorization.k8s.io" not in groups, "the operator must not manage RBAC: that is privilege escalation"
+    rbac = {pair: verbs for pair, verbs in rbac_pairs(role).items() if pair[0] == "rbac.authorization.k8s.io"}
+    assert rbac == {
+        ("rbac.authorization.k8s.io", "rolebindings"): {"get", "list", "watch", "create", "patch"},
+        ("rbac.authorization.k8s.io", "clusterroles"): {"bind"},
+    }, "the operator manages no RBAC beyond binding its Secrets role"
+    assert secrets_role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}]
 
 
-def test_cluster_role_never_lets_the_operator_list_or_watch_secrets(default_objects: list[dict[str, Any]]) -> None:
-    """Listing or watching Secrets would let the operator read every Secret of the cluster. (That the
-    ClusterRole grants exactly what the code calls is checked against the operator's own requests
-    through a tenant's whole life: tests/e2e/test_operator_rbac.py.)"""
-    pairs = rbac_pairs(only(default_objects, "ClusterRole"))
-    assert not {"list", "watch"} & pairs[("", "secrets")]
+def test_no_cluster_wide_grant_reaches_secrets(default_objects: list[dict[str, Any]]) -> None:
+    """A ClusterRole grants in every namespace: the operator's holds no Secrets at all (it would read
+    every Secret of the cluster); it gets them per tenant namespace through a RoleBinding it makes, and
+    in its own namespace through the chart's Role. (That the roles grant exactly what the code calls is
+    checked against the operator's own requests through a tenant's whole life:
+    tests/e2e/test_operator_rbac.py.)"""
+    assert not any(resource == "secrets" for _, resource in rbac_pairs(operator_role(default_objects)))
+    role = only(default_objects, "Role")
+    binding = only(default_objects, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": only(default_objects, "ServiceAccount")["metadata"]["name"],
+            "namespace": NAMESPACE,
+        }
+    ]
 
 
 # Resource names of the kinds the operator renders (API discovery is not available offline).
@@ -440,6 +474,7 @@ RESOURCE_OF_KIND = {
     "NetworkPolicy": "networkpolicies",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Cluster": "clusters",
+    "RoleBinding": "rolebindings",
 }
 
 
@@ -453,8 +488,8 @@ def test_cluster_role_lets_the_operator_write_every_kind_it_renders(default_obje
     assert rendered, f"no object templates found in {templates}"
     unknown = {kind for _, kind in rendered} - set(RESOURCE_OF_KIND)
     assert unknown == set(), f"the operator renders {unknown}: add them to the ClusterRole and RESOURCE_OF_KIND"
-    pairs = rbac_pairs(only(default_objects, "ClusterRole"))
-    needed = {(group, RESOURCE_OF_KIND[kind]) for group, kind in rendered} | {("", "secrets")}
+    pairs = rbac_pairs(operator_role(default_objects))
+    needed = {(group, RESOURCE_OF_KIND[kind]) for group, kind in rendered}
     missing = {pair for pair in needed if not {"get", "create", "patch"} <= pairs.get(pair, set())}
     assert missing == set()
 
@@ -462,9 +497,9 @@ def test_cluster_role_lets_the_operator_write_every_kind_it_renders(default_obje
 def test_token_requests_are_granted_only_when_asked_for(
     default_objects: list[dict[str, Any]], custom_objects: list[dict[str, Any]]
 ) -> None:
-    assert ("", "serviceaccounts/token") not in rbac_pairs(only(default_objects, "ClusterRole"))
-    default = rbac_pairs(only(default_objects, "ClusterRole"))
-    custom = rbac_pairs(only(custom_objects, "ClusterRole"))
+    assert ("", "serviceaccounts/token") not in rbac_pairs(operator_role(default_objects))
+    default = rbac_pairs(operator_role(default_objects))
+    custom = rbac_pairs(operator_role(custom_objects))
     assert custom.pop(("", "serviceaccounts/token")) == {"create"}
     assert custom == default
 
@@ -473,7 +508,7 @@ def test_cluster_role_binding_grants_the_role_to_the_operator_service_account_on
     objects: list[dict[str, Any]],
 ) -> None:
     binding = only(objects, "ClusterRoleBinding")
-    role = only(objects, "ClusterRole")
+    role = operator_role(objects)
     account = only(objects, "ServiceAccount")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -554,10 +589,17 @@ def test_single_replica_gets_no_disruption_budget(tmp_path: Path) -> None:
 def test_operator_reads_the_chart_configuration(
     default_objects: list[dict[str, Any]], custom_objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
+    def own(objects: list[dict[str, Any]]) -> dict[str, str]:
+        """What the chart adds: where the operator runs, as whom, the Secrets role it binds."""
+        account = only(objects, "ServiceAccount")["metadata"]["name"]
+        secrets_role = next(o for o in objects if o["kind"] == "ClusterRole" and o is not operator_role(objects))
+        role = str(secrets_role["metadata"]["name"])
+        return {"namespace": NAMESPACE, "service_account": account, "tenant_secrets_role": role}
+
     default = operator_config(only(default_objects, "ConfigMap"), tmp_path)
-    assert default == OperatorConfig(namespace=NAMESPACE)
+    assert default == OperatorConfig.model_validate(own(default_objects))
     custom = operator_config(only(custom_objects, "ConfigMap"), tmp_path)
-    assert custom == OperatorConfig.model_validate({**CUSTOM_CONFIG, "namespace": NAMESPACE})
+    assert custom == OperatorConfig.model_validate({**CUSTOM_CONFIG, **own(custom_objects)})
     assert custom.served_regions == ("eu-ireland", "eu-germany")
     assert custom.trusted_proxies == ["10.244.0.0/16"]
     assert custom.geoip is not None and custom.geoip.file == "GeoLite2-City.mmdb"

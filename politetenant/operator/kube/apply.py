@@ -48,6 +48,9 @@ def _under(*keys: str) -> frozenset[FieldPath]:
 # What the API server refuses to change, by (API group, kind), for the kinds the operator renders or
 # might: each from the validation the Kubernetes API reference describes for the kind.
 IMMUTABLE: dict[tuple[str, str], tuple[Fixed, ...]] = {
+    # https://kubernetes.io/docs/reference/access-authn-authz/rbac/#clusterrolebinding-example: "After
+    # you create a binding, you cannot change the Role or ClusterRole that it refers to."
+    ("rbac.authorization.k8s.io", "RoleBinding"): (Fixed(("roleRef",)),),
     # https://kubernetes.io/docs/concepts/workloads/controllers/statefulset/ and the API server's
     # ValidateStatefulSetUpdate: "spec: Forbidden: updates to statefulset spec for fields other than
     # 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and

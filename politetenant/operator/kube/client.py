@@ -60,6 +60,7 @@ KINDS: dict[tuple[str, str], ResourceKind] = {
     ("postgresql.cnpg.io", "Cluster"): ResourceKind("clusters", True),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): ResourceKind("customresourcedefinitions", False),
     ("storage.k8s.io", "StorageClass"): ResourceKind("storageclasses", False),
+    ("rbac.authorization.k8s.io", "RoleBinding"): ResourceKind("rolebindings", True),
     ("polite.io", "PoliteTenant"): ResourceKind("politetenants", False),
 }
 

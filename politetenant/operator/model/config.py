@@ -208,6 +208,16 @@ class OperatorConfig(_Config):
     namespace: str = Field(
         "politetenant-system", pattern=DNS_LABEL_PATTERN, description="The operator's namespace (local key Secrets)."
     )
+    service_account: str = Field(
+        "polite-operator",
+        pattern=DNS_LABEL_PATTERN,
+        description="The operator's ServiceAccount, bound in each tenant namespace to read and write its Secrets.",
+    )
+    tenant_secrets_role: str = Field(
+        "polite-operator-tenant-secrets",
+        pattern=DNS_LABEL_PATTERN,
+        description="The ClusterRole (Secrets only) the operator binds to itself in each tenant namespace.",
+    )
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     retention_resources: Resources = Field(
         default_factory=lambda: Resources(

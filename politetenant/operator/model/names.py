@@ -23,6 +23,7 @@ DATABASE_ROLES_CONFIGMAP = f"{DATABASE}-roles"  # the SQL that makes the owner a
 OWNER_ROLE = "polite_owner"
 APP_ROLE = "polite_app"
 QUOTA = "tenant-quota"
+OPERATOR_SECRETS_BINDING = "polite-operator-secrets"  # RoleBinding: the operator's access to the Secrets here
 INGRESS_TLS_SECRET = "tracker-tls"  # written by cert-manager when an issuer is used
 API_INGRESS_TLS_SECRET = "tracker-api-tls"  # the same, for the API host
 

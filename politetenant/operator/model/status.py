@@ -48,7 +48,7 @@ from politetenant.operator.model.tenant import DatabaseEngine, PoliteTenant
 from politetenant.operator.model.tenant_status import CONDITION_TYPES
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-FENCE_KINDS = frozenset({"Namespace", "ResourceQuota", "NetworkPolicy", "ServiceAccount"})
+FENCE_KINDS = frozenset({"Namespace", "ResourceQuota", "NetworkPolicy", "ServiceAccount", "RoleBinding"})
 # Conditions computed from the parts. Only Ready may be passed in (a spec that cannot be read has no
 # parts to derive it from); Reconciling and Stalled are always recomputed.
 DERIVED = ("Ready", "Reconciling", "Stalled")

@@ -106,6 +106,7 @@ TEMPLATE_NAMES = {
     "database_name": names.DATABASE_NAME,
     "database_credentials": names.DATABASE_CREDENTIALS_SECRET,
     "quota": names.QUOTA,
+    "operator_secrets": names.OPERATOR_SECRETS_BINDING,
 }
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 # libyaml's safe loader when PyYAML has it (five times faster, same objects), else the Python one.
@@ -145,7 +146,9 @@ def render_tenant(
 
 def _templates(engine: DatabaseEngine, values: dict[str, Any]) -> list[str]:
     """Template names in apply order: the fence (namespace, quota, policies) before any pod."""
-    chosen = ["namespace", "resourcequota", "networkpolicies", "serviceaccount", "configmap"]
+    # The operator's access to the namespace's Secrets right after the namespace: the reconcile writes
+    # Secrets before the other children.
+    chosen = ["namespace", "operator-secrets", "resourcequota", "networkpolicies", "serviceaccount", "configmap"]
     if engine is not DatabaseEngine.EXTERNAL:
         chosen.append(f"database-{engine.value}")
     chosen += ["tracker-service", "tracker-statefulset", "tracker-pdb"]
@@ -197,6 +200,11 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
         "database": database,
         "network": network_values(engine=engine, selectors=selectors, vault_address=vault, config=config),
         "quota": _quota(tenant, config, engine, tracker["resources"], retention["resources"], database),
+        "operator": {
+            "account": config.service_account,
+            "namespace": config.namespace,
+            "secrets_role": config.tenant_secrets_role,
+        },
     }
 
 

@@ -115,7 +115,8 @@ async def _step(
         if timer and reconciled.fresh(name, time.monotonic(), runtime.resync_seconds):
             return None
         try:
-            outcome = await step(dict(body), _watching(memo, runtime))
+            # Offboarding decides on what the API says now (a namespace still terminating), not a watch.
+            outcome = await step(dict(body), runtime if step is offboard else _watching(memo, runtime))
         except kube.KubeError:
             raise
         except Exception as exc:  # a bug: say so where SREs look, then let kopf log and retry it

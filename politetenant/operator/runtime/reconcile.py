@@ -258,6 +258,8 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
         engine_check = failed("DatabaseReady", Reason.DATABASE_ENGINE_CHANGE_REFUSED, conflict)
     owned = {secret.name: secret for secret in result.secrets}
     key_secret = owned.pop(names.KEYS_SECRET)
+    # The operator reads and writes a namespace's Secrets through the RoleBinding it puts there first.
+    access = await _grant_secrets(rt, objects, seen) if await _namespace_exists(rt, tenant.namespace) else []
     known = _secrets_known(seen, rt, trigger)
     quiet = known is not None  # found complete for this very tenant state: no Secret is read
     if known is not None:
@@ -269,6 +271,7 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
     namespace = await apply_object(rt.kube, objects[0], known=seen.applied_before)
     if namespace.error is not None:
         raise namespace.error
+    access = access or await _grant_secrets(rt, objects, seen)
     if not quiet:  # a 409 re-plans once: another operator's keys are adopted, never overwritten
         keys, key_error = await store_keys(
             rt.kube, rt.keys, tenant, key_secret, keys, known_version=seen.keys_version, now=now
@@ -283,8 +286,8 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
             rt.secrets_checked[tenant.name] = (secrets_mark(seen), keys.version, keys.issued_at)
     else:
         rt.secrets_checked.pop(tenant.name, None)
-    children = _prepared(objects[1:], seen, keys)  # stamped with the key version the Secret holds
-    applied = [namespace] + [await apply_object(rt.kube, obj, known=seen.applied_before) for obj in children]
+    children = _prepared(objects[1 + len(access) :], seen, keys)  # stamped with the key version the Secret holds
+    applied = [namespace, *access] + [await apply_object(rt.kube, obj, known=seen.applied_before) for obj in children]
     # A StatefulSet's claim templates never change: a storage increase grows its claims instead.
     volumes = [
         await expand_claims(rt.kube, a.desired, a.live)
@@ -403,6 +406,21 @@ def _judge(
     live = {(a.desired["kind"], a.desired["metadata"]["name"]): a.live for a in applied}
     checks = parts_checks(tenant, live, keys=keys.check, engine=engine, engine_check=engine_check)
     return [failed(c.type, Reason.API_ERROR, errors[c.type]) if c.type in errors else c for c in checks]
+
+
+async def _namespace_exists(rt: Runtime, namespace: str) -> bool:
+    return await rt.kube.get("v1", "Namespace", namespace) is not None
+
+
+async def _grant_secrets(rt: Runtime, objects: list[dict[str, Any]], seen: Seen) -> list[Applied]:
+    """Apply the RoleBinding that lets the operator at the namespace's Secrets (rendered right after
+    the namespace); a refusal is raised: nothing else can be done without it."""
+    found = [obj for obj in objects[1:2] if obj["kind"] == "RoleBinding"]
+    applied = [await apply_object(rt.kube, obj, known=seen.applied_before) for obj in found]
+    for item in applied:
+        if item.error is not None:
+            raise item.error
+    return applied
 
 
 def _held_back(check: Check, volumes: list[VolumeOutcome]) -> Check:

@@ -6,10 +6,10 @@ kind (``index_id``). kopf fills every index from its initial list before any ten
 key missing from an index means the object does not exist: a resync of an unchanged tenant compares
 the rendered objects with the indices and sends no request at all.
 
-What the operator itself just wrote is answered as written (``Written``) until the watch shows that
-version or a later one, so a reconcile that runs before its own write's event arrives does not write
-again. A create refused as AlreadyExists (the index had not seen the object yet) makes the next read
-of that object go to the API.
+What the operator itself just created or patched is answered as written (``Written``) until the watch
+shows that version or a later one (a deletion is not: it may take a while), so a reconcile that runs
+before its own write's event arrives does not write again. A create refused as AlreadyExists (the
+index had not seen the object yet) makes the next read of that object go to the API.
 
 Watching costs the operator cluster-wide ``list``/``watch`` on each kind in RBAC (label selectors
 narrow what is sent, not what may be read). Secrets are deliberately not watched, so the operator
@@ -47,7 +47,8 @@ class WatchedKind:
         return f"watched.{self.plural}.{self.group or 'core'}"
 
 
-# The kinds whose drift breaks a tenant's service (its fence, workloads, addresses, database), the
+# The kinds whose drift breaks a tenant's service (its fence, workloads, addresses, database, the
+# operator's access to its Secrets), the
 # legacy tracker Deployment an upgrade retires, and CloudNativePG's CRD (whether it is installed).
 WATCHED_KINDS: tuple[WatchedKind, ...] = (
     WatchedKind("", "v1", "namespaces", "Namespace", namespaced=False),
@@ -62,6 +63,7 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     WatchedKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
     WatchedKind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
     WatchedKind("postgresql.cnpg.io", "v1", "clusters", "Cluster"),
+    WatchedKind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     WatchedKind(
         "apiextensions.k8s.io",
         "v1",
@@ -156,6 +158,8 @@ class CachedKube:
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         watched = watched_kind(api_version, kind)
         key = key_of(api_version, kind, name, namespace)
+        if watched is None and namespace is not None and not await self._namespace_exists(namespace):
+            return None  # a namespace that does not exist holds nothing (and grants no access to ask)
         if watched is None or (watched.kind == "CustomResourceDefinition" and name not in WATCHED_CRDS):
             return await self.api.get(api_version, kind, name, namespace)
         if self._written.stale(key):
@@ -166,6 +170,9 @@ class CachedKube:
         if known:
             return written
         return self._lookup(watched, namespace, name)
+
+    async def _namespace_exists(self, namespace: str) -> bool:
+        return await self.get("v1", "Namespace", namespace) is not None
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -195,10 +202,9 @@ class CachedKube:
         return patched
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        gone = await self.api.delete(api_version, kind, name, namespace)
-        if watched_kind(api_version, kind) is not None:
-            self._written.remember(key_of(api_version, kind, name, namespace), None)
-        return gone
+        # Nothing remembered: a deletion may take a while (finalizers, a namespace emptying itself),
+        # and until the watch says the object is gone it is not.
+        return await self.api.delete(api_version, kind, name, namespace)
 
     async def post_event(self, event: Mapping[str, Any]) -> None:
         await self.api.post_event(event)

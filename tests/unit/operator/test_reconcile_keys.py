@@ -212,7 +212,7 @@ async def test_a_key_secret_the_api_refuses_stops_provisioning_after_the_namespa
 ) -> None:
     kube.failures[("create", "Secret", names.KEYS_SECRET)] = KubeError(403, "Forbidden", "secrets is forbidden")
     outcome = await run(tenant_body(), rt)
-    assert kube.writes == [("create", "Namespace polite-acme")]
+    assert kube.writes == [("create", "Namespace polite-acme"), ("create", "RoleBinding polite-operator-secrets")]
     assert outcome.retry
     assert outcome.status is not None
     assert conditions(outcome.status)["KeysReady"] == ("False", "ApiError")

@@ -355,7 +355,8 @@ def test_namespace_enforces_pod_security_restricted_and_carries_the_display_name
 
 def test_children_come_in_apply_order_namespace_and_fence_before_pods() -> None:
     kinds = [obj["kind"] for obj in render(make_tenant(database={"engine": "statefulset"}))]
-    assert kinds[:3] == ["Namespace", "ResourceQuota", "NetworkPolicy"]
+    # The operator's access to the namespace's Secrets right after it: Secrets are written next.
+    assert kinds[:4] == ["Namespace", "RoleBinding", "ResourceQuota", "NetworkPolicy"]
     assert kinds.index("StatefulSet") > max(i for i, kind in enumerate(kinds) if kind == "NetworkPolicy")
 
 
