@@ -35,11 +35,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+import yaml
 
 from politetenant.crypto import KeyMaterialError, Keyring, LocalKeyProvider, Sealer, SealError
 from politetenant.operator.keys.local import LocalTenantKeys, master_secret_name
 from tests.e2e.operator_process import OperatorProcess, start_operator
-from tests.fakes.kube_server import KubeApiHandle, running_kube_api
+from tests.fakes.kube_server import KubeApiHandle, install_chart_rbac, running_kube_api
 from tests.fakes.pod_runner import PodRunner
 from tests.support import UA_CHROME, UA_OUTLOOK, message_body
 
@@ -52,6 +53,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 TENANTS = "/apis/polite.io/v1alpha1/politetenants"
 MERGE = "application/merge-patch+json"
 OPERATOR_NAMESPACE = "politetenant-system"
+OPERATOR_ARGS = ("--standalone", "--all-namespaces", "--resync-seconds", "2", "--metrics-port", "0")
 # The node the pod runner plays: in the AWS region of eu-ireland, where the tenants' pods are pinned.
 NODE_LABELS = {"topology.kubernetes.io/region": "eu-west-1", "topology.kubernetes.io/zone": "eu-west-1a"}
 TIME_SCALE = 0.2  # the pods' probe periods, grace periods and back-offs, scaled
@@ -237,11 +239,18 @@ def token_version(token: str) -> int:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("stack")
-    with running_kube_api() as api:
+    # RBAC as a cluster has it: the operator runs as the chart's ServiceAccount under the chart's roles.
+    with running_kube_api(rbac=True) as api:
         assert api.request("POST", "/api/v1/namespaces", {"metadata": {"name": OPERATOR_NAMESPACE}}).status == 201
+        created = install_chart_rbac(api, namespace=OPERATOR_NAMESPACE)
+        (account,) = [o["metadata"]["name"] for o in created if o["kind"] == "ServiceAccount"]
+        (secrets_role,) = [o["metadata"]["name"] for o in created if o["metadata"]["name"].endswith("-tenant-secrets")]
+        config = logs / "operator-config.yaml"  # what the chart's ConfigMap says of the operator itself
+        own = {"namespace": OPERATOR_NAMESPACE, "service_account": account, "tenant_secrets_role": secrets_role}
+        config.write_text(yaml.safe_dump(own), encoding="utf-8")
         operator = start_operator(
-            api.kubeconfig_path,
-            extra_args=["--standalone", "--all-namespaces", "--resync-seconds", "2", "--metrics-port", "0"],
+            api.service_account_kubeconfig(OPERATOR_NAMESPACE, account, logs / "sa"),
+            extra_args=[*OPERATOR_ARGS, "--config", str(config)],
             log_path=logs / "operator.log",
         )
         try:
