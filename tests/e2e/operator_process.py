@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import yaml
+
+from tests.fakes.kube_server import KubeApiHandle, install_chart_rbac
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_CLI = (sys.executable, "-m", "politetenant.operator.cli", "run")
 
@@ -124,3 +128,16 @@ def wait_for(
             tail = f"\noperator log:\n{operator.logs()[-4000:]}" if operator is not None else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
         time.sleep(interval)
+
+
+def as_the_chart_runs_it(handle: KubeApiHandle, namespace: str, directory: Path) -> tuple[Path, Path]:
+    """Install the chart's RBAC (``install_chart_rbac``) and give the operator what the chart gives it:
+    a kubeconfig of its ServiceAccount, and a configuration naming its namespace, that account and the
+    Secrets role it binds in tenant namespaces (what the chart's ConfigMap adds). (kubeconfig, config)."""
+    created = install_chart_rbac(handle, namespace=namespace)
+    (account,) = [o["metadata"]["name"] for o in created if o["kind"] == "ServiceAccount"]
+    (secrets_role,) = [o["metadata"]["name"] for o in created if o["metadata"]["name"].endswith("-tenant-secrets")]
+    config = directory / "operator-config.yaml"
+    own = {"namespace": namespace, "service_account": account, "tenant_secrets_role": secrets_role}
+    config.write_text(yaml.safe_dump(own), encoding="utf-8")
+    return handle.service_account_kubeconfig(namespace, account, directory / "sa"), config

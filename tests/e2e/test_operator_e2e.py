@@ -50,9 +50,9 @@ import yaml
 from politetenant.operator.keys.secret import VERSION_ANNOTATION
 from politetenant.operator.kubectl import commands as kubectl_plugin
 from politetenant.operator.render.tenant import spec_hash
-from tests.e2e.operator_process import OperatorProcess, start_operator
+from tests.e2e.operator_process import OperatorProcess, as_the_chart_runs_it, start_operator
 from tests.fakes.kube_emulator import POLITETENANT_CRD, RequestRecord
-from tests.fakes.kube_server import ApiResponse, KubeApiHandle, install_chart_rbac, running_kube_api
+from tests.fakes.kube_server import ApiResponse, KubeApiHandle, running_kube_api
 from tests.support import free_port
 from tests.support_kstatus import compute_kstatus
 
@@ -314,15 +314,7 @@ def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
     kubeconfig = cluster.kubeconfig
     config = real_cluster_config(directory, cluster) if REAL else None
     if cluster.emulator is not None:
-        created = install_chart_rbac(cluster.emulator, namespace=OPERATOR_NAMESPACE)
-        (account,) = [o["metadata"]["name"] for o in created if o["kind"] == "ServiceAccount"]
-        kubeconfig = cluster.emulator.service_account_kubeconfig(OPERATOR_NAMESPACE, account, directory / "sa")
-        (secrets_role,) = [
-            o["metadata"]["name"] for o in created if o["kind"] == "ClusterRole" and o["metadata"]["name"] != account
-        ]
-        config = directory / "operator-config.yaml"  # what the chart's ConfigMap says of the operator itself
-        own = {"namespace": OPERATOR_NAMESPACE, "service_account": account, "tenant_secrets_role": secrets_role}
-        config.write_text(yaml.safe_dump(own), encoding="utf-8")
+        kubeconfig, config = as_the_chart_runs_it(cluster.emulator, OPERATOR_NAMESPACE, directory)
     metrics_port, liveness_port = free_port(), free_port()
     extra = (
         "--liveness",

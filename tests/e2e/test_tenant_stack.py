@@ -35,12 +35,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-import yaml
 
 from politetenant.crypto import KeyMaterialError, Keyring, LocalKeyProvider, Sealer, SealError
 from politetenant.operator.keys.local import LocalTenantKeys, master_secret_name
-from tests.e2e.operator_process import OperatorProcess, start_operator
-from tests.fakes.kube_server import KubeApiHandle, install_chart_rbac, running_kube_api
+from tests.e2e.operator_process import OperatorProcess, as_the_chart_runs_it, start_operator
+from tests.fakes.kube_server import KubeApiHandle, running_kube_api
 from tests.fakes.pod_runner import PodRunner
 from tests.support import UA_CHROME, UA_OUTLOOK, message_body
 
@@ -242,14 +241,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # RBAC as a cluster has it: the operator runs as the chart's ServiceAccount under the chart's roles.
     with running_kube_api(rbac=True) as api:
         assert api.request("POST", "/api/v1/namespaces", {"metadata": {"name": OPERATOR_NAMESPACE}}).status == 201
-        created = install_chart_rbac(api, namespace=OPERATOR_NAMESPACE)
-        (account,) = [o["metadata"]["name"] for o in created if o["kind"] == "ServiceAccount"]
-        (secrets_role,) = [o["metadata"]["name"] for o in created if o["metadata"]["name"].endswith("-tenant-secrets")]
-        config = logs / "operator-config.yaml"  # what the chart's ConfigMap says of the operator itself
-        own = {"namespace": OPERATOR_NAMESPACE, "service_account": account, "tenant_secrets_role": secrets_role}
-        config.write_text(yaml.safe_dump(own), encoding="utf-8")
+        kubeconfig, config = as_the_chart_runs_it(api, OPERATOR_NAMESPACE, logs)
         operator = start_operator(
-            api.service_account_kubeconfig(OPERATOR_NAMESPACE, account, logs / "sa"),
+            kubeconfig,
             extra_args=[*OPERATOR_ARGS, "--config", str(config)],
             log_path=logs / "operator.log",
         )

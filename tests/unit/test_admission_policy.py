@@ -164,12 +164,7 @@ def test_everything_rendered_for_an_example_tenant_is_admitted_from_the_operator
                 refused.append((obj, error.message))
             if op == "CREATE":
                 k.create_object(resource_of(k, obj), obj)  # applied in order: the namespace exists for the rest
-    # The database StatefulSet renders no serviceAccountName yet (it runs as "default"); that is the
-    # product's to change, not the policy's to allow.
-    known = [(o, m) for o, m in refused if o["kind"] == "StatefulSet" and "serviceAccountName" not in pod_spec(o)]
-    assert [m for o, m in refused if (o, m) not in known] == []
-    if known:
-        pytest.xfail(f"refused until the product renders serviceAccountName tracker: {known[0][1]}")
+    assert [message for _, message in refused] == []
 
 
 # --- the operator is fenced; an admin is not ------------------------------------------------------
