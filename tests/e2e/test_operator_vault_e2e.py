@@ -282,7 +282,12 @@ def test_rotation_rotates_the_transit_key_and_delete_shreds_it_after_the_namespa
         return True
 
     cluster.operator.wait_for(shredded, CONVERGE_SECONDS, "the Transit key to be destroyed")
-    assert "polite-acme" not in vault.policies and ("kubernetes", "polite-acme") not in vault.roles
+    # The key, then the tenant's policy and role: three Vault calls, so the last two may follow a moment later.
+    cluster.operator.wait_for(
+        lambda: "polite-acme" not in vault.policies and ("kubernetes", "polite-acme") not in vault.roles,
+        CONVERGE_SECONDS,
+        "the tenant's Vault policy and role to be removed",
+    )
     cluster.operator.wait_for(lambda: cluster.get(f"{TENANTS}/acme") is None, CONVERGE_SECONDS, "the tenant to go")
     events = {e["reason"]: e for e in cluster.events("acme")}
     assert "NamespaceDeleting" in events
