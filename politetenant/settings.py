@@ -58,8 +58,30 @@ class TrackerSettings(BaseModel):
     scanner_networks: tuple[str, ...] = ()
     scanner_user_agents: tuple[str, ...] = ()
     scanner_window_seconds: float = Field(
-        2.0, ge=0, le=3600, description="hits this soon after registration are machine prefetches"
+        10.0, ge=0, le=3600, description="hits this soon after the message's first hit are a gateway's delivery scan"
     )
+    apple_privacy_networks: tuple[str, ...] = Field(
+        ("17.0.0.0/8",), description="a bare 'Mozilla/5.0' from here is Apple Mail Privacy Protection"
+    )
+    gateway_networks: tuple[str, ...] | None = Field(
+        None, description="mail security gateways' networks; None: the built-in list (judging/networks.py)"
+    )
+    burst_seconds: float = Field(10.0, ge=0, le=3600, description="hits of one copy this close together are a burst")
+    gateway_click_seconds: float = Field(
+        120.0, ge=0, le=86_400, description="a gateway click counts only after an open of the copy this soon before"
+    )
+
+    # What records keep, and what recipients are told.
+    segment_attributes: tuple[str, ...] = Field(
+        (), description="recipient attributes kept on tracking records (report segments); all others are dropped"
+    )
+    notice_texts: dict[str, str] = Field(
+        default_factory=dict, description="language -> notice appended to every message; empty: no notice"
+    )
+    notice_default_language: str = Field("en", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+    # The audit chain's head, anchored outside the database (an append-only file).
+    audit_anchor_path: str | None = None
 
     # Read-time beacon.
     read_max_seconds: float = Field(30.0, gt=0, le=120)
@@ -85,16 +107,40 @@ class TrackerSettings(BaseModel):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("scanner_networks")
+    @field_validator("scanner_networks", "apple_privacy_networks", "gateway_networks")
     @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _cidrs(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         import ipaddress
 
-        for entry in value:
+        for entry in value or ():
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{entry!r} is not a CIDR network") from exc
+        return value
+
+    @field_validator("segment_attributes")
+    @classmethod
+    def _attribute_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for name in value:
+            if re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name) is None:
+                raise ValueError(f"{name!r} is not an attribute name (lowercase letters, digits, _; at most 40)")
+        if len(set(value)) != len(value):
+            raise ValueError("an attribute is named twice")
+        return value
+
+    @field_validator("notice_texts")
+    @classmethod
+    def _notices(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for language, text in value.items():
+            if re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*", language) is None:
+                raise ValueError(f"{language!r} is not a language tag (e.g. en, de, pt-BR)")
+            if not text.strip() or len(text) > 1000:
+                raise ValueError(f"the {language} notice must be 1 to 1000 characters")
         return value
 
     @field_validator("spool_max_bytes")
@@ -113,6 +159,11 @@ class TrackerSettings(BaseModel):
             raise ValueError(
                 f"default_mode {self.default_mode.value!r} is not in allowed_modes "
                 f"{[m.value for m in self.allowed_modes]}"
+            )
+        if self.notice_texts and self.notice_default_language not in self.notice_texts:
+            raise ValueError(
+                f"notice_default_language {self.notice_default_language!r} has no text in notice_texts"
+                f" (languages: {sorted(self.notice_texts)})"
             )
         return self
 
