@@ -24,7 +24,7 @@ from politetenant.tracker.messages import api_messages
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.privacy import api_audit, api_subjects
 from politetenant.tracker.privacy.api_tokens import import_bootstrap_tokens
-from politetenant.tracker.public import beacons
+from politetenant.tracker.public import beacons, recipient_page
 from politetenant.tracker.reports import api_reports
 from politetenant.tracker.server import health
 from politetenant.tracker.storage import open_store
@@ -70,6 +70,7 @@ def api_operations(*, ops_routes: bool = True) -> list[Operation]:
     health and metrics routes only when they are not on an ops port of their own."""
     return [
         *beacons.OPERATIONS,
+        *recipient_page.OPERATIONS,
         *api_messages.OPERATIONS,
         *api_reports.OPERATIONS,
         *api_subjects.OPERATIONS,
@@ -97,6 +98,7 @@ def build_app(
     app.router.add_get("/o/{token}.gif", beacons.open_beacon)
     app.router.add_get("/t/{token}.gif", beacons.read_beacon)
     app.router.add_get("/c/{token}/{link}", beacons.click)
+    recipient_page.add_routes(app.router)
     app.router.add_post("/api/v1/messages", api_messages.register_message)
     api_reports.add_routes(app.router)
     if ops_routes:
