@@ -8,7 +8,7 @@ side of a tenant's keys (making, rotating, shredding them) is ``politetenant.ope
 from politetenant.crypto.blind_index import blind_index, blind_indexes, normalise_email
 from politetenant.crypto.keys import KeyMaterialError, KeyProvider, Keyring, KeySet
 from politetenant.crypto.local_provider import LocalKeyProvider, provider_from_url
-from politetenant.crypto.sealing import Sealer, SealError
+from politetenant.crypto.sealing import RowId, Sealer, SealError, link_row, recipient_row
 from politetenant.crypto.tokens import TokenCodec, VerifiedToken, new_record_id
 from politetenant.crypto.vault import VaultKeyProvider, VaultRefused, VaultUnavailable
 
@@ -18,6 +18,7 @@ __all__ = [
     "KeySet",
     "Keyring",
     "LocalKeyProvider",
+    "RowId",
     "SealError",
     "Sealer",
     "TokenCodec",
@@ -27,7 +28,9 @@ __all__ = [
     "VerifiedToken",
     "blind_index",
     "blind_indexes",
+    "link_row",
     "new_record_id",
     "normalise_email",
     "provider_from_url",
+    "recipient_row",
 ]

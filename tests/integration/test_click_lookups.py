@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from politetenant.crypto import link_row
 from politetenant.tracker.storage.base import StorageUnavailable
 from politetenant.tracker.storage.click_lookups import ClickLookups
 from tests.conftest import Tracker
@@ -45,7 +46,11 @@ async def test_store_finds_every_known_link_in_one_call_and_leaves_unknown_ones_
     assert set(found) == {(ids[0], 1), (ids[0], 2), (ids[1], 1), (ids[2], 0)}
     assert found[(ids[2], 0)].url is None  # the honeypot link: no URL
     sealer = tracker.state.sealer
-    opened = {key: sealer.open_text("link.url", target.url) for key, target in found.items() if target.url}
+    opened = {
+        key: sealer.open_text("link.url", target.url, row=link_row(target.message_id, key[1]))
+        for key, target in found.items()
+        if target.url
+    }
     assert opened[(ids[0], 1)] == opened[(ids[1], 1)] == "https://intranet.example.com/policy?id=7&v=2"
     assert opened[(ids[0], 2)] == "https://hr.example.com/faq"
     assert {target.message_id for target in found.values()} == {out["id"]}

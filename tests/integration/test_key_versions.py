@@ -19,23 +19,34 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from politetenant.crypto import KeyMaterialError, Keyring, KeySet, LocalKeyProvider, Sealer, SealError
+from politetenant.crypto import KeyMaterialError, Keyring, KeySet, LocalKeyProvider, Sealer, SealError, recipient_row
 from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES
 from politetenant.tracker.cli.keys_cli import rotate_keys, run_reseal
 from politetenant.tracker.http.auth import Role
 from politetenant.tracker.http.state import TrackerState
 from politetenant.tracker.privacy import audit
-from politetenant.tracker.privacy.reseal import SEALED_TABLES, ResealProgress, reseal, sealed_versions
+from politetenant.tracker.privacy.reseal import (
+    SEALED_TABLES,
+    ResealProgress,
+    needs_reseal,
+    reseal,
+    sealed_heads,
+    sealed_versions,
+    unbound_values,
+)
 from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.storage.base import Store
 from tests.conftest import Tracker, start_tracker, tracker_settings
 from tests.support import IP_DUBLIN, UA_IPHONE_MAIL, message_body
 
 POLICY_URL = "https://intranet.example.com/policy?id=7&v=2"
+# Records keep the department (12 recipients, 6 in each of 2 departments): every record carries a sealed value.
+pytestmark = pytest.mark.settings(segment_attributes=("department",), min_segment_size=5)
 
 
 async def register(t: Tracker, recipients: int = 12) -> tuple[str, list[str]]:
-    resp = await t.client.post("/api/v1/messages", json=message_body(recipients), headers=t.auth(Role.SENDER))
+    body = message_body(recipients, departments=2)
+    resp = await t.client.post("/api/v1/messages", json=body, headers=t.auth(Role.SENDER))
     assert resp.status == 201, await resp.text()
     out = await resp.json()
     return out["id"], [r["token"] for r in out["recipients"]]
@@ -111,17 +122,42 @@ def retired(keyring: Keyring, version: int) -> Keyring:
     return Keyring(keyring.tenant_id, sets)
 
 
+async def open_all(store: Store, sealer: Sealer) -> dict[tuple[str, str, tuple[Any, ...]], bytes]:
+    """Every sealed value in the database, opened with its row's identity: (table, column, key) -> plaintext."""
+    opened = {}
+    for spec in SEALED_TABLES:
+        for row in await store.fetch(spec.page_sql(first=True), 10**9):
+            key, identity, values = spec.split(row)
+            for value, (column, field) in zip(values, spec.columns, strict=True):
+                if value is not None:
+                    opened[(spec.name, column, tuple(key))] = sealer.open(field, value, row=identity)
+    return opened
+
+
 async def open_everything(store: Store, sealer: Sealer) -> int:
     """Open every sealed value in the database; return how many there were."""
-    opened = 0
+    return len(await open_all(store, sealer))
+
+
+async def rewrite_in_legacy_format(store: Store, sealer: Sealer) -> int:
+    """Re-seal every row-bound value without its row, as values were written before rows were bound
+    (same key version, field-only associated data); return how many values were rewritten."""
+    rewritten = 0
     for spec in SEALED_TABLES:
-        columns = ", ".join(c for c, _ in spec.columns)
-        for row in await store.fetch(f"SELECT {columns} FROM {spec.name}"):
-            for value, (_, field) in zip(row, spec.columns, strict=True):
-                if value is not None:
-                    sealer.open(field, bytes(value))
-                    opened += 1
-    return opened
+        if spec.repeated:
+            continue
+        updates = []
+        for row in await store.fetch(spec.page_sql(first=True), 10**9):
+            key, identity, old = spec.split(row)
+            new = [
+                None if value is None else sealer.seal(field, sealer.open(field, value, row=identity))
+                for value, (_, field) in zip(old, spec.columns, strict=True)
+            ]
+            rewritten += sum(value is not None for value in new)
+            updates.append([*new, *key, *old])
+        await store.executemany(spec.update_sql(), updates)
+    assert await unbound_values(store) == rewritten
+    return rewritten
 
 
 async def test_old_tokens_still_count_and_new_data_uses_the_newest_version(
@@ -196,6 +232,7 @@ async def test_reseal_moves_everything_to_the_newest_version_and_the_old_dek_can
         assert result.values_resealed == before[1]
         assert result.retirable == [1]
         assert result.unreadable == 0
+        assert result.values_bound == 0 and result.unbound_remaining == 0  # registration already binds rows
         assert {t.table: t.versions_remaining for t in result.tables}["events"] == {2: 9}  # Singapore: no region
         assert (await audit.verify_chain(store, keyring)).ok
         assert (await store.fetch("SELECT action, outcome FROM audit ORDER BY id DESC LIMIT 1"))[0] == (
@@ -212,10 +249,10 @@ async def test_reseal_moves_everything_to_the_newest_version_and_the_old_dek_can
         assert rep["opens"]["unique"] == 4 and rep["clicks"]["unique"] == 1
         sealer, store = t3.state.sealer, t3.state.store
         subject = await first_value(store, "SELECT subject FROM messages WHERE id = $1", old_id)
-        assert sealer.open_text("message.subject", subject) == message_body(1)["subject"]
+        assert sealer.open_text("message.subject", subject, row=old_id) == message_body(1)["subject"]
         emails = [
-            sealer.open_text("recipient.email", bytes(r[0]))
-            for r in await store.fetch("SELECT email FROM recipients WHERE message_id = $1", old_id)
+            sealer.open_text("recipient.email", bytes(r[0]), row=recipient_row(old_id, bytes(r[1])))
+            for r in await store.fetch("SELECT email, email_index FROM recipients WHERE message_id = $1", old_id)
         ]
         assert sorted(emails) == [r["email"] for r in message_body(12)["recipients"]]
 
@@ -257,6 +294,76 @@ async def test_reseal_resumes_after_an_interruption_and_a_rerun_changes_nothing(
     assert again.retirable == [1]
 
 
+def test_reseal_rewrites_a_value_under_an_old_version_or_not_bound_to_its_row_except_shared_places() -> None:
+    sealer = Sealer(Keyring("acme", [KeySet(1, os.urandom(32), os.urandom(32), os.urandom(32))]))
+    bound, legacy = sealer.seal("link.url", b"u", row="msg_a/1"), sealer.seal("link.url", b"u")
+    assert not needs_reseal(bound, 1, repeated=False)
+    assert needs_reseal(bound, 2, repeated=False)  # after a rotation
+    assert needs_reseal(legacy, 1, repeated=False)  # written before rows were bound
+    assert not needs_reseal(legacy, 1, repeated=True)  # a city: one ciphertext for many rows, never bound
+    assert needs_reseal(legacy, 2, repeated=True)
+    with pytest.raises(SealError):
+        needs_reseal(b"\x00", 1, repeated=False)
+
+
+async def test_reseal_binds_legacy_values_to_their_row_and_an_interrupted_run_finishes_cleanly(
+    tracker: Tracker,
+) -> None:
+    for _ in range(2):
+        _, tokens = await register(tracker)
+        for token in tokens[:4]:
+            await hit(tracker, f"/o/{token}.gif")
+    await tracker.flush()
+    store, keyring = tracker.state.store, tracker.state.keyring
+    legacy = await rewrite_in_legacy_format(store, tracker.state.sealer)
+    assert legacy == 2 * (4 + 12 * 3 + 12 + 4)
+    places = await sealed_heads(store, "events")
+    before = await open_all(store, tracker.state.sealer)
+
+    def stop_after_first_page(p: ResealProgress) -> None:
+        raise RuntimeError(p.table)
+
+    with pytest.raises(RuntimeError, match="messages"):
+        await reseal(store, keyring, batch=5, progress=stop_after_first_page)
+    assert await sealed_heads(store, "messages") == {(1, True): 8}  # the first page is committed, bound
+    assert await unbound_values(store) == legacy - 8
+
+    resumed = await reseal(store, keyring, batch=5)
+    assert resumed.values_bound == resumed.values_resealed == legacy - 8
+    assert resumed.unbound_remaining == 0 and await unbound_values(store) == 0
+    assert resumed.retirable == [] and resumed.unreadable == 0
+    assert await sealed_heads(store, "events") == places  # shared places stay as they are
+    assert await open_all(store, tracker.state.sealer) == before  # every table's values round-trip
+    detail = (await store.fetch("SELECT detail FROM audit ORDER BY id DESC LIMIT 1"))[0][0]
+    assert f"bound={legacy - 8}" in detail and "unbound=0" in detail
+
+    again = await reseal(store, keyring, batch=5)
+    assert again.values_resealed == again.values_bound == 0 and again.rows_scanned == resumed.rows_scanned
+
+
+async def test_rotation_then_reseal_moves_legacy_values_to_the_new_version_bound_to_their_row(
+    tracker: Tracker, tmp_path: Path
+) -> None:
+    message_id, tokens = await register(tracker)
+    await hit(tracker, f"/o/{tokens[0]}.gif")
+    await tracker.flush()
+    store = tracker.state.store
+    legacy = await rewrite_in_legacy_format(store, tracker.state.sealer)
+    before = await open_all(store, tracker.state.sealer)
+    keyring = Keyring("acme", LocalKeyProvider(key_file(tmp_path)).rotate())
+
+    result = await reseal(store, keyring, batch=7)
+
+    assert result.values_bound == legacy and result.values_resealed == legacy + 2  # + the event's city and region
+    assert await sealed_heads(store) == {(2, False): 2, (2, True): legacy}
+    assert result.retirable == [1]
+    without_v1 = Sealer(retired(keyring, 1))
+    assert await open_all(store, without_v1) == before
+    subject = await first_value(store, "SELECT subject FROM messages WHERE id = $1", message_id)
+    with pytest.raises(SealError, match="bound to its row"):
+        without_v1.open("message.subject", subject)
+
+
 class RectifiesDuringReseal:
     """A store that, just before reseal's first write, has someone else rewrite one recipient's name."""
 
@@ -271,7 +378,11 @@ class RectifiesDuringReseal:
     async def executemany(self, sql: str, rows: Any) -> None:
         if self.rectified is None and sql.startswith("UPDATE recipients"):
             self.rectified = int(rows[0][3])  # the key of the first row about to be written
-            name = self.sealer.seal_text("recipient.name", "Rectified Name")
+            [(message_id, email_index)] = await self.inner.fetch(
+                "SELECT message_id, email_index FROM recipients WHERE id = $1", self.rectified
+            )
+            row = recipient_row(message_id, bytes(email_index))
+            name = self.sealer.seal_text("recipient.name", "Rectified Name", row=row)
             await self.inner.execute("UPDATE recipients SET name = $1 WHERE id = $2", name, self.rectified)
         await self.inner.executemany(sql, rows)
 
@@ -285,8 +396,11 @@ async def test_reseal_never_overwrites_a_value_changed_meanwhile(tracker: Tracke
     result = await reseal(store, keyring, batch=5)  # type: ignore[arg-type]
 
     assert store.rectified is not None
-    name = await first_value(tracker.state.store, "SELECT name FROM recipients WHERE id = $1", store.rectified)
-    assert sealer.open_text("recipient.name", name) == "Rectified Name"  # not the old name resealed over it
+    [(name, message_id, email_index)] = await tracker.state.store.fetch(
+        "SELECT name, message_id, email_index FROM recipients WHERE id = $1", store.rectified
+    )
+    row = recipient_row(message_id, bytes(email_index))
+    assert sealer.open_text("recipient.name", bytes(name), row=row) == "Rectified Name"  # not the old name resealed
     by_table = {t.table: t for t in result.tables}
     assert by_table["recipients"].versions_remaining == {1: 2, 2: 34}  # the skipped row's email and attributes
     again = await reseal(tracker.state.store, keyring, batch=5)
@@ -324,6 +438,7 @@ async def test_reseal_command_reports_progress_and_the_retirable_version(
     tracker: Tracker, tmp_path: Path, db_url: str
 ) -> None:
     await register(tracker)
+    legacy = await rewrite_in_legacy_format(tracker.state.store, tracker.state.sealer)
     keys, settings = f"local:{key_file(tmp_path)}", tracker.state.settings
     assert await asyncio.to_thread(rotate_keys, db_url, keys, settings, out=io.StringIO()) == 0
 
@@ -334,4 +449,6 @@ async def test_reseal_command_reports_progress_and_the_retirable_version(
     assert "reseal: recipients: 5 rows scanned" in text  # a progress line per page with progress_every=0
     assert "reseal: recipients: 12 rows scanned, 12 resealed; now v2=36" in text
     assert "version 1 seals no value any more: its DEK can be retired" in text
+    assert f"resealed under version 2 (bound {legacy} legacy values to their row)" in text
+    assert "still not bound" not in text
     assert await sealed_versions(tracker.state.store) == {2: 4 + 12 * 3 + 12 + 4}

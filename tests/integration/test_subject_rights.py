@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from politetenant.crypto import LocalKeyProvider, blind_index, blind_indexes
+from politetenant.crypto import LocalKeyProvider, SealError, blind_index, blind_indexes, recipient_row
 from politetenant.tracker.http.auth import Role
 from tests.conftest import Tracker, start_tracker
+from tests.integration.test_key_versions import rewrite_in_legacy_format
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, message_body
 
 PERSON = "person000000@example.com"
@@ -225,9 +226,10 @@ async def test_erase_is_idempotent_and_keeps_the_objection(tracker: Tracker) -> 
 
 
 async def _record_attributes(t: Tracker, message_id: str) -> list[dict[str, str]]:
-    rows = await t.state.store.fetch("SELECT attributes FROM records WHERE message_id = $1", message_id)
+    rows = await t.state.store.fetch("SELECT id, attributes FROM records WHERE message_id = $1", message_id)
+    sealer = t.state.sealer
     return sorted(
-        (json.loads(t.state.sealer.open("record.attributes", bytes(r[0]))) for r in rows if r[0] is not None),
+        (json.loads(sealer.open("record.attributes", bytes(a), row=bytes(i))) for i, a in rows if a is not None),
         key=json.dumps,
     )
 
@@ -246,10 +248,11 @@ async def test_rectify_changes_name_and_attributes_in_every_linkable_place(track
         assert entry["held"] == [{"email": PERSON, "name": "Corrected Name", "attributes": {"department": "Legal"}}]
     # The individual-mode record follows the person; anonymous records are not linkable and stay.
     subject_index = blind_index(tracker.state.keyring, PERSON)
-    [(sealed,)] = await tracker.state.store.fetch(
-        "SELECT attributes FROM records WHERE subject_index = $1", subject_index
+    [(record_id, sealed)] = await tracker.state.store.fetch(
+        "SELECT id, attributes FROM records WHERE subject_index = $1", subject_index
     )
-    assert json.loads(tracker.state.sealer.open("record.attributes", bytes(sealed))) == {"department": "Legal"}
+    opened = tracker.state.sealer.open("record.attributes", bytes(sealed), row=bytes(record_id))
+    assert json.loads(opened) == {"department": "Legal"}
     assert await _record_attributes(tracker, sent["anonymous"]["id"]) == anonymous_before
     other = await right(tracker, "access", {"email": OTHER})
     assert other["messages"][0]["held"][0]["name"] == "Person Number1"
@@ -275,6 +278,47 @@ async def test_rectified_fields_are_sealed_under_the_current_key(tracker: Tracke
     )
     assert b"Corrected" not in bytes(rows[0][0])
     assert tracker.state.sealer.version_of(bytes(rows[0][0])) == tracker.state.keyring.current.version
+
+
+async def test_rectified_values_are_bound_to_their_row_so_a_copy_into_another_row_does_not_open(
+    tracker: Tracker,
+) -> None:
+    sent = await register(tracker, "individual")
+    await right(tracker, "rectify", {"email": PERSON, "name": "Corrected Name", "attributes": {"department": "Legal"}})
+    store, sealer = tracker.state.store, tracker.state.sealer
+    mine, other = (blind_index(tracker.state.keyring, email) for email in (PERSON, OTHER))
+    [(name,)] = await store.fetch("SELECT name FROM recipients WHERE email_index = $1", mine)
+    assert sealer.open_text("recipient.name", bytes(name), row=recipient_row(sent["id"], mine)) == "Corrected Name"
+    with pytest.raises(SealError, match=r"recipient\.name does not open"):
+        sealer.open_text("recipient.name", bytes(name), row=recipient_row(sent["id"], other))
+    [(record_id, attributes)] = await store.fetch("SELECT id, attributes FROM records WHERE subject_index = $1", mine)
+    [(other_record,)] = await store.fetch("SELECT id FROM records WHERE subject_index = $1", other)
+    assert sealer.open("record.attributes", bytes(attributes), row=bytes(record_id)) == b'{"department":"Legal"}'
+    with pytest.raises(SealError, match=r"record\.attributes does not open"):
+        sealer.open("record.attributes", bytes(attributes), row=bytes(other_record))
+
+
+async def test_rights_reach_rows_written_before_values_were_bound_and_rectify_binds_what_it_writes(
+    tracker: Tracker,
+) -> None:
+    sent = await three_messages(tracker)
+    before = await right(tracker, "access", {"email": PERSON})
+    store, sealer = tracker.state.store, tracker.state.sealer
+    legacy = await rewrite_in_legacy_format(store, sealer)
+    assert legacy > 0
+    after = await right(tracker, "access", {"email": PERSON})
+    before.pop("generated_at"), after.pop("generated_at")
+    assert after == before  # access and export read the legacy format unchanged
+
+    await right(tracker, "rectify", {"email": PERSON, "name": "Corrected Name"})
+    mine = blind_index(tracker.state.keyring, PERSON)
+    names = await store.fetch("SELECT name FROM recipients WHERE email_index = $1", mine)
+    assert len(names) == 3 and all(sealer.is_row_bound(bytes(n)) for (n,) in names)
+    doc = await right(tracker, "access", {"email": PERSON})
+    assert {h["name"] for m in doc["messages"] for h in m["held"]} == {"Corrected Name"}
+    out = await right(tracker, "erase", {"email": PERSON})
+    assert out["erased"]["recipient_rows"] == 3 and out["erased"]["records"] == 1
+    assert (await right(tracker, "access", {"email": OTHER}))["messages"][0]["id"] == sent["individual"]["id"]
 
 
 # -- object ---------------------------------------------------------------------------------------------

@@ -23,8 +23,10 @@ from politetenant.crypto import (
     VerifiedToken,
     blind_index,
     blind_indexes,
+    link_row,
     new_record_id,
     provider_from_url,
+    recipient_row,
 )
 from politetenant.crypto.tokens import RECORD_ID_BYTES, TOKEN_BYTES, TOKEN_CHARS
 
@@ -156,6 +158,97 @@ def test_seal_errors_never_contain_the_plaintext() -> None:
         text = f"{info.value} {info.value!r} {info.value.__cause__!r}"
         assert EMAIL not in text
         assert "dana" not in text.lower()
+
+
+# --------------------------------------------------------------------------------------------------
+# Sealing bound to a row (issue 13): a value copied into another row of its column does not open
+
+LINK_ROW = link_row("msg_aaaa", 1)
+OTHER_LINK_ROW = link_row("msg_bbbb", 1)
+
+
+def test_row_bound_value_opens_for_its_row_only_and_the_error_names_the_field_not_the_value() -> None:
+    sealer = Sealer(keyring())
+    url = sealer.seal_text("link.url", "https://intranet.example.com/policy", row=LINK_ROW)
+    assert sealer.open_text("link.url", url, row=LINK_ROW) == "https://intranet.example.com/policy"
+    for wrong in (OTHER_LINK_ROW, link_row("msg_aaaa", 2), LINK_ROW.encode() + b"\x00", ""):
+        with pytest.raises(SealError, match=r"sealed link\.url does not open for this tenant, field and row") as info:
+            sealer.open_text("link.url", url, row=wrong)
+        assert "intranet" not in f"{info.value} {info.value.__cause__!r}"
+    with pytest.raises(SealError, match=r"sealed link\.url is bound to its row"):
+        sealer.open_text("link.url", url)  # a caller that does not say which row gets nothing
+
+
+def test_rows_given_as_text_and_as_bytes_are_the_same_identity_and_record_ids_work_as_bytes() -> None:
+    sealer = Sealer(keyring())
+    record_id = new_record_id()
+    sealed = sealer.seal("record.attributes", b'{"department":"Legal"}', row=record_id)
+    assert sealer.open("record.attributes", sealed, row=record_id) == b'{"department":"Legal"}'
+    with pytest.raises(SealError):
+        sealer.open("record.attributes", sealed, row=new_record_id())
+    text_row = sealer.seal_text("message.subject", "Pay review", row="msg_aaaa")
+    assert sealer.open_text("message.subject", text_row, row=b"msg_aaaa") == "Pay review"
+
+
+def test_row_identities_name_the_message_link_and_blind_index_never_the_address() -> None:
+    index = blind_index(keyring(), EMAIL)
+    assert link_row("msg_aaaa", 3) == "msg_aaaa/3"
+    assert recipient_row("msg_aaaa", index) == "msg_aaaa/" + index.hex()
+    assert "dana" not in recipient_row("msg_aaaa", index)
+
+
+def test_row_bound_value_marks_its_header_and_still_carries_its_key_version() -> None:
+    ring = keyring("acme", keyset(1), keyset(7))
+    bound = Sealer(ring).seal("recipient.email", PLAINTEXT, row="msg_aaaa/00")
+    legacy = Sealer(ring).seal("recipient.email", PLAINTEXT)
+    assert bound[:2] == b"\x80\x07" and legacy[:2] == b"\x00\x07"
+    assert Sealer.version_of(bound) == Sealer.version_of(legacy) == 7
+    assert Sealer.head_of(bound[:2]) == (7, True) and Sealer.head_of(legacy[:2]) == (7, False)
+    assert Sealer.is_row_bound(bound) and not Sealer.is_row_bound(legacy)
+    assert len(bound) == len(legacy)  # binding the row costs no byte at rest
+
+
+def test_legacy_value_sealed_without_a_row_still_opens_with_or_without_one() -> None:
+    """Rows written before this change stay readable until ``reseal`` binds them."""
+    sealer = Sealer(keyring())
+    legacy = sealer.seal_text("link.url", "https://hr.example.com/faq")
+    assert sealer.open_text("link.url", legacy) == "https://hr.example.com/faq"
+    assert sealer.open_text("link.url", legacy, row=LINK_ROW) == "https://hr.example.com/faq"
+    assert sealer.open_text("link.url", legacy, row=OTHER_LINK_ROW) == "https://hr.example.com/faq"  # the flaw
+    with pytest.raises(SealError):
+        sealer.open_text("link.text", legacy, row=LINK_ROW)  # the field is still bound, as before
+
+
+def test_flipping_the_row_bit_never_lets_a_value_open_elsewhere() -> None:
+    sealer = Sealer(keyring())
+    bound = sealer.seal("link.url", PLAINTEXT, row=LINK_ROW)
+    downgraded = bytes([bound[0] & 0x7F]) + bound[1:]  # posing as legacy, to open in any row
+    for row in (None, LINK_ROW, OTHER_LINK_ROW):
+        with pytest.raises(SealError, match="does not open"):
+            sealer.open("link.url", downgraded, row=row)
+    legacy = sealer.seal("link.url", PLAINTEXT)
+    upgraded = bytes([legacy[0] | 0x80]) + legacy[1:]
+    with pytest.raises(SealError, match="does not open"):
+        sealer.open("link.url", upgraded, row=LINK_ROW)
+
+
+def test_any_single_bit_flip_in_a_row_bound_value_is_refused() -> None:
+    sealer = Sealer(keyring())
+    sealed = sealer.seal("recipient.email", PLAINTEXT, row="msg_aaaa/00")
+    for position in range(len(sealed)):
+        for bit in range(8):
+            tampered = bytearray(sealed)
+            tampered[position] ^= 1 << bit
+            with pytest.raises(SealError):
+                sealer.open("recipient.email", bytes(tampered), row="msg_aaaa/00")
+
+
+def test_repeated_places_stay_row_free_and_shared() -> None:
+    sealer = Sealer(keyring())
+    city = sealer.seal_repeated("event.city", "Dublin")
+    assert sealer.seal_repeated("event.city", "Dublin") is city
+    assert not Sealer.is_row_bound(city)
+    assert sealer.open_text("event.city", city) == "Dublin"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -201,9 +201,16 @@ def _print_reseal(result: ResealResult, out: TextIO) -> None:
     rate = result.rows_scanned / result.seconds if result.seconds > 0 else 0.0
     print(
         f"reseal done: {result.rows_resealed} rows ({result.values_resealed} values) resealed under version"
-        f" {result.current_version}, {result.rows_scanned} scanned in {result.seconds:.1f} s ({rate:.0f} rows/s)",
+        f" {result.current_version} (bound {result.values_bound} legacy values to their row),"
+        f" {result.rows_scanned} scanned in {result.seconds:.1f} s ({rate:.0f} rows/s)",
         file=out,
     )
+    if result.unbound_remaining:
+        print(
+            f"reseal: {result.unbound_remaining} values are still not bound to their row (they did not open);"
+            " such a value could be copied into another row and still open",
+            file=out,
+        )
     still = {v: n for v, n in result.versions_remaining.items() if v != result.current_version}
     for version in result.retirable:
         print(f"version {version} seals no value any more: its DEK can be retired (keep its token key)", file=out)

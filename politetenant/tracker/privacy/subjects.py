@@ -7,6 +7,7 @@ What can be linked to them depends on each message's tracking mode:
 - anonymous: recipient rows only; records hold no link to anyone, by design, and stay as they are;
 - aggregate: recipient rows only; the single per-message record holds counts, never people.
 Building the documents is pure (``build_access``); the async functions read and write the Store.
+Sealed values are opened and written bound to their row (identities in ``crypto.sealing``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from politetenant.crypto import Keyring, Sealer, blind_index, blind_indexes
+from politetenant.crypto import Keyring, Sealer, blind_index, blind_indexes, link_row, recipient_row
 from politetenant.settings import TrackingMode
 from politetenant.tracker.storage.base import Store
 
@@ -164,6 +165,7 @@ class HeldRow:
 
     recipient_id: int
     message_id: str
+    email_index: bytes  # with message_id, the row identity its sealed fields are bound to
     email: bytes
     name: bytes | None
     attributes: bytes | None
@@ -181,12 +183,14 @@ def _b(value: Any) -> bytes | None:
 
 async def held_rows(store: Store, subject: Subject) -> list[HeldRow]:
     sql = (
-        "SELECT r.id, r.message_id, r.email, r.name, r.attributes, m.created_at, m.mode, m.subject, m.from_name,"
-        " m.from_email, m.list_name FROM recipients r JOIN messages m ON m.id = r.message_id"
+        "SELECT r.id, r.message_id, r.email_index, r.email, r.name, r.attributes, m.created_at, m.mode, m.subject,"
+        " m.from_name, m.from_email, m.list_name FROM recipients r JOIN messages m ON m.id = r.message_id"
         f" WHERE r.email_index IN ({_marks(len(subject.indexes))}) ORDER BY m.created_at, r.message_id, r.id"
     )
     return [
-        HeldRow(int(r[0]), r[1], bytes(r[2]), _b(r[3]), _b(r[4]), int(r[5]), r[6], *(bytes(v) for v in r[7:11]))
+        HeldRow(
+            int(r[0]), r[1], bytes(r[2]), bytes(r[3]), _b(r[4]), _b(r[5]), int(r[6]), r[7], *(bytes(v) for v in r[8:12])
+        )
         for r in await store.fetch(sql, *subject.indexes)
     ]
 
@@ -218,21 +222,24 @@ async def objected_since(store: Store, subject: Subject) -> int | None:
 
 
 def _held(sealer: Sealer, row: HeldRow) -> HeldData:
-    attributes = {} if row.attributes is None else json.loads(sealer.open("recipient.attributes", row.attributes))
+    rid = recipient_row(row.message_id, row.email_index)
+    attributes = (
+        {} if row.attributes is None else json.loads(sealer.open("recipient.attributes", row.attributes, row=rid))
+    )
     return HeldData(
-        email=sealer.open_text("recipient.email", row.email),
-        name=sealer.open_optional("recipient.name", row.name),
+        email=sealer.open_text("recipient.email", row.email, row=rid),
+        name=sealer.open_optional("recipient.name", row.name, row=rid),
         attributes=attributes,
     )
 
 
 def _interaction(sealer: Sealer, row: tuple[Any, ...]) -> Interaction:
-    _, kind, link_no, occurred_at, country, region, city, os, device, browser, bot, read_ms, url = row
+    message_id, kind, link_no, occurred_at, country, region, city, os, device, browser, bot, read_ms, url = row
     return Interaction(
         kind=_KINDS.get(int(kind), "open"),
         at=from_ms(int(occurred_at)),
         link=link_no,
-        url=sealer.open_optional("link.url", _b(url)),
+        url=None if url is None else sealer.open_text("link.url", bytes(url), row=link_row(message_id, int(link_no))),
         country=country,
         region=sealer.open_optional("event.region", _b(region)),
         city=sealer.open_optional("event.city", _b(city)),
@@ -276,10 +283,10 @@ def build_access(
             MessageAccess(
                 id=message_id,
                 sent_at=from_ms(first.sent_at),
-                subject=sealer.open_text("message.subject", first.subject),
-                from_name=sealer.open_text("message.from_name", first.from_name),
-                from_email=sealer.open_text("message.from_email", first.from_email),
-                list_name=sealer.open_text("message.list_name", first.list_name),
+                subject=sealer.open_text("message.subject", first.subject, row=message_id),
+                from_name=sealer.open_text("message.from_name", first.from_name, row=message_id),
+                from_email=sealer.open_text("message.from_email", first.from_email, row=message_id),
+                list_name=sealer.open_text("message.list_name", first.list_name, row=message_id),
                 mode=mode,
                 held=held_data,
                 interactions=events.get(message_id, []) if linkable else None,
@@ -381,11 +388,12 @@ async def rectify(
     held = await held_rows(store, subject)
     updates: list[list[Any]] = []
     for row in held:  # each row sealed on its own: a fresh nonce, never a shared ciphertext
+        rid = recipient_row(row.message_id, row.email_index)  # unchanged: rectify never rewrites the e-mail
         values: list[Any] = []
         if "name" in changed:
-            values.append(sealer.seal_optional("recipient.name", name))
+            values.append(sealer.seal_optional("recipient.name", name, row=rid))
         if "attributes" in changed:
-            values.append(None if encoded is None else sealer.seal("recipient.attributes", encoded))
+            values.append(None if encoded is None else sealer.seal("recipient.attributes", encoded, row=rid))
         updates.append([*values, row.recipient_id])
     assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changed, start=1))
     await store.executemany(f"UPDATE recipients SET {assignments} WHERE id = ${len(changed) + 1}", updates)
@@ -394,7 +402,7 @@ async def rectify(
     if "attributes" in changed:
         records = await record_ids(store, subject)
         sealed = [
-            (None if encoded is None else sealer.seal("record.attributes", encoded), record_id)
+            (None if encoded is None else sealer.seal("record.attributes", encoded, row=record_id), record_id)
             for record_id, _ in records
         ]
         await store.executemany("UPDATE records SET attributes = $1 WHERE id = $2", sealed)
