@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from politetenant.tracker.http.auth import Role
+from politetenant.tracker.judging.verdicts import Reason
 from politetenant.tracker.server.lean_server import MAX_PIPELINED_BYTES, LeanSite
 from tests.conftest import Tracker
 from tests.integration.test_beacons_and_report import register
@@ -123,7 +124,8 @@ async def test_lean_and_router_answer_every_public_request_alike_and_store_the_s
     stored = await events(tracker)
     assert len(stored) == 2 * 6  # every accepted hit twice (once per path), nothing for the 404s
     assert stored[0::2] == stored[1::2]  # and each pair is the same judged event
-    assert ("US",) in {(row[2],) for row in stored}  # judged from X-Forwarded-For via trusted loopback
+    # judged from X-Forwarded-For via trusted loopback: the scanner's address is the forwarded one
+    assert (Reason.SCANNER_NETWORK,) in {(row[6],) for row in stored}
 
 
 async def test_one_keep_alive_connection_serves_pipelined_beacons_in_order(tracker: Tracker) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import time
 from pathlib import Path
@@ -14,9 +15,12 @@ import pytest
 from politetenant.tracker.cli import geoip_sample
 from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES, SAMPLE_NETWORKS, write_mmdb, write_sample
 from politetenant.tracker.judging.geoip import UNKNOWN_PLACE, GeoLocator, GeoPlace
+from politetenant.tracker.judging.judge import Judge
+from politetenant.tracker.judging.useragent import UserAgentClassifier
 
 # Both decoders: libmaxminddb (strict about metadata types) and the pure-Python reader.
 READER_MODES = [maxminddb.MODE_MMAP_EXT, maxminddb.MODE_FILE]
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 
 
 def _city(name: str, country: str = "ZZ", region: str | None = None) -> dict[str, Any]:
@@ -341,3 +345,66 @@ def test_invalid_input_is_rejected(
         write_mmdb(path, networks, **kwargs)
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# -- MaxMind's own test database, with the JSON it was built from as the expected answers ----------
+MAXMIND = Path(__file__).resolve().parents[3] / "shared" / "data" / "maxmind-test"
+needs_maxmind = pytest.mark.skipif(not MAXMIND.is_dir(), reason=f"MaxMind test data not present at {MAXMIND}")
+
+
+def _as_written(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """MaxMind's source writes IPv4 networks inside ::/96 ("::81.2.69.142/127"): the IPv4 network."""
+    if network.version == 6 and network.prefixlen >= 96 and int(network.network_address) < 2**32:
+        return ipaddress.ip_network(f"{ipaddress.IPv4Address(int(network.network_address))}/{network.prefixlen - 96}")
+    return network
+
+
+def _expected_places() -> dict[str, GeoPlace]:
+    """One address inside every network of the source that names a country or city -> its place."""
+    source = json.loads((MAXMIND / "GeoIP2-City-Test.json").read_text(encoding="utf-8"))
+    records = {_as_written(ipaddress.ip_network(cidr)): record for entry in source for cidr, record in entry.items()}
+    expected: dict[str, GeoPlace] = {}
+    for network, record in records.items():
+        if "country" not in record and "city" not in record:
+            continue
+        # The last address, unless a more specific network of the source holds it.
+        inner = [other for other in records if other != network and other.version == network.version
+                 and other.subnet_of(network)]  # type: ignore[arg-type]  # fmt: skip
+        address = next(a for a in (network[-1], network[0]) if not any(a in other for other in inner))
+        subdivisions = record.get("subdivisions") or [{}]
+        expected[str(address)] = GeoPlace(
+            record.get("country", {}).get("iso_code"),
+            subdivisions[0].get("names", {}).get("en"),
+            record.get("city", {}).get("names", {}).get("en"),
+        )
+    return expected
+
+
+@needs_maxmind
+def test_maxminds_own_test_database_gives_the_places_of_its_source() -> None:
+    expected = _expected_places()
+    assert len(expected) > 200
+    assert expected["81.2.69.143"] == GeoPlace("GB", "England", "London")
+    found = _lookup_all(MAXMIND / "GeoIP2-City-Test.mmdb", list(expected))
+    wrong = {address: (place, expected[address]) for address, place in zip(expected, found, strict=True)
+             if place != expected[address]}  # fmt: skip
+    assert wrong == {}
+
+
+@needs_maxmind
+def test_a_corrupt_database_never_takes_judging_down() -> None:
+    """MaxMind's deliberately broken file: refused when opened, or every place is unknown; either way
+    the judge answers, and no exception (whose text would carry the address) escapes it."""
+    broken = str(MAXMIND / "GeoIP2-City-Test-Broken-Double-Format.mmdb")
+    locator = GeoLocator(broken)  # its metadata reads fine: the damage shows in every look-up
+    judge = Judge(locator, UserAgentClassifier())
+    try:
+        for address in ("81.2.69.143", "2001:218::1", "89.160.20.113", "216.160.83.57"):
+            # The reader's error quotes the address: the locator itself must not let it out.
+            assert locator.lookup(address) == UNKNOWN_PLACE
+            verdict = judge.judge(address, CHROME)
+            assert (verdict.country, verdict.region, verdict.city, verdict.browser) == (None, None, None, "Chrome")
+    finally:
+        locator.close()

@@ -104,3 +104,11 @@ def test_anything_else_is_left_to_aiohttp(raw: bytes) -> None:
 def test_non_utf8_user_agent_bytes_survive_as_aiohttp_would_decode_them() -> None:
     request = parse_public_request(b"GET /o/" + TOKEN.encode() + b".gif HTTP/1.1\r\nUser-Agent: caf\xe9")
     assert request is not None and request.user_agent == "caf\udce9"
+
+
+def test_prefetch_headers_are_read_so_the_lean_path_judges_like_aiohttp() -> None:
+    """Sec-Purpose and Purpose lines, every one, in order: ``beacons.request_purpose`` reads them so."""
+    request = parse_public_request(head("Sec-Purpose: prefetch;prerender", "purpose:  prefetch ", "Host: t"))
+    assert request is not None and request.purpose == "prefetch;prerender, prefetch"
+    plain = parse_public_request(head("Host: t"))
+    assert plain is not None and plain.purpose is None

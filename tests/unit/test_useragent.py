@@ -11,6 +11,7 @@ from politetenant.tracker.judging.useragent import (
     UNKNOWN_DEVICE,
     Device,
     UserAgentClassifier,
+    is_library,
 )
 
 IPHONE_MAIL = (
@@ -166,3 +167,32 @@ def test_huge_user_agent_is_cut_and_cached_bounded() -> None:
 def test_never_raises(classifier: UserAgentClassifier, garbage: Any) -> None:
     device = classifier.classify(garbage)
     assert isinstance(device, Device)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "browser"),
+    [
+        ("axios/1.6.2", "axios"),
+        ("aws-sdk-java/1.12.500 Linux/5.15 OpenJDK_64-Bit_Server_VM/17", "aws-sdk-java"),
+        ("okhttp/4.12.0", "okhttp"),
+        ("PycURL/7.45.2 libcurl/8.0.1", "PycURL"),
+    ],
+)
+def test_library_families_are_bots_not_people(classifier: UserAgentClassifier, user_agent: str, browser: str) -> None:
+    device = classifier.classify(user_agent)
+    assert (device.device_type, device.browser) == ("bot", browser)
+    assert is_library(user_agent.lower(), device.browser)
+
+
+@pytest.mark.parametrize(
+    "user_agent", ["python-httpx/0.27.0", "node-fetch", "Mozilla/5.0 (X11) Chrome/120.0 Safari/537.36 Playwright/1.40"]
+)
+def test_libraries_ua_parser_does_not_name_are_found_by_pattern(
+    classifier: UserAgentClassifier, user_agent: str
+) -> None:
+    assert is_library(user_agent.lower(), classifier.classify(user_agent).browser)
+
+
+@pytest.mark.parametrize("user_agent", [IPHONE_MAIL, OUTLOOK_2016, OUTLOOK_IOS, THUNDERBIRD_LINUX, CHROME_OS, KINDLE])
+def test_mail_clients_are_not_libraries(classifier: UserAgentClassifier, user_agent: str) -> None:
+    assert not is_library(user_agent.lower(), classifier.classify(user_agent).browser)

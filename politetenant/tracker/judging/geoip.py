@@ -62,7 +62,8 @@ class GeoLocator:
             return UNKNOWN_PLACE
         try:
             record = self._reader.get(ip)  # the reader parses the text itself, faster than ipaddress
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, maxminddb.InvalidDatabaseError):
+            # A corrupt database's error quotes the address it was asked about: it must not escape.
             return UNKNOWN_PLACE
         return place_from_record(record) if record is not None else UNKNOWN_PLACE
 

@@ -1,61 +1,68 @@
-"""Judging a tracker request on arrival: place, device families and bot verdict.
+"""Judging a tracker request on arrival: place, device families and the reason it is (not) a person's.
 
-The handler calls :meth:`Judge.judge` with the client's IP address and user agent, keeps the
-returned :class:`Verdict` and drops both strings. A verdict carries only families and places, never
-the address or the user agent text.
+The handler calls :meth:`Judge.judge` with the client's IP address, user agent, method and fetch
+purpose, keeps the returned :class:`Verdict` and drops the strings. A verdict carries only families,
+a place and a :class:`~politetenant.tracker.judging.verdicts.Reason`, never the address or the user
+agent text. Only a person's own client gets a place: a proxy's or a machine's address says where the
+proxy or the machine is, which is nobody's city.
 
 Hot path: every beacon hit goes through here. Per distinct user agent the expensive part (ua-parser
-and the scanner regex) is done once and remembered in a bounded LRU cache keyed by the string (in
-memory only); the address is never cached. Scanner networks are matched with one set probe per
-distinct prefix length, so a long list of CIDRs costs no more than a short one.
+and the agent regexes) is done once and remembered in a bounded LRU cache keyed by the string (in
+memory only); the address is never cached. Networks are matched with one set probe per distinct
+prefix length, so a long list of CIDRs costs no more than a short one.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
-from politetenant.tracker.judging.client_ip import IPAddress, Network, parse_address
+from politetenant.tracker.judging.client_ip import IPAddress, Network, parse_address, parse_cidrs
 from politetenant.tracker.judging.geoip import UNKNOWN_PLACE, GeoPlace
+from politetenant.tracker.judging.networks import DEFAULT_GATEWAY_NETWORKS
 from politetenant.tracker.judging.useragent import (
+    MAIL_PROXY_BROWSERS,
     MAX_USER_AGENT_LENGTH,
     UNKNOWN_DEVICE,
     Device,
     UserAgentClassifier,
+    is_library,
 )
+from politetenant.tracker.judging.verdicts import Reason
 
 __all__ = [
+    "APPLE_PRIVACY_DEVICE",
+    "BARE_USER_AGENT",
+    "DEFAULT_APPLE_PRIVACY_NETWORKS",
     "DEFAULT_SCANNER_AGENTS",
-    "BotReason",
     "GeoLookup",
     "Judge",
     "Verdict",
     "compile_scanner_agents",
+    "fetch_purpose",
+    "is_prefetch",
+    "judge_agent",
 ]
 
-
-class BotReason(enum.IntEnum):
-    """Why a hit is (not) counted as a human's. Stored as its integer value."""
-
-    HUMAN = 0
-    SCANNER_AGENT = 1  # user agent of a security scanner, link checker, crawler or HTTP library
-    SCANNER_NETWORK = 2  # address inside a configured scanner network
-    HONEYPOT = 3  # hit on a link no human can see
-    EARLY_HIT = 4  # too soon after delivery (decided at report time, not here)
-    NO_AGENT = 5  # no user agent at all
-
+#: What Apple Mail Privacy Protection sends: the user agent and nothing else. Any other client that
+#: says only this is a script that set the least it could, so outside Apple's networks it is judged
+#: ``Reason.LIBRARY`` (software, not a person's client).
+BARE_USER_AGENT: Final = "Mozilla/5.0"
+DEFAULT_APPLE_PRIVACY_NETWORKS: Final = ("17.0.0.0/8",)
+#: Apple's proxy fetches every image on delivery: nothing is known of the reader's device.
+APPLE_PRIVACY_DEVICE: Final = Device("Other", "unknown", "Apple Mail Privacy Protection")
 
 #: Regex fragments (lowercase: they are searched in the lowercased user agent) of e-mail security
-#: scanners, link checkers, crawlers and HTTP libraries. Real Outlook says "Microsoft Outlook" /
-#: "ms-office" / "MSOffice" and is not matched; Office's WebDAV probe before opening a link
-#: ("Microsoft Office Protocol Discovery" / "Existence Discovery") is.
-#: Several scanners (Microsoft Defender Safe Links above all) send ordinary browser user agents:
-#: for them the scanner networks are what works.
+#: scanners, link checkers and crawlers. HTTP libraries and automation are judged apart
+#: (``useragent.LIBRARY_FAMILIES`` and ``LIBRARY_AGENT_PATTERNS``: ``Reason.LIBRARY``).
+#: Real Outlook says "Microsoft Outlook" / "ms-office" / "MSOffice" and is not matched; Office's
+#: WebDAV probe before opening a link ("Microsoft Office Protocol Discovery" / "Existence
+#: Discovery") is. Several scanners (Microsoft Defender Safe Links above all) send ordinary browser
+#: user agents: for them the gateway and scanner networks are what works.
 DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
     # e-mail security gateways and link scanners
     r"barracuda",
@@ -82,18 +89,22 @@ DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
     r"scanner",
     r"slackbot",
     r"facebookexternalhit",
-    # HTTP libraries and headless browsers
-    r"python-requests",
-    r"python-urllib",
-    r"aiohttp",
-    r"go-http-client",
-    r"\bcurl\b",
-    r"\bwget\b",
-    r"libwww-perl",
-    r"apache-httpclient",
-    r"headlesschrome",
-    r"phantomjs",
 )
+
+_PURPOSE_TOKENS: Final = re.compile(r"[\s,;]+")
+
+
+def fetch_purpose(sec_purpose: Sequence[str], purpose: Sequence[str]) -> str | None:
+    """Every ``Sec-Purpose`` and ``Purpose`` field line of a request as one list; None when none."""
+    return ", ".join((*sec_purpose, *purpose)) or None
+
+
+def is_prefetch(purpose: str | None) -> bool:
+    """Whether a ``Sec-Purpose`` / ``Purpose`` value names the token ``prefetch`` (``prefetch``,
+    ``prefetch;prerender``, ``prefetch;anonymous-client-ip``): fetched ahead, not seen by anyone."""
+    if not purpose or not isinstance(purpose, str) or "prefetch" not in purpose.lower():
+        return False
+    return "prefetch" in _PURPOSE_TOKENS.split(purpose.lower())
 
 
 def compile_scanner_agents(extra: Sequence[str] = ()) -> re.Pattern[str]:
@@ -126,7 +137,8 @@ class GeoLookup(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Everything kept about a request: place, device families and bot reason. No IP, no UA."""
+    """Everything kept about a request: place (a person's only), device families and the reason.
+    No IP, no UA."""
 
     country: str | None
     region: str | None
@@ -134,23 +146,37 @@ class Verdict:
     os: str
     device_type: str
     browser: str
-    bot: BotReason
+    bot: Reason
+
+
+_COARSE: Final = {4: (32, 8), 6: (128, 16)}  # IP version -> (bits, coarse prefix length)
 
 
 class _NetworkSet:
-    """Membership in many networks with one set probe per distinct (version, prefix length)."""
+    """Membership in many networks with one set probe per distinct (version, prefix length), behind
+    a coarse filter: an address whose /8 (IPv4) or /16 (IPv6) holds none of the networks, which is
+    nearly every person's, costs one probe whatever the list holds."""
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_coarse4", "_coarse6", "_v4", "_v6")
 
     def __init__(self, networks: Sequence[Network]) -> None:
         v4: dict[int, set[int]] = {}
         v6: dict[int, set[int]] = {}
+        coarse: dict[int, set[int] | None] = {4: set(), 6: set()}
         for network in networks:
             net = ipaddress.ip_network(network, strict=False)
             table = v4 if net.version == 4 else v6
             table.setdefault(net.prefixlen, set()).add(int(net.network_address))
+            bits, prefix = _COARSE[net.version]
+            keys = coarse[net.version]
+            if keys is not None:
+                first = int(net.network_address) >> (bits - prefix)
+                span = 1 << max(prefix - net.prefixlen, 0)
+                coarse[net.version] = None if span > 4096 else keys | set(range(first, first + span))
         self._v4 = self._freeze(v4, 32)
         self._v6 = self._freeze(v6, 128)
+        self._coarse4 = None if coarse[4] is None else frozenset(coarse[4])
+        self._coarse6 = None if coarse[6] is None else frozenset(coarse[6])
 
     @staticmethod
     def _freeze(table: dict[int, set[int]], bits: int) -> tuple[tuple[int, frozenset[int]], ...]:
@@ -162,21 +188,55 @@ class _NetworkSet:
 
     def __contains__(self, address: IPAddress) -> bool:
         value = int(address)
-        for mask, starts in self._v4 if address.version == 4 else self._v6:
+        if address.version == 4:
+            coarse, tables, shift = self._coarse4, self._v4, 24
+        else:
+            coarse, tables, shift = self._coarse6, self._v6, 112
+        if coarse is not None and value >> shift not in coarse:
+            return False
+        for mask, starts in tables:
             if value & mask in starts:
                 return True
         return False
 
 
-class Judge:
-    """Turns (IP, user agent) into a :class:`Verdict`. Thread-safe; never raises in :meth:`judge`.
+_NO_AGENT: Final[tuple[Device, Reason, bool]] = (UNKNOWN_DEVICE, Reason.NO_AGENT, False)
 
-    ``scanner_networks``: CIDRs of known scanner infrastructure (see ``client_ip.parse_cidrs``).
+
+def judge_agent(user_agent: str, device: Device, scanner_agents: re.Pattern[str]) -> tuple[Reason, bool]:
+    """The reason a (stripped, non-empty) user agent gives on its own, and whether it is bare.
+
+    PROXIED (a webmail image proxy) > LIBRARY (library, automation, or a bare "Mozilla/5.0": the
+    caller turns that into PRIVACY_PROXY inside Apple's networks) > SCANNER_AGENT (scanner pattern or
+    a ua-parser "Spider") > PERSON.
+    """
+    if device.browser in MAIL_PROXY_BROWSERS:
+        return Reason.PROXIED, False
+    if user_agent == BARE_USER_AGENT:
+        return Reason.LIBRARY, True
+    lowered = user_agent.lower()
+    if is_library(lowered, device.browser):
+        return Reason.LIBRARY, False
+    if device.device_type == "bot" or scanner_agents.search(lowered) is not None:
+        return Reason.SCANNER_AGENT, False
+    return Reason.PERSON, False
+
+
+class Judge:
+    """Turns a request (IP, user agent, method, purpose) into a :class:`Verdict`. Thread-safe; never
+    raises in :meth:`judge`.
+
+    ``scanner_networks``: CIDRs of the tenant's known scanners (see ``client_ip.parse_cidrs``).
     ``extra_scanner_agents``: regex fragments added to :data:`DEFAULT_SCANNER_AGENTS`
-    (``ValueError`` if one is invalid). ``cache_size``: distinct user agents remembered.
+    (``ValueError`` if one is invalid). ``apple_privacy_networks``: where a bare "Mozilla/5.0" is
+    Apple Mail Privacy Protection. ``gateway_networks``: mail security gateways (None: the built-in
+    ``networks.DEFAULT_GATEWAY_NETWORKS``). ``cache_size``: distinct user agents remembered.
     """
 
-    __slots__ = ("_agent_cache", "_agents", "_geo", "_scanner_agents", "_scanner_networks")
+    __slots__ = (
+        "_agent_cache", "_agents", "_apple_networks", "_gateway_networks", "_geo", "_scanner_agents",
+        "_scanner_networks",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -185,6 +245,8 @@ class Judge:
         scanner_networks: Sequence[Network] = (),
         extra_scanner_agents: Sequence[str] = (),
         *,
+        apple_privacy_networks: Sequence[Network] | None = None,
+        gateway_networks: Sequence[Network] | None = None,
         cache_size: int = 10_000,
     ) -> None:
         if cache_size < 0:
@@ -192,27 +254,30 @@ class Judge:
         self._geo = geo
         self._agents = agents
         self._scanner_networks = _NetworkSet(scanner_networks)
+        if apple_privacy_networks is None:
+            apple_privacy_networks = parse_cidrs(DEFAULT_APPLE_PRIVACY_NETWORKS)
+        self._apple_networks = _NetworkSet(apple_privacy_networks)
+        if gateway_networks is None:
+            gateway_networks = parse_cidrs(DEFAULT_GATEWAY_NETWORKS)
+        self._gateway_networks = _NetworkSet(gateway_networks)
         self._scanner_agents = compile_scanner_agents(extra_scanner_agents)
         self._agent_cache = functools.lru_cache(maxsize=cache_size)(self._judge_agent)
 
-    def _judge_agent(self, user_agent: str) -> tuple[Device, BotReason]:
+    def _judge_agent(self, user_agent: str) -> tuple[Device, Reason, bool]:
         device = self._agents.classify(user_agent)
-        if self._scanner_agents.search(user_agent.lower()) is not None:
-            return device, BotReason.SCANNER_AGENT
-        if device.device_type == "bot":
-            return device, BotReason.SCANNER_AGENT
-        return device, BotReason.HUMAN
+        reason, bare = judge_agent(user_agent, device, self._scanner_agents)
+        return device, reason, bare
 
-    def _agent(self, user_agent: str | None) -> tuple[Device, BotReason]:
+    def _agent(self, user_agent: str | None) -> tuple[Device, Reason, bool]:
         if not user_agent or not isinstance(user_agent, str):
-            return UNKNOWN_DEVICE, BotReason.NO_AGENT
+            return _NO_AGENT
         ua = user_agent[:MAX_USER_AGENT_LENGTH].strip()
         if not ua:
-            return UNKNOWN_DEVICE, BotReason.NO_AGENT
+            return _NO_AGENT
         try:
             return self._agent_cache(ua)
         except Exception:
-            return UNKNOWN_DEVICE, BotReason.HUMAN
+            return UNKNOWN_DEVICE, Reason.PERSON, False
 
     def _place(self, ip: str | None) -> GeoPlace:
         try:
@@ -221,24 +286,45 @@ class Judge:
             return UNKNOWN_PLACE
         return place if isinstance(place, GeoPlace) else UNKNOWN_PLACE
 
-    def _in_scanner_network(self, ip: str | None) -> bool:
-        if not self._scanner_networks:
-            return False
+    def _network_reason(self, ip: str | None, bare: bool) -> Reason | None:
         try:
             address = parse_address(ip)
-            return address is not None and address in self._scanner_networks
+            if address is None:
+                return None
+            if address in self._scanner_networks:
+                return Reason.SCANNER_NETWORK
+            if bare and address in self._apple_networks:
+                return Reason.PRIVACY_PROXY
+            if address in self._gateway_networks:
+                return Reason.GATEWAY_NETWORK
         except Exception:
-            return False
+            return None
+        return None
 
-    def judge(self, ip: str | None, user_agent: str | None, *, honeypot: bool = False) -> Verdict:
-        """Judge one request. Bot reason precedence: HONEYPOT > SCANNER_NETWORK > SCANNER_AGENT >
-        NO_AGENT > (device type "bot": SCANNER_AGENT) > HUMAN."""
-        place = self._place(ip)
-        device, reason = self._agent(user_agent)
+    def judge(
+        self, ip: str | None, user_agent: str | None, *, honeypot: bool = False, method: str = "GET",
+        purpose: str | None = None,
+    ) -> Verdict:  # fmt: skip
+        """Judge one request. The first that applies decides the reason:
+
+        HONEYPOT (the hidden link) > HEAD (a link checker asking whether the URL exists) > PREFETCH
+        (``Sec-Purpose``/``Purpose: prefetch``) > SCANNER_NETWORK (the tenant's scanners) >
+        PRIVACY_PROXY (a bare "Mozilla/5.0" from Apple's networks) > GATEWAY_NETWORK (a mail
+        security gateway) > what the user agent says (PROXIED / LIBRARY / SCANNER_AGENT / NO_AGENT)
+        > PERSON. Only a person's verdict carries a place.
+        """
+        device, reason, bare = self._agent(user_agent)
         if honeypot:
-            reason = BotReason.HONEYPOT
-        elif self._in_scanner_network(ip):
-            reason = BotReason.SCANNER_NETWORK
+            reason = Reason.HONEYPOT
+        elif method == "HEAD":
+            reason = Reason.HEAD
+        elif is_prefetch(purpose):
+            reason = Reason.PREFETCH
+        else:
+            reason = self._network_reason(ip, bare) or reason
+        if reason is Reason.PRIVACY_PROXY:
+            device = APPLE_PRIVACY_DEVICE
+        place = self._place(ip) if reason is Reason.PERSON else UNKNOWN_PLACE
         return Verdict(
             country=place.country,
             region=place.region,

@@ -15,11 +15,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from politetenant.crypto import SealError, link_row
 from politetenant.tracker.http.errors import NotFound, ServiceUnavailable
 from politetenant.tracker.http.openapi import Operation
 from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.judging.client_ip import Peer, forwarded_for
-from politetenant.tracker.judging.judge import Verdict
+from politetenant.tracker.judging.judge import Verdict, fetch_purpose
 from politetenant.tracker.public import gif
 from politetenant.tracker.storage.rows import ClickTarget, Event, EventKind
 
@@ -42,9 +43,11 @@ _CLICK_CACHE_MAX = 100_000
 
 
 def _judge(
-    state: TrackerState, peer: Peer, forwarded_for: str | None, user_agent: str | None, *, honeypot: bool = False
+    state: TrackerState, peer: Peer, forwarded_for: str | None, user_agent: str | None, *, honeypot: bool = False,
+    method: str = "GET", purpose: str | None = None,
 ) -> Verdict:  # fmt: skip
-    return state.judge.judge(peer.client(forwarded_for, state.trusted_proxies), user_agent, honeypot=honeypot)
+    client = peer.client(forwarded_for, state.trusted_proxies)
+    return state.judge.judge(client, user_agent, honeypot=honeypot, method=method, purpose=purpose)
 
 
 def request_peer(state: TrackerState, request: web.Request) -> Peer:
@@ -56,9 +59,18 @@ def request_forwarded_for(request: web.Request) -> str | None:
     return forwarded_for(request.headers.getall("X-Forwarded-For", ()))
 
 
-def _judge_request(state: TrackerState, request: web.Request, *, honeypot: bool = False) -> Verdict:
+def request_purpose(request: web.Request) -> str | None:
+    """Every Sec-Purpose and Purpose line: a browser prefetching the URL says so there."""
+    headers = request.headers
+    return fetch_purpose(headers.getall("Sec-Purpose", ()), headers.getall("Purpose", ()))
+
+
+def _judge_request(state: TrackerState, request: web.Request) -> Verdict:
     peer = request_peer(state, request)
-    return _judge(state, peer, request_forwarded_for(request), request.headers.get("User-Agent"), honeypot=honeypot)
+    return _judge(
+        state, peer, request_forwarded_for(request), request.headers.get("User-Agent"), method=request.method,
+        purpose=request_purpose(request),
+    )  # fmt: skip
 
 
 def _event(
@@ -89,10 +101,12 @@ def _accept(state: TrackerState, event: Event) -> None:
 
 # -- the steps, without a request object: aiohttp's handlers and the lean server share them --------
 def record_open(state: TrackerState, token: str, peer: Peer, forwarded_for: str | None,
-                user_agent: str | None) -> None:  # fmt: skip
-    """Verify, judge and enqueue one open; raises NotFound (bad token) or ServiceUnavailable."""
+                user_agent: str | None, *, method: str = "GET", purpose: str | None = None) -> None:  # fmt: skip
+    """Verify, judge and enqueue one open; raises NotFound (bad token) or ServiceUnavailable.
+    ``method`` and ``purpose`` (Sec-Purpose / Purpose) let a HEAD or a prefetch be judged as such."""
     record_id = _verify(state, token)
-    _accept(state, _event(state, record_id, EventKind.OPEN, _judge(state, peer, forwarded_for, user_agent)))
+    verdict = _judge(state, peer, forwarded_for, user_agent, method=method, purpose=purpose)
+    _accept(state, _event(state, record_id, EventKind.OPEN, verdict))
 
 
 def verify_click(state: TrackerState, token: str, link: str) -> tuple[bytes, int]:
@@ -121,28 +135,33 @@ async def load_click_target(state: TrackerState, record_id: bytes, link_no: int)
 
 def record_click(
     state: TrackerState, record_id: bytes, link_no: int, target: ClickTarget, peer: Peer,
-    forwarded_for: str | None, user_agent: str | None,
+    forwarded_for: str | None, user_agent: str | None, *, method: str = "GET", purpose: str | None = None,
 ) -> str | None:  # fmt: skip
     """Judge and enqueue one click; returns the ``Location`` to redirect to, or None for the honeypot
-    link (answered 200 with an empty page: only machines follow it)."""
+    link (answered 200 with an empty page: only machines follow it). A HEAD or a prefetch gets the
+    same answer and is stored with its reason."""
     if target.url is None:
-        verdict = _judge(state, peer, forwarded_for, user_agent, honeypot=True)
+        verdict = _judge(state, peer, forwarded_for, user_agent, honeypot=True, method=method, purpose=purpose)
         _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=0))
         return None
-    url = state.sealer.open_text("link.url", target.url)
+    try:
+        url = state.sealer.open_text("link.url", target.url, row=link_row(target.message_id, link_no))
+    except SealError:  # a URL copied in from another link or message: never redirect to it
+        raise NotFound("unknown link") from None
     if not url.lower().startswith(("http://", "https://")):
         raise NotFound("unknown link")
-    verdict = _judge(state, peer, forwarded_for, user_agent)
+    verdict = _judge(state, peer, forwarded_for, user_agent, method=method, purpose=purpose)
     _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=link_no))
     return quote(url, safe=_SAFE_URL_CHARS)
 
 
 # -- aiohttp handlers -----------------------------------------------------------------------------
 async def open_beacon(request: web.Request) -> web.Response:
+    """GET (and HEAD, which aiohttp routes here too: same answer, judged as a HEAD)."""
     state, headers = request.app[STATE], request.headers
     record_open(
         state, request.match_info["token"], request_peer(state, request), request_forwarded_for(request),
-        headers.get("User-Agent"),
+        headers.get("User-Agent"), method=request.method, purpose=request_purpose(request),
     )  # fmt: skip
     return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
 
@@ -156,6 +175,10 @@ async def read_beacon(request: web.Request) -> web.StreamResponse:
         # Saturated: answer at once and record nothing, so a flood of opens cannot exhaust memory.
         return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
     verdict = _judge_request(state, request)
+    if request.method == "HEAD":
+        # Nothing reads a HEAD's body: no stream to time. The machine's visit is still recorded.
+        state.ingest.submit(_event(state, record_id, EventKind.READ, verdict, read_ms=0))
+        return web.Response(body=gif.PIXEL, headers=GIF_HEADERS)
     started_wall, started = time.time(), time.monotonic()
     response = web.StreamResponse(headers=GIF_HEADERS)
     state.read_streams += 1
@@ -204,8 +227,9 @@ async def click(request: web.Request) -> web.Response:
     headers = request.headers
     peer = request_peer(state, request)
     location = record_click(
-        state, record_id, link_no, target, peer, request_forwarded_for(request), headers.get("User-Agent")
-    )
+        state, record_id, link_no, target, peer, request_forwarded_for(request), headers.get("User-Agent"),
+        method=request.method, purpose=request_purpose(request),
+    )  # fmt: skip
     if location is None:
         return web.Response(body=b"", headers=HONEYPOT_HEADERS)
     return web.Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})

@@ -29,6 +29,7 @@ from aiohttp import web
 from politetenant.tracker.http.errors import ERROR_HEADERS, ApiError, error_body
 from politetenant.tracker.http.state import TrackerState
 from politetenant.tracker.judging.client_ip import NO_PEER, Peer, forwarded_for
+from politetenant.tracker.judging.judge import fetch_purpose
 from politetenant.tracker.public import gif
 from politetenant.tracker.public.beacons import (
     GIF_HEADERS,
@@ -72,13 +73,15 @@ _REDIRECT_HEAD = _head(REDIRECT_HEADERS)
 
 
 class PublicRequest(NamedTuple):
-    """What the lean path needs of a beacon or click request; ``link`` is None for an open."""
+    """What the lean path needs of a beacon or click request; ``link`` is None for an open.
+    ``purpose`` is every Sec-Purpose and Purpose line (a prefetch says so there)."""
 
     token: str
     link: str | None
     user_agent: str | None
     forwarded_for: str | None
     keep_alive: bool
+    purpose: str | None = None
 
     @property
     def route(self) -> str:
@@ -90,7 +93,9 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
 
     None is not an error: it means "aiohttp answers this one" (another route, HEAD, a body, a
     repeated User-Agent the two paths could read differently, anything malformed). Repeated
-    X-Forwarded-For lines are one list, read in order, as aiohttp's handlers read them.
+    X-Forwarded-For lines are one list, read in order, as aiohttp's handlers read them; so are
+    Sec-Purpose and Purpose lines (``beacons.request_purpose``). A HEAD is aiohttp's: it answers it
+    with the same handler, which judges it as a HEAD.
     """
     lines = head.split(b"\r\n")
     if head.translate(None, _PRINTABLE) != b"\r\n" * (len(lines) - 1):
@@ -112,6 +117,8 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
         return None
     user_agent = connection = None
     forwarded: list[str] = []
+    sec_purpose: list[str] = []
+    purpose: list[str] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or _FIELD_NAME.fullmatch(name) is None:
@@ -123,6 +130,10 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
             user_agent = value.strip(b" \t").decode("utf-8", "surrogateescape")
         elif key == b"x-forwarded-for":
             forwarded.append(value.strip(b" \t").decode("latin-1"))
+        elif key == b"sec-purpose":
+            sec_purpose.append(value.strip(b" \t").decode("latin-1"))
+        elif key == b"purpose":
+            purpose.append(value.strip(b" \t").decode("latin-1"))
         elif key == b"connection":
             connection = value.strip(b" \t").lower()
         elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
@@ -132,7 +143,9 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
         keep_alive = connection != b"close"
     else:
         keep_alive = connection == b"keep-alive"
-    return PublicRequest(token.decode(), link, user_agent, forwarded_for(forwarded), keep_alive)
+    return PublicRequest(
+        token.decode(), link, user_agent, forwarded_for(forwarded), keep_alive, fetch_purpose(sec_purpose, purpose)
+    )
 
 
 class _HttpDate:
@@ -303,7 +316,10 @@ class LeanProtocol(asyncio.Protocol):
         state = self.server.state
         try:
             if request.link is None:
-                record_open(state, request.token, self._peer, request.forwarded_for, request.user_agent)
+                record_open(
+                    state, request.token, self._peer, request.forwarded_for, request.user_agent,
+                    purpose=request.purpose,
+                )  # fmt: skip
                 self._respond(request, 200, _GIF_HEAD, gif.PIXEL)
                 return
             record_id, link_no = verify_click(state, request.token, request.link)
@@ -335,8 +351,9 @@ class LeanProtocol(asyncio.Protocol):
     def _click(self, request: PublicRequest, record_id: bytes, link_no: int, target: ClickTarget) -> None:
         state = self.server.state
         location = record_click(
-            state, record_id, link_no, target, self._peer, request.forwarded_for, request.user_agent
-        )
+            state, record_id, link_no, target, self._peer, request.forwarded_for, request.user_agent,
+            purpose=request.purpose,
+        )  # fmt: skip
         if location is None:
             self._respond(request, 200, _EMPTY_HTML_HEAD, b"")
         else:
