@@ -108,6 +108,7 @@ async def populate(db: str, keys: str, recipients: int, events: int) -> dict[str
 
 async def measure(db: str, keys: str, segment: str | None) -> dict[str, Any]:
     from politetenant.crypto import Sealer
+    from politetenant.tracker.judging.behaviour import CopyRules
     from politetenant.tracker.reports.build import build_report
     from politetenant.tracker.reports.report_data import load_report_inputs
 
@@ -119,7 +120,8 @@ async def measure(db: str, keys: str, segment: str | None) -> dict[str, Any]:
     message = await store.get_message(MESSAGE_ID)
     rss_before = _status_kib("VmRSS")
     started = time.perf_counter()
-    inputs = await load_report_inputs(store, sealer, message, 2_000, segment)
+    rules = CopyRules(early_ms=2_000, burst_ms=10_000, gateway_click_ms=120_000, link_count=message.link_count)
+    inputs = await load_report_inputs(store, sealer, message, rules, segment)
     report = build_report(message, inputs, 10)
     seconds = time.perf_counter() - started
     body = json.dumps(report)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 
 import pytest
 
 from politetenant.crypto import Keyring, KeySet, TokenCodec, new_record_id
 from politetenant.tracker.http.auth import Role
+from politetenant.tracker.judging.verdicts import Reason
+from politetenant.tracker.storage.rows import Event, EventKind
 from tests.conftest import Tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body
 
@@ -53,14 +56,37 @@ async def test_opens_and_clicks_are_counted_in_the_report(tracker: Tracker) -> N
     resp = await hit(tracker, f"/c/{tokens[1]}/1", ua=UA_CHROME)
     assert resp.status == 302
     assert resp.headers["Location"] == "https://intranet.example.com/policy?id=7&v=2"
-    resp = await hit(tracker, f"/c/{tokens[1]}/2")
+    resp = await hit(tracker, f"/c/{tokens[2]}/2")
     assert resp.headers["Location"] == "https://hr.example.com/faq"
     rep = await report(tracker, out["id"])
     assert rep["suppressed"] is False
     assert rep["recipients"] == 12
     assert rep["opens"] == {"unique": 5, "total": 6}
-    assert rep["clicks"] == {"unique": 1, "total": 2}
+    assert rep["clicks"] == {"unique": 2, "total": 2}
     assert rep["bots"] == {"opens": 0, "clicks": 0}
+    assert rep["machine"]["records"] == 0
+
+
+@pytest.mark.settings(min_segment_size=5)
+async def test_a_copy_that_clicks_every_link_within_seconds_counts_as_a_machine(tracker: Tracker) -> None:
+    out = await register(tracker, 10)
+    tokens = [r["token"] for r in out["recipients"]]
+    for token in tokens[:5]:  # link protection opening the message and following both links at once
+        for path in (f"/o/{token}.gif", f"/c/{token}/1", f"/c/{token}/2"):
+            await hit(tracker, path, ua=UA_CHROME)
+    for token in tokens[5:]:
+        await hit(tracker, f"/o/{token}.gif")
+        await hit(tracker, f"/c/{token}/1")
+    rep = await report(tracker, out["id"])
+    assert rep["opens"] == {"unique": 5, "total": 5}
+    assert rep["clicks"] == {"unique": 5, "total": 5}
+    assert rep["machine"] == {
+        "records": 5,
+        "opens": 5,
+        "clicks": 10,
+        "by_reason": {"buckets": [{"label": "all_links_burst", "records": 5}], "other": None},
+    }
+    assert rep["bots"] == {"opens": 5, "clicks": 10}
 
 
 async def test_open_beacon_is_a_43_byte_uncacheable_gif(tracker: Tracker) -> None:
@@ -72,27 +98,57 @@ async def test_open_beacon_is_a_43_byte_uncacheable_gif(tracker: Tracker) -> Non
     assert "no-store" in resp.headers["Cache-Control"]
 
 
+@pytest.mark.settings(min_segment_size=5)
 async def test_scanner_agent_network_and_honeypot_are_reported_apart(tracker: Tracker) -> None:
     out = await register(tracker, 12)
     tokens = [r["token"] for r in out["recipients"]]
-    await hit(tracker, f"/o/{tokens[0]}.gif", ua=UA_SCANNER)
-    await hit(tracker, f"/c/{tokens[0]}/1", ua=UA_SCANNER)
-    await hit(tracker, f"/o/{tokens[1]}.gif", ua=UA_CHROME, ip="203.0.113.200")  # scanner network
-    honeypot = await hit(tracker, f"/c/{tokens[2]}/0", ua=UA_CHROME)
-    assert honeypot.status == 200 and "Location" not in honeypot.headers
-    await hit(tracker, f"/o/{tokens[3]}.gif")  # one person
+    for token in tokens[:2]:
+        await hit(tracker, f"/o/{token}.gif", ua=UA_SCANNER)
+        await hit(tracker, f"/c/{token}/1", ua=UA_SCANNER)
+    for token in tokens[2:4]:
+        await hit(tracker, f"/o/{token}.gif", ua=UA_CHROME, ip="203.0.113.200")  # scanner network
+    for token in tokens[4:6]:
+        honeypot = await hit(tracker, f"/c/{token}/0", ua=UA_CHROME)
+        assert honeypot.status == 200 and "Location" not in honeypot.headers
+    await hit(tracker, f"/o/{tokens[6]}.gif")  # one person
     rep = await report(tracker, out["id"])
     assert rep["opens"] == {"unique": 1, "total": 1}
     assert rep["clicks"] == {"unique": 0, "total": 0}
-    assert rep["bots"] == {"opens": 2, "clicks": 2}
+    # Six machine copies show; two per reason would name them, so the reasons fold together.
+    assert rep["machine"] == {"records": 6, "opens": 4, "clicks": 4, "by_reason": {"buckets": [], "other": 6}}
+    assert rep["bots"] == {"opens": 4, "clicks": 4}
 
 
-@pytest.mark.settings(scanner_window_seconds=30)
-async def test_hits_seconds_after_registration_count_as_machine_prefetch(tracker: Tracker) -> None:
+async def test_a_few_machine_copies_are_not_shown_even_as_bots(tracker: Tracker) -> None:
     out = await register(tracker, 12)
-    await hit(tracker, f"/o/{out['recipients'][0]['token']}.gif")
+    tokens = [r["token"] for r in out["recipients"]]
+    await hit(tracker, f"/o/{tokens[0]}.gif", ua=UA_SCANNER)
+    await hit(tracker, f"/c/{tokens[1]}/0", ua=UA_CHROME)
+    await hit(tracker, f"/o/{tokens[2]}.gif")
     rep = await report(tracker, out["id"])
-    assert rep["opens"]["total"] == 0 and rep["bots"]["opens"] == 1
+    assert rep["machine"] is None and rep["bots"] == {"opens": 0, "clicks": 0}
+    assert rep["opens"] == {"unique": 1, "total": 1}
+
+
+@pytest.mark.settings(scanner_window_seconds=30, min_segment_size=5)
+async def test_the_early_window_follows_the_messages_first_hit_not_its_registration(tracker: Tracker) -> None:
+    out = await register(tracker, 12)
+    message = await tracker.state.store.get_message(out["id"])
+    assert message is not None
+    delivered = message.created_at + 2 * 3_600_000  # the gateway scans at delivery, two hours later
+    events = []
+    for n, recipient in enumerate(out["recipients"]):
+        verified = tracker.state.tokens.verify(recipient["token"])
+        assert verified is not None
+        at = delivered + (n * 1_000 if n < 6 else 60_000)  # six within 30 s of the first hit, six a minute on
+        events.append(
+            Event(os.urandom(16), verified.record_id, EventKind.OPEN, None, at, "IE", None, None, "iOS", "mobile",
+                  "Apple Mail", Reason.PERSON, None)
+        )  # fmt: skip
+    await tracker.state.store.insert_events(events)
+    rep = await report(tracker, out["id"])
+    assert rep["opens"] == {"unique": 6, "total": 6}
+    assert rep["machine"]["by_reason"] == {"buckets": [{"label": "early_hit", "records": 6}], "other": None}
 
 
 async def test_message_below_threshold_shows_no_figures(tracker: Tracker) -> None:

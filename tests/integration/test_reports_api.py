@@ -15,7 +15,7 @@ from politetenant.crypto import blind_index
 from politetenant.tracker.http.auth import Role
 from politetenant.tracker.privacy.audit import verify_chain
 from politetenant.tracker.reports.api_reports import MessagePage, MessageRecipientsPage, MessageReport
-from politetenant.tracker.reports.build import build_report
+from politetenant.tracker.reports.build import HEADLINE_KEYS
 from politetenant.tracker.storage.rows import Event, EventKind
 from tests.conftest import Tracker
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL, UA_OUTLOOK, UA_SCANNER, message_body
@@ -78,8 +78,17 @@ async def audit_rows(t: Tracker, action: str) -> list[tuple[Any, ...]]:
     return await t.state.store.fetch("SELECT role, detail, outcome FROM audit WHERE action = $1 ORDER BY id", action)
 
 
+def listed(page: dict[str, Any], message_id: str) -> dict[str, Any]:
+    (summary,) = [m for m in page["messages"] if m["id"] == message_id]
+    return {key: value for key, value in summary.items() if key not in ("subject", "list_name")}
+
+
+def headline_of(report: dict[str, Any]) -> dict[str, Any]:
+    return {key: report[key] for key in HEADLINE_KEYS if key in report}
+
+
 @pytest.mark.settings(min_segment_size=5)
-async def test_report_carries_every_section_and_agrees_with_the_sql_tally(tracker: Tracker) -> None:
+async def test_report_carries_every_section_and_the_list_shows_its_headline(tracker: Tracker) -> None:
     out = await register(tracker, 20)
     tokens = tokens_of(out)
     for token in tokens[:12]:
@@ -92,13 +101,11 @@ async def test_report_carries_every_section_and_agrees_with_the_sql_tally(tracke
     await store_reads(tracker, tokens[:6], 1_500)
     await store_reads(tracker, tokens[6:12], 12_000)
     report = await get(tracker, f"/api/v1/messages/{out['id']}/report")
-    message = await tracker.state.store.get_message(out["id"])
-    assert message is not None
-    headline = build_report(message, await tracker.state.store.tally(out["id"], 0), 5)
-    assert {key: report[key] for key in headline} == headline  # one definition of every figure
+    assert listed(await get(tracker, "/api/v1/messages"), out["id"]) == headline_of(report)  # one definition
     assert report["opens"] == {"unique": 12, "total": 18}
     assert report["clicks"] == {"unique": 6, "total": 6}
-    assert report["bots"] == {"opens": 1, "clicks": 1}
+    assert report["machine"] is None  # a scanner and a honeypot hit: two copies, below the threshold
+    assert report["bots"] == {"opens": 0, "clicks": 0}
     assert report["rates"] == {"open": 0.6, "click": 0.3, "click_to_open": 0.5}
     assert report["read_time"] == {
         "median_ms": 6_750,
@@ -117,6 +124,22 @@ async def test_report_carries_every_section_and_agrees_with_the_sql_tally(tracke
 
 
 @pytest.mark.settings(min_segment_size=5)
+async def test_the_list_judges_copies_as_the_report_does(tracker: Tracker) -> None:
+    out = await register(tracker, 12)
+    tokens = tokens_of(out)
+    for token in tokens[:6]:  # a gateway opening each copy and trying every link, the hidden one too
+        for path in (f"/o/{token}.gif", f"/c/{token}/1", f"/c/{token}/0"):
+            await hit(tracker, path, ua=UA_CHROME)
+    for token in tokens[6:]:
+        await hit(tracker, f"/o/{token}.gif")
+    report = await get(tracker, f"/api/v1/messages/{out['id']}/report")
+    summary = listed(await get(tracker, "/api/v1/messages"), out["id"])
+    assert summary == headline_of(report)
+    assert summary["opens"] == {"unique": 6, "total": 6} and summary["clicks"] == {"unique": 0, "total": 0}
+    assert summary["machine"]["records"] == 6 and summary["bots"] == {"opens": 6, "clicks": 12}
+
+
+@pytest.mark.settings(min_segment_size=5, segment_attributes=("department",))
 async def test_analyst_reports_never_carry_per_recipient_rows(tracker: Tracker) -> None:
     recipients = people(("Finance", 12), ("Sales", 12))
     out = await register(tracker, recipients, mode="individual")
@@ -135,7 +158,7 @@ async def test_analyst_reports_never_carry_per_recipient_rows(tracker: Tracker) 
     assert resp.status == 403
 
 
-@pytest.mark.settings(min_segment_size=5)
+@pytest.mark.settings(min_segment_size=5, segment_attributes=("department",))
 async def test_segment_report_folds_small_departments_into_other(tracker: Tracker) -> None:
     out = await register(tracker, people(("Finance", 12), ("Sales", 14), ("Legal", 3)))
     for token in tokens_of(out):
@@ -150,6 +173,28 @@ async def test_segment_report_folds_small_departments_into_other(tracker: Tracke
     assert report["opens"]["unique"] == 29
 
 
+@pytest.mark.settings(segment_attributes=("department", "campus"))
+async def test_only_the_tenants_segment_attributes_segment_a_report(tracker: Tracker) -> None:
+    out = await register(tracker, 12)
+    for path in ("report", "export.csv"):
+        resp = await tracker.client.get(
+            f"/api/v1/messages/{out['id']}/{path}?segment=grade", headers=tracker.auth(Role.ANALYST)
+        )
+        assert resp.status == 422
+        body = await resp.json()
+        assert body["error"] == "unknown_segment" and "department, campus" in body["message"]
+    await get(tracker, f"/api/v1/messages/{out['id']}/report?segment=campus")
+
+
+async def test_a_tenant_that_keeps_no_attribute_has_no_segments(tracker: Tracker) -> None:
+    out = await register(tracker, 12)
+    resp = await tracker.client.get(
+        f"/api/v1/messages/{out['id']}/report?segment=department", headers=tracker.auth(Role.ANALYST)
+    )
+    assert resp.status == 422 and "keeps no attribute" in (await resp.json())["message"]
+
+
+@pytest.mark.settings(segment_attributes=("department",))
 async def test_segments_of_an_aggregate_message_are_a_conflict_and_bad_names_are_refused(tracker: Tracker) -> None:
     out = await register(tracker, 12, mode="aggregate")
     resp = await tracker.client.get(
@@ -238,7 +283,9 @@ async def test_privacy_officer_reads_per_recipient_rows_of_an_individual_message
     for token in tokens[:3]:
         await hit(tracker, f"/o/{token}.gif")
     await hit(tracker, f"/c/{tokens[1]}/1")
-    await hit(tracker, f"/c/{tokens[1]}/2")
+    await hit(tracker, f"/c/{tokens[1]}/1")
+    await hit(tracker, f"/o/{tokens[3]}.gif", ua=UA_CHROME)  # the gateway's open, in a honeypot burst:
+    await hit(tracker, f"/c/{tokens[3]}/0", ua=UA_CHROME)  # not the person's
     await hit(tracker, f"/o/{tokens[4]}.gif", ua=UA_SCANNER)  # a scanner: not the person
     await store_reads(tracker, [tokens[2]], 4_200)
     rows: list[dict[str, Any]] = []
@@ -259,6 +306,7 @@ async def test_privacy_officer_reads_per_recipient_rows_of_an_individual_message
     assert isinstance(first["first_open_at"], int)
     assert rows[1]["clicks"] == 2
     assert rows[2]["read_ms"] == 4_200
+    assert rows[3]["opened"] is False and rows[3]["opens"] == 0 and rows[3]["first_open_at"] is None
     assert rows[4]["opened"] is False and rows[4]["opens"] == 0  # only a scanner came by
     assert rows[11]["tracked"] is False and rows[11]["opened"] is False
     assert len(await audit_rows(tracker, "recipients.read")) == 3
@@ -295,6 +343,7 @@ async def test_every_endpoint_needs_its_role(tracker: Tracker) -> None:
         assert resp.status == 404 and (await resp.json())["error"] == "not_found"
 
 
+@pytest.mark.settings(segment_attributes=("department",))
 async def test_every_read_and_export_is_audited(tracker: Tracker) -> None:
     out = await register(tracker, 12, mode="individual")
     mid = out["id"]

@@ -1,8 +1,10 @@
-"""Reports from hand-made events: figures, bots apart, read time, timeline, links, segments, CSV."""
+"""Reports from hand-made events: people's figures, proxies and machines apart, read time, timeline,
+links, segments, CSV."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 
 from politetenant.tracker.http.openapi import build_document
+from politetenant.tracker.judging.behaviour import CopyRules
+from politetenant.tracker.judging.verdicts import Reason
 from politetenant.tracker.reports.api_reports import OPERATIONS, MessageReport
 from politetenant.tracker.reports.build import build_report, report_csv
 from politetenant.tracker.reports.report_data import (
@@ -26,6 +30,7 @@ from politetenant.tracker.storage.rows import MessageRow
 
 CREATED = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS  # on the hour
 EARLY_MS = 2_000
+RULES = CopyRules(early_ms=EARLY_MS, burst_ms=10_000, gateway_click_ms=120_000, link_count=2)
 K = 5
 LINKS = [LinkInfo(1, "new policy", "https://intranet.example.com/policy"), LinkInfo(2, "FAQ", "https://hr.example/faq")]
 CITIES = {b"sealed-dublin": "Dublin", b"sealed-cork": "Cork"}
@@ -52,12 +57,18 @@ def ev(
     return (rid(record), kind, link, at, country, city, os, device, browser, bot, read_ms)
 
 
+def accumulator(mode: str = "anonymous", first_hit: int | None = CREATED, **kw: Any) -> Accumulator:
+    """``first_hit``: the message's first hit; by default at sending, as a gateway's delivery scan."""
+    rules = dataclasses.replace(RULES, per_copy=mode != "aggregate")
+    return Accumulator(rules, first_hit, open_city=CITIES.__getitem__, **kw)
+
+
 def report_of(
     events: Iterable[EventRow], *, tracked: int = 20, mode: str = "anonymous", k: int = K,
     segments: Mapping[bytes, str] | None = None, attribute: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    acc = Accumulator(CREATED, EARLY_MS, segment_of=segments, open_city=CITIES.__getitem__)
-    events = list(events)
+    acc = accumulator(mode, segment_of=segments)
+    events = sorted(events, key=lambda e: (e[0], e[3], e[1]))  # as the database streams them
     acc.add(events[: len(events) // 2])  # in two batches, as streamed
     acc.add(events[len(events) // 2 :])
     populations: dict[str, int] = {ALL: tracked}
@@ -72,26 +83,41 @@ def report_of(
 def test_headline_counts_people_and_hits_apart_and_rates_use_the_tracked_population() -> None:
     events = [ev(r) for r in range(8)] + [ev(0, minutes=90), ev(1, minutes=95)]  # 8 openers, 10 opens
     events += [ev(2, 2, read_ms=5000), ev(9, 2, read_ms=1000)]  # a reader who had not opened counts as opener
-    events += [ev(3, 3, link=1), ev(3, 3, link=2), ev(4, 3, link=1)]
+    events += [ev(3, 3, link=1), ev(3, 3, link=2, minutes=45), ev(4, 3, link=1)]  # both links, minutes apart
     report = report_of(events)
     assert report["suppressed"] is False
     assert report["opens"] == {"unique": 9, "total": 10}
     assert report["reads"] == {"unique": 2}
     assert report["clicks"] == {"unique": 2, "total": 3}
     assert report["bots"] == {"opens": 0, "clicks": 0}
+    assert report["machine"] == {"records": 0, "opens": 0, "clicks": 0, "by_reason": {"buckets": [], "other": None}}
+    assert report["proxied_opens"] == report["privacy_proxy_opens"] == {"unique": 0, "total": 0}
     assert report["rates"] == {"open": 0.45, "click": 0.1, "click_to_open": 0.2222}
     assert report["recipients"] == 22 and report["tracked"] == 20
 
 
-def test_bots_and_early_hits_are_reported_apart_and_never_in_human_figures() -> None:
+def test_machines_and_early_hits_are_reported_apart_by_reason_and_never_in_peoples_figures() -> None:
     humans = [ev(r, device="desktop") for r in range(6)]
-    bots = [ev(r, bot=3, device="bot") for r in range(6, 16)]  # scanner verdicts
-    bots += [ev(r, minutes=0.01, device="bot") for r in range(16, 20)]  # 0.6 s after sending: prefetch
-    bots += [ev(r, 3, link=1, bot=1, device="bot") for r in range(6, 12)]
+    bots = [ev(r, bot=Reason.HONEYPOT, device="bot") for r in range(6, 15)]
+    bots += [ev(r, minutes=0.01, device="bot") for r in range(15, 20)]  # 0.6 s after the first hit
+    bots += [ev(r, 3, link=1, bot=Reason.SCANNER_AGENT, device="bot") for r in range(6, 12)]
     report = report_of(humans + bots)
     assert report["opens"] == {"unique": 6, "total": 6}
     assert report["clicks"] == {"unique": 0, "total": 0}
     assert report["bots"] == {"opens": 14, "clicks": 6}
+    assert report["machine"] == {
+        "records": 14,
+        "opens": 14,
+        "clicks": 6,
+        "by_reason": {
+            "buckets": [
+                {"label": "honeypot", "records": 9},
+                {"label": "scanner_agent", "records": 6},
+                {"label": "early_hit", "records": 5},
+            ],
+            "other": None,
+        },
+    }
     assert report["breakdowns"]["device"]["buckets"] == [{"label": "desktop", "records": 6}]
     assert sum(w["records"] for w in report["timeline"]["opens"]) == 6
     assert all(link["clicks"] is None for link in report["links"]["buckets"])
@@ -194,26 +220,50 @@ def test_each_sealed_city_is_opened_once() -> None:
         opened.append(sealed)
         return CITIES[sealed]
 
-    acc = Accumulator(CREATED, EARLY_MS, open_city=open_city)
+    acc = Accumulator(RULES, CREATED, open_city=open_city)
     acc.add([ev(r, city=b"sealed-dublin" if r % 2 else b"sealed-cork") for r in range(200)])
     acc.finish({ALL: 200})
     assert sorted(opened) == [b"sealed-cork", b"sealed-dublin"]
 
 
-def test_state_is_kept_per_record_not_per_event() -> None:
-    acc = Accumulator(CREATED, EARLY_MS, open_city=CITIES.__getitem__)
-    for _ in range(50):
-        acc.add([ev(r, kind) for r in range(20) for kind in (1, 2)])
-    assert len(acc.records) == 20
+def test_memory_holds_one_copys_hits_at_a_time() -> None:
+    acc = accumulator()
+    held = 0
+    for r in range(20):
+        acc.add([ev(r, kind, minutes=30 + n) for n in range(50) for kind in (1, 2)])
+        held = max(held, len(acc.run))
+    assert held == 100  # one record's hits, never the message's 2,000
     assert len(acc._places) == 1  # one shared (device, os, browser, country, city) tuple
+    assert acc.finish({ALL: 20})[ALL].opens_unique == 20 and not acc.run
+
+
+def test_one_record_for_everyone_is_judged_hit_by_hit() -> None:
+    acc = accumulator("aggregate")
+    held = 0
+    for batch in range(10):
+        acc.add([ev(0, minutes=30 + batch + n / 1000) for n in range(5_000)])
+        held = max(held, len(acc.run))
+    assert held < 5_000
+    assert acc.finish({ALL: 20})[ALL].opens_total == 50_000
+
+
+def test_events_out_of_record_order_are_refused_not_misjudged() -> None:
+    acc = accumulator()
+    acc.add([ev(2), ev(3)])
+    with pytest.raises(ValueError, match="ordered by record"):
+        acc.add([ev(1)])
 
 
 def test_aggregate_message_reports_totals_only() -> None:
     events = [ev(0) for _ in range(30)] + [ev(0, 3, link=1) for _ in range(4)] + [ev(0, bot=2)]
+    events += [ev(0, 3, link=0, bot=Reason.HONEYPOT), ev(0, minutes=0.01), ev(0, bot=Reason.PRIVACY_PROXY)]
     report = report_of(events, mode="aggregate")
+    # Everyone's copy: a honeypot hit marks no one else's hits; the early window still applies.
     assert report["opens"] == {"unique": None, "total": 30}
     assert report["clicks"] == {"unique": None, "total": 4}
-    assert report["bots"] == {"opens": 1, "clicks": 0}
+    assert report["machine"] == {"records": None, "opens": 2, "clicks": 1, "by_reason": None}
+    assert report["privacy_proxy_opens"] == {"unique": None, "total": 1}
+    assert report["bots"] == {"opens": 3, "clicks": 1}
     for section in ("breakdowns", "links", "timeline", "read_time", "rates", "segments"):
         assert section not in report
 
@@ -266,8 +316,9 @@ def test_segment_timelines_share_windows_that_each_segment_fills() -> None:
 
 def test_csv_holds_the_reports_figures_and_neutralises_formulas() -> None:
     links = [LinkInfo(1, "=HYPERLINK(1)", "https://x.example/"), LinkInfo(2, "FAQ", "https://hr.example/faq")]
-    acc = Accumulator(CREATED, EARLY_MS, open_city=CITIES.__getitem__)
-    acc.add([ev(r, 3, link=1) for r in range(10)] + [ev(r) for r in range(10)])
+    acc = accumulator()
+    acc.add(sorted([ev(r, 3, link=1) for r in range(10)] + [ev(r) for r in range(10)]))
+    acc.add([ev(r, bot=Reason.SCANNER_AGENT) for r in range(10, 16)])
     report = build_report(message(), ReportInputs(acc.finish({ALL: 20}), links), K)
     rows = list(csv.reader(io.StringIO(report_csv(report))))
     assert rows[0] == ["segment", "section", "item", "detail", "metric", "value"]
@@ -276,6 +327,9 @@ def test_csv_holds_the_reports_figures_and_neutralises_formulas() -> None:
     assert cells[("summary", "", "clicks_total")] == "10"
     assert cells[("device", "mobile", "records")] == "10"
     assert cells[("link", "'=HYPERLINK(1)", "clicks_unique")] == "10"
+    assert cells[("summary", "", "machine_records")] == "6" and cells[("summary", "", "bot_opens")] == "6"
+    assert cells[("summary", "", "proxied_opens_unique")] == cells[("summary", "", "privacy_proxy_opens_total")] == "0"
+    assert cells[("machine_reason", "scanner_agent", "records")] == "6"
     assert not any(cell.startswith("=") for r in rows for cell in r)
 
 
@@ -317,3 +371,105 @@ def test_report_schemas_keep_their_names_in_the_whole_apps_document() -> None:
         assert schemas[model.__name__] == own, model
         for name, schema in nested.items():
             assert schemas[name] == schema, (model, name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Proxies and machines, apart from the people's figures.
+
+
+def test_proxied_opens_are_peoples_opens_with_no_device_place_or_read_time() -> None:
+    people = [ev(r, device="desktop") for r in range(10)] + [ev(r, 2, read_ms=5_000) for r in range(10)]
+    # Gmail's image proxy fetching for ten people: whatever device and place its request carried.
+    proxied = [ev(r, bot=Reason.PROXIED) for r in range(10, 20)]
+    proxied += [ev(r, 2, read_ms=30_000, bot=Reason.PROXIED) for r in range(10, 20)]
+    report = report_of(people + proxied)
+    assert report["opens"] == {"unique": 20, "total": 20}
+    assert report["proxied_opens"] == {"unique": 10, "total": 10}
+    assert report["rates"]["open"] == 1.0
+    assert report["reads"] == {"unique": 10}  # the proxy's stream time is nobody's reading
+    assert report["read_time"]["buckets"] == [{"label": "skimmed", "records": 10}]
+    assert report["breakdowns"]["device"]["buckets"] == [
+        {"label": "(unknown)", "records": 10},
+        {"label": "desktop", "records": 10},
+    ]
+    assert report["breakdowns"]["city"]["buckets"] == [
+        {"label": "(unknown)", "records": 10},
+        {"label": "Dublin, IE", "records": 10},
+    ]
+    assert report["bots"] == {"opens": 0, "clicks": 0}
+
+
+def test_apple_privacy_proxy_opens_are_apart_and_never_in_rates() -> None:
+    people = [ev(r) for r in range(6)]
+    apple = [ev(r, minutes=5, bot=Reason.PRIVACY_PROXY) for r in range(12)]  # on delivery, read or not
+    report = report_of(people + apple)
+    assert report["opens"] == {"unique": 6, "total": 6}
+    assert report["rates"]["open"] == 0.3
+    assert report["privacy_proxy_opens"] == {"unique": 12, "total": 12}
+    assert report["machine"]["records"] == 0
+    assert report["bots"] == {"opens": 12, "clicks": 0}
+
+
+def test_a_copy_that_hits_the_honeypot_in_the_same_burst_counts_for_no_one() -> None:
+    events = []
+    for r in range(10):  # a gateway: opens, follows the policy link and the hidden one within seconds
+        events += [ev(r, minutes=30), ev(r, 3, link=1, minutes=30.05), ev(r, 3, link=0, minutes=30.1, bot=3)]
+    events += [ev(r, minutes=90) for r in range(5)]  # five people open their copies later
+    report = report_of(events)
+    assert report["opens"] == {"unique": 5, "total": 5}
+    assert report["clicks"] == {"unique": 0, "total": 0}
+    assert report["machine"]["records"] == 10 and report["machine"]["clicks"] == 20
+    # a record counts once per reason it has
+    buckets = report["machine"]["by_reason"]["buckets"]
+    assert sorted(buckets, key=lambda b: b["label"]) == [
+        {"label": "honeypot", "records": 10},
+        {"label": "honeypot_burst", "records": 10},
+    ]
+
+
+def test_a_gateway_click_counts_only_after_the_persons_open() -> None:
+    gateway = Reason.GATEWAY_NETWORK
+    events = [ev(r, minutes=30) for r in range(6)] + [ev(r, 3, link=1, minutes=31, bot=gateway) for r in range(6)]
+    events += [ev(r, 3, link=1, minutes=31, bot=gateway) for r in range(6, 12)]  # no open: the gateway's check
+    report = report_of(events)
+    assert report["clicks"] == {"unique": 6, "total": 6}
+    assert report["machine"]["by_reason"]["buckets"] == [{"label": "gateway_click", "records": 6}]
+
+
+def test_a_small_machine_population_is_hidden_and_left_out_of_bots() -> None:
+    events = [ev(r) for r in range(10)] + [ev(r, bot=Reason.SCANNER_AGENT) for r in range(10, 13)]
+    events += [ev(r, bot=Reason.PROXIED) for r in range(13, 15)]
+    report = report_of(events)
+    assert report["machine"] is None  # three copies: as good as naming them
+    assert report["proxied_opens"] is None
+    assert report["privacy_proxy_opens"] == {"unique": 0, "total": 0}
+    assert report["bots"] == {"opens": 0, "clicks": 0}
+    assert report["opens"] == {"unique": 12, "total": 12}
+
+
+def test_small_reasons_fold_into_other_and_never_leave_a_small_remainder() -> None:
+    events = [ev(r, bot=Reason.SCANNER_AGENT) for r in range(12)] + [ev(r, bot=Reason.LIBRARY) for r in range(12, 18)]
+    events += [ev(r, bot=Reason.HEAD) for r in range(18, 20)] + [ev(r, bot=Reason.PREFETCH) for r in range(18, 21)]
+    by_reason = report_of(events, tracked=21)["machine"]["by_reason"]
+    assert by_reason == {"buckets": [{"label": "scanner_agent", "records": 12}], "other": 9}
+    events = [ev(r, bot=Reason.SCANNER_AGENT) for r in range(12)] + [ev(r, bot=Reason.LIBRARY) for r in range(12, 15)]
+    by_reason = report_of(events)["machine"]["by_reason"]
+    # scanner_agent 12 of 15 machine records would give the library's 3 away: both fold.
+    assert by_reason == {"buckets": [], "other": 15}
+
+
+def test_segments_show_a_figure_apart_only_when_every_segment_can() -> None:
+    segments = {rid(r): "A" if r < 12 else "B" for r in range(24)}
+    events = [ev(r) for r in range(24)] + [ev(r, 3, link=1, bot=Reason.SCANNER_AGENT) for r in range(6)]
+    events += [ev(r, 3, link=1, bot=Reason.SCANNER_AGENT) for r in (12, 13)]  # B: two machine copies
+    events += [ev(r, bot=Reason.PRIVACY_PROXY) for r in range(5)] + [
+        ev(r, bot=Reason.PRIVACY_PROXY) for r in range(12, 17)
+    ]
+    report = report_of(events, tracked=24, segments=segments, attribute="team")
+    assert report["machine"]["records"] == 8  # the whole message shows it...
+    parts = [*report["segments"]["values"], report["segments"]["other"]]
+    assert [p for p in parts if p is not None] and all(p["machine"] is None for p in parts if p is not None)
+    # ...but no segment does: B's 2 would be whole minus A's 6.
+    assert [p["privacy_proxy_opens"] for p in report["segments"]["values"]] == [{"unique": 5, "total": 5}] * 2
+    assert [p["bots"] for p in report["segments"]["values"]] == [{"opens": 5, "clicks": 0}] * 2
+    assert report["bots"] == {"opens": 10, "clicks": 8}

@@ -9,7 +9,15 @@ from fractions import Fraction
 
 import pytest
 
-from politetenant.tracker.reports.thresholds import ALL, coarsen, fold, fold_table, headline_visible, safe_remainder
+from politetenant.tracker.reports.thresholds import (
+    ALL,
+    coarsen,
+    fold,
+    fold_table,
+    headline_visible,
+    part_visible,
+    safe_remainder,
+)
 
 K = 10
 
@@ -57,6 +65,19 @@ def test_candidates_limit_what_may_be_shown() -> None:
     result = fold({"a": 30, "b": 20, "c": 15}, K, candidates={"a", "b"})
     assert result.shown == ("a", "b")
     assert result.other_of(ALL) == 15
+
+
+def test_a_part_of_the_people_shows_when_it_is_empty_or_meets_the_threshold() -> None:
+    # Three machine copies of 40 would be as good as naming the three; none names no one.
+    assert part_visible([0], 5) and part_visible([5], 5) and part_visible([40], 5)
+    assert not part_visible([1], 5) and not part_visible([4], 5)
+
+
+def test_side_by_side_a_part_shows_only_when_every_row_can_show_it() -> None:
+    # Segments 12 and 2 of a whole of 14: showing the 12 gives the 2 away as whole minus 12.
+    assert not part_visible([12, 2], 5)
+    assert part_visible([12, 0, 7], 5)
+    assert part_visible([], 5)
 
 
 def test_remainder_zero_or_at_least_k_is_safe() -> None:

@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict
 
 from politetenant.settings import TrackingMode
 from politetenant.tracker.http.auth import Principal, Role
-from politetenant.tracker.http.errors import ApiError, BadRequest, Forbidden, NotFound
+from politetenant.tracker.http.errors import ApiError, BadRequest, Forbidden, NotFound, Unprocessable
 from politetenant.tracker.http.openapi import Operation
 from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.privacy import audit
-from politetenant.tracker.reports.build import build_report, report_csv, suppressed_report
-from politetenant.tracker.reports.report_data import load_report_inputs, message_page, recipient_page
+from politetenant.tracker.reports.build import build_report, headline, report_csv, suppressed_report
+from politetenant.tracker.reports.recipients import recipient_page
+from politetenant.tracker.reports.report_data import load_report_inputs, message_page, rules_for
 from politetenant.tracker.reports.thresholds import headline_visible
 from politetenant.tracker.storage.rows import MessageRow
 
@@ -53,6 +54,23 @@ class UniqueOnly(_Out):
 class BotCounts(_Out):
     opens: int
     clicks: int
+
+
+class ReasonBucket(_Out):
+    label: str  # a machine reason: scanner_agent, gateway_click, honeypot_burst...
+    records: int  # records with a hit judged so (a record counts once per reason it has)
+
+
+class ReasonBreakdown(_Out):
+    buckets: list[ReasonBucket]
+    other: int | None
+
+
+class MachineFigures(_Out):
+    records: int | None  # null in aggregate mode
+    opens: int
+    clicks: int
+    by_reason: ReasonBreakdown | None  # null in aggregate mode
 
 
 class ContentFigures(_Out):
@@ -109,12 +127,21 @@ class ReportTimeline(_Out):
     clicks: list[TimeWindow]
 
 
-class PopulationFigures(_Out):
+class ApartFigures(_Out):
+    """Hits that were not a person's own; each object is null while its records are 1 to k-1 (in a
+    segment: in any segment). ``bots`` adds up the machine and privacy-proxy hits shown."""
+
+    proxied_opens: UniqueTotal | None  # webmail image proxies fetching for a person: in opens too
+    privacy_proxy_opens: UniqueTotal | None  # Apple Mail Privacy Protection: never in opens or rates
+    machine: MachineFigures | None
+    bots: BotCounts
+
+
+class PopulationFigures(ApartFigures):
     tracked: int
     opens: UniqueTotal
     clicks: UniqueTotal
     reads: UniqueOnly
-    bots: BotCounts
     rates: ReportRates
     read_time: ReadTimeBreakdown
     breakdowns: dict[str, ReportBreakdown]
@@ -144,6 +171,9 @@ class MessageReport(_Out):
     opens: UniqueTotal | None = None
     clicks: UniqueTotal | None = None
     reads: UniqueOnly | None = None
+    proxied_opens: UniqueTotal | None = None
+    privacy_proxy_opens: UniqueTotal | None = None
+    machine: MachineFigures | None = None
     bots: BotCounts | None = None
     content: ContentFigures | None = None
     rates: ReportRates | None = None
@@ -166,6 +196,9 @@ class MessageSummary(_Out):
     opens: UniqueTotal | None = None
     clicks: UniqueTotal | None = None
     reads: UniqueOnly | None = None
+    proxied_opens: UniqueTotal | None = None
+    privacy_proxy_opens: UniqueTotal | None = None
+    machine: MachineFigures | None = None
     bots: BotCounts | None = None
     content: ContentFigures | None = None
 
@@ -208,7 +241,7 @@ def _cursor_parameter(pattern: re.Pattern[str]) -> dict[str, Any]:
 
 _SEGMENT_PARAMETER = _query(
     "segment",
-    "An HR attribute (department, campus...): the same figures per value.",
+    "A segment attribute of the tenant (department, campus...): the same figures per value.",
     {"type": "string", "pattern": _SEGMENT.pattern},
 )
 OPERATIONS = [
@@ -216,9 +249,10 @@ OPERATIONS = [
               roles=("analyst",), response=MessagePage, errors=(400,),
               parameters=(_limit_parameter(20, 100), _cursor_parameter(_MESSAGE_CURSOR))),
     Operation("GET", "/api/v1/messages/{id}/report", "A message's report under the minimum-segment rule; bots apart",
-              roles=("analyst",), response=MessageReport, errors=(400, 404, 409), parameters=(_SEGMENT_PARAMETER,)),
+              roles=("analyst",), response=MessageReport, errors=(400, 404, 409, 422),
+              parameters=(_SEGMENT_PARAMETER,)),
     Operation("GET", "/api/v1/messages/{id}/export.csv", "The report as CSV; refused (403) when suppressed",
-              roles=("analyst",), response={"type": "string"}, content_type="text/csv", errors=(400, 404, 409),
+              roles=("analyst",), response={"type": "string"}, content_type="text/csv", errors=(400, 404, 409, 422),
               parameters=(_SEGMENT_PARAMETER,)),
     Operation("GET", "/api/v1/messages/{id}/recipients", "Per-recipient figures of an individual-mode message",
               roles=("privacy",), response=MessageRecipientsPage, errors=(400, 404, 409),
@@ -236,10 +270,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
 
 def _actor(principal: Principal) -> tuple[str, str]:
     return principal.token_id, principal.role.value
-
-
-def _early_ms(state: TrackerState) -> int:
-    return int(state.settings.scanner_window_seconds * 1000)
 
 
 def _limit(request: web.Request, default: int, maximum: int) -> int:
@@ -269,12 +299,16 @@ async def _message(state: TrackerState, request: web.Request) -> MessageRow:
     return message
 
 
-def _segment(request: web.Request, message: MessageRow) -> str | None:
+def _segment(request: web.Request, state: TrackerState, message: MessageRow) -> str | None:
     segment = request.query.get("segment")
     if segment is None:
         return None
     if not _SEGMENT.fullmatch(segment):
         raise BadRequest("segment: name an attribute, e.g. ?segment=department", code="invalid_segment")
+    kept = state.settings.segment_attributes
+    if segment not in kept:  # records keep no other attribute: there is nothing else to segment by
+        names = ", ".join(kept) if kept else "none (the tenant keeps no attribute on its records)"
+        raise Unprocessable(f"segment: not a segment attribute of this tenant; it has {names}", code="unknown_segment")
     if message.mode == TrackingMode.AGGREGATE.value:
         raise Conflict(
             "this message was sent in aggregate mode: it has no per-recipient records, so no segments",
@@ -287,7 +321,7 @@ async def _report(state: TrackerState, message: MessageRow, segment: str | None)
     k = state.settings.min_segment_size
     if not headline_visible(message.tracked, k):
         return suppressed_report(message.id)  # nothing to load: nothing will be shown
-    inputs = await load_report_inputs(state.store, state.sealer, message, _early_ms(state), segment)
+    inputs = await load_report_inputs(state.store, state.sealer, message, rules_for(state.settings, message), segment)
     return await asyncio.to_thread(build_report, message, inputs, k)  # folding segments is CPU work
 
 
@@ -300,7 +334,7 @@ async def message_report(request: web.Request) -> web.Response:
     state = request.app[STATE]
     principal = await state.auth.require(request, Role.ANALYST)
     message = await _message(state, request)
-    segment = _segment(request, message)
+    segment = _segment(request, state, message)
     report = await _report(state, message, segment)
     await audit.record(
         state.store, state.keyring, _actor(principal), audit.Action.REPORT_READ, detail=_detail(message, segment)
@@ -313,7 +347,7 @@ async def export_csv(request: web.Request) -> web.Response:
     state = request.app[STATE]
     principal = await state.auth.require(request, Role.ANALYST)
     message = await _message(state, request)
-    segment = _segment(request, message)
+    segment = _segment(request, state, message)
     report = await _report(state, message, segment)
     action, detail = audit.Action.REPORT_EXPORT, _detail(message, segment)
     if report["suppressed"]:
@@ -340,19 +374,17 @@ async def list_messages(request: web.Request) -> web.Response:
     before = None if cursor is None else (int(cursor[0]), cursor[1])
     rows = await message_page(state.store, limit + 1, before)
     page, more = rows[:limit], len(rows) > limit
-    k, sealer, items = state.settings.min_segment_size, state.sealer, []
+    sealer, items = state.sealer, []
     for message in page:
-        visible = headline_visible(message.tracked, k)
-        # The SQL tally gives the same headline figures as the streamed report, at list speed.
-        tally = await state.store.tally(message.id, _early_ms(state)) if visible else None
-        headline = build_report(message, tally, k) if tally is not None else suppressed_report(message.id)
+        # The report's own code, so the list and the report never disagree: the behaviour rules need
+        # each copy's hits, which SQL counts cannot judge (slower; reports move to SQL later).
         items.append(
             {
-                **headline,
+                **headline(await _report(state, message, None)),
                 "created_at": message.created_at,
                 "mode": message.mode,
-                "subject": sealer.open_text("message.subject", message.subject),
-                "list_name": sealer.open_text("message.list_name", message.list_name),
+                "subject": sealer.open_text("message.subject", message.subject, row=message.id),
+                "list_name": sealer.open_text("message.list_name", message.list_name, row=message.id),
             }
         )
     next_cursor = f"{page[-1].created_at}.{page[-1].id}" if more else None
@@ -375,7 +407,9 @@ async def message_recipients(request: web.Request) -> web.Response:
     limit = _limit(request, default=100, maximum=1000)
     cursor = _cursor(request, _RECIPIENT_CURSOR)
     after = 0 if cursor is None else int(cursor[0])
-    rows = await recipient_page(state.store, state.sealer, message, _early_ms(state), after, limit + 1)
+    rows = await recipient_page(
+        state.store, state.sealer, message, rules_for(state.settings, message), after, limit + 1
+    )
     page, more = rows[:limit], len(rows) > limit
     await audit.record(
         state.store, state.keyring, _actor(principal), audit.Action.RECIPIENTS_READ, detail=_detail(message, None)
@@ -388,11 +422,11 @@ async def message_recipients(request: web.Request) -> web.Response:
                 "name": r.name,
                 "attributes": r.attributes,
                 "tracked": r.tracked,
-                "opened": r.first_open_at is not None,
-                "first_open_at": r.first_open_at,
-                "opens": r.opens,
-                "clicks": r.clicks,
-                "read_ms": r.read_ms,
+                "opened": r.figures.first_open_at is not None,
+                "first_open_at": r.figures.first_open_at,
+                "opens": r.figures.opens,
+                "clicks": r.figures.clicks,
+                "read_ms": r.figures.read_ms,
             }
             for r in page
         ],

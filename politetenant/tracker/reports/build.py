@@ -3,6 +3,8 @@ minimum-segment rule, which ``thresholds`` applies in one place.
 
 The whole-message report is folded first; a segmented report (``?segment=ATTR``) folds its segments
 side by side and never finer than the whole, so no figure hidden in one is recovered from the other.
+Hits that were not a person's own (proxied, Apple's privacy proxy, machines by reason) are reported
+apart, each figure shown only while the records it counts are none or at least k, in every row.
 ``report_csv`` renders the JSON, so an export can never show more than the report.
 """
 
@@ -11,12 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from politetenant.settings import TrackingMode
+from politetenant.tracker.judging.verdicts import reason_label
 from politetenant.tracker.reports.report_data import (
     DIMENSIONS,
     HOUR_MS,
@@ -26,54 +29,59 @@ from politetenant.tracker.reports.report_data import (
     Tally,
     merged,
 )
-from politetenant.tracker.reports.thresholds import ALL, TableFold, Window, coarsen, fold_table, headline_visible
-from politetenant.tracker.storage.rows import EventTally, MessageRow
+from politetenant.tracker.reports.thresholds import (
+    ALL,
+    TableFold,
+    Window,
+    coarsen,
+    fold_table,
+    headline_visible,
+    part_visible,
+)
+from politetenant.tracker.storage.rows import MessageRow
 
 OTHER = "(other)"
-
-
-class Headline(Protocol):
-    @property
-    def opens_total(self) -> int: ...
-    @property
-    def opens_unique(self) -> int: ...
-    @property
-    def reads_unique(self) -> int: ...
-    @property
-    def clicks_total(self) -> int: ...
-    @property
-    def clicks_unique(self) -> int: ...
-    @property
-    def bot_opens(self) -> int: ...
-    @property
-    def bot_clicks(self) -> int: ...
+#: What the message list shows of each message: the headline of its report, computed the same way.
+HEADLINE_KEYS = ("id", "suppressed", "mode", "created_at", "recipients", "tracked", "opens", "clicks", "reads",
+                 "proxied_opens", "privacy_proxy_opens", "machine", "bots", "content")  # fmt: skip
+# Figures reported apart from the people's, each about a part of the tracked records.
+_APART: dict[str, Callable[[Tally], int]] = {
+    "proxied_opens": lambda t: t.proxied_opens_unique,
+    "privacy_proxy_opens": lambda t: t.privacy_opens_unique,
+    "machine": lambda t: t.machine_records,
+}
 
 
 def suppressed_report(message_id: str) -> dict[str, Any]:
     return {"id": message_id, "suppressed": True}
 
 
-def build_report(message: MessageRow, figures: EventTally | ReportInputs, min_segment_size: int) -> dict[str, Any]:
-    """The report of a message; with an ``EventTally`` (SQL counts) only its headline figures."""
+def headline(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline figures of a report (all there is of a suppressed one)."""
+    return {key: report[key] for key in HEADLINE_KEYS if key in report}
+
+
+def build_report(message: MessageRow, figures: ReportInputs, min_segment_size: int) -> dict[str, Any]:
+    """The report of a message under the minimum-segment rule."""
     # The figures describe the tracked people only: a sender knows who objected (their tokens were
     # null), so the threshold must hold for the tracked population, not the recipient list.
     if not headline_visible(message.tracked, min_segment_size):
         return suppressed_report(message.id)
-    if isinstance(figures, EventTally):
-        return _headline(message, figures)
     total = merged(figures.tallies.values())
     report = _headline(message, total)
     if message.mode == TrackingMode.AGGREGATE.value:
+        report.update(_apart(total, ALL, None))
         return report  # one record for everyone: totals are all there is
     k = min_segment_size
     plan = _plan({ALL: total}, k, figures.links)
+    report.update(_apart(total, ALL, plan))
     report.update(_body(total, ALL, plan, figures.links, k))
     if figures.attribute is not None:
         report["segments"] = _segments(figures, plan, k)
     return report
 
 
-def _headline(message: MessageRow, t: Headline) -> dict[str, Any]:
+def _headline(message: MessageRow, t: Tally) -> dict[str, Any]:
     aggregate = message.mode == TrackingMode.AGGREGATE.value
     return {
         "id": message.id,
@@ -86,13 +94,46 @@ def _headline(message: MessageRow, t: Headline) -> dict[str, Any]:
         "opens": {"unique": None if aggregate else t.opens_unique, "total": t.opens_total},
         "clicks": {"unique": None if aggregate else t.clicks_unique, "total": t.clicks_total},
         "reads": {"unique": None if aggregate else t.reads_unique},
-        "bots": {"opens": t.bot_opens, "clicks": t.bot_clicks},
         "content": {
             "links": message.link_count,
             "word_count": message.word_count,
             "flesch_reading_ease": message.flesch,
         },
     }
+
+
+def _apart(t: Tally, row: str, plan: _Plan | None) -> dict[str, Any]:
+    """Hits that were not a person's own, apart from the people's figures; ``plan``: None in aggregate
+    mode, where one record is everyone's (no record counts, and the tracked population is the part).
+
+    ``bots`` adds up what is shown of the machine and privacy-proxy hits, so it reveals nothing hidden.
+    """
+    records = plan is not None
+    shown = set(_APART) if plan is None else plan.apart
+    proxied = privacy = machine = None
+    if "proxied_opens" in shown:
+        proxied = {"unique": t.proxied_opens_unique if records else None, "total": t.proxied_opens_total}
+    if "privacy_proxy_opens" in shown:
+        privacy = {"unique": t.privacy_opens_unique if records else None, "total": t.privacy_opens_total}
+    if "machine" in shown:
+        reasons = None
+        if plan is not None:
+            labels = plan.reasons.shown
+            reasons = {
+                "buckets": [{"label": reason_label(n), "records": t.reason_records[n]} for n in labels],
+                "other": plan.reasons.other_of(row),
+            }
+        machine = {
+            "records": t.machine_records if records else None,
+            "opens": t.machine_opens,
+            "clicks": t.machine_clicks,
+            "by_reason": reasons,
+        }
+    bots = {
+        "opens": (t.machine_opens if machine else 0) + (t.privacy_opens_total if privacy else 0),
+        "clicks": t.machine_clicks if machine else 0,
+    }
+    return {"proxied_opens": proxied, "privacy_proxy_opens": privacy, "machine": machine, "bots": bots}
 
 
 @dataclass(frozen=True)
@@ -104,15 +145,29 @@ class _Plan:
     links: TableFold[str, int]
     opens: list[Window[str]]
     clicks: list[Window[str]]
+    apart: frozenset[str]  # the figures of _APART shown in every row
+    reasons: TableFold[str, int]  # machine records by reason
+
+
+def _overlap(masks: Iterable[tuple[int, int]], folded: frozenset[int]) -> tuple[int, int]:
+    """Records (mask, count) under some folded label, and those under folded labels only."""
+    hidden = sum(1 << n for n in folded)
+    union = only = 0
+    for mask, count in masks:
+        if mask & hidden:
+            union += count
+            only += 0 if mask & ~hidden else count
+    return union, only
 
 
 def _plan(rows: Mapping[str, Tally], k: int, links: Sequence[LinkInfo], whole: _Plan | None = None) -> _Plan:
     """Fold every breakdown of ``rows`` together; ``whole``: the message's plan, never to be refined."""
 
     def link_remainder(row: str, folded: frozenset[int]) -> tuple[int, int]:
-        hidden = sum(1 << n for n in folded)
-        masks = rows[row].click_masks
-        return sum(1 for m in masks if m & hidden), sum(1 for m in masks if m & hidden and not m & ~hidden)
+        return _overlap(((m, 1) for m in rows[row].click_masks), folded)
+
+    def reason_remainder(row: str, folded: frozenset[int]) -> tuple[int, int]:
+        return _overlap(rows[row].reason_masks.items(), folded)  # a record can have several reasons
 
     def cuts(windows: list[Window[str]]) -> set[int] | None:
         return None if whole is None else {w.start for w in windows} | {w.end for w in windows}
@@ -135,6 +190,13 @@ def _plan(rows: Mapping[str, Tally], k: int, links: Sequence[LinkInfo], whole: _
         ),
         opens=coarsen({r: t.first_opens for r, t in rows.items()}, k, boundaries=cuts(whole.opens if whole else [])),
         clicks=coarsen({r: t.first_clicks for r, t in rows.items()}, k, boundaries=cuts(whole.clicks if whole else [])),
+        apart=frozenset(name for name, part in _APART.items() if part_visible((part(t) for t in rows.values()), k)),
+        reasons=fold_table(
+            {r: t.reason_records for r, t in rows.items()},
+            k,
+            candidates=None if whole is None else whole.reasons.shown,
+            remainder=reason_remainder,
+        ),
     )
 
 
@@ -209,7 +271,7 @@ def _segments(figures: ReportInputs, whole: _Plan, k: int) -> dict[str, Any]:
             "opens": {"unique": t.opens_unique, "total": t.opens_total},
             "clicks": {"unique": t.clicks_unique, "total": t.clicks_total},
             "reads": {"unique": t.reads_unique},
-            "bots": {"opens": t.bot_opens, "clicks": t.bot_clicks},
+            **_apart(t, row, plan),
             **_body(t, row, plan, figures.links, k),
         }
 
@@ -232,6 +294,13 @@ _SUMMARY = {  # CSV metric -> where the JSON holds it
     "clicks_unique": "clicks.unique",
     "clicks_total": "clicks.total",
     "reads_unique": "reads.unique",
+    "proxied_opens_unique": "proxied_opens.unique",
+    "proxied_opens_total": "proxied_opens.total",
+    "privacy_proxy_opens_unique": "privacy_proxy_opens.unique",
+    "privacy_proxy_opens_total": "privacy_proxy_opens.total",
+    "machine_records": "machine.records",
+    "machine_opens": "machine.opens",
+    "machine_clicks": "machine.clicks",
     "bot_opens": "bots.opens",
     "bot_clicks": "bots.clicks",
     "open_rate": "rates.open",
@@ -261,6 +330,7 @@ def _csv_rows(segment: str, body: Mapping[str, Any]) -> Iterable[tuple[Any, ...]
             yield segment, "summary", "", "", metric, value
     sections = [("read_time", body.get("read_time"))]
     sections += [(d, body.get("breakdowns", {}).get(d)) for d in DIMENSIONS]
+    sections += [("machine_reason", (body.get("machine") or {}).get("by_reason"))]
     for section, data in sections:
         if data is None:
             continue

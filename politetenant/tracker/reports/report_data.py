@@ -1,14 +1,19 @@
 """What a report is made of, from the database: the message's links, its records' segment values,
 and its events streamed and folded per record. No threshold is applied here (see ``thresholds``).
 
-``Accumulator`` keeps state per record, never per event, so a message with a million events needs
-memory for its records only; each distinct sealed city is opened once. Definitions (human figures
-exclude suspected bots: judged so on arrival, or seen sooner after registration than the scanner
-window, as ``Store.tally`` counts them):
-- an *opener* is a record with a human open or read; device, OS, browser, country and city are
-  those of its first open, so every breakdown is a partition of the openers;
+Events arrive ordered by (record, time); each record's hits are judged together when its run ends
+(``judging.behaviour.judge_copy``: the reason stored on arrival, then the burst, honeypot, gateway
+and early-window rules), so memory holds one record's hits, and each distinct sealed city is opened
+once. Definitions, by the class of each hit's reason (``judging.verdicts``):
+- people's figures (``opens``, ``clicks``) count ``person`` and ``proxied`` hits; an *opener* is a
+  record with a person's open or read; device, OS, browser, country and city are those of its first
+  open (a proxy's fetch tells none of them: "(unknown)"), so every breakdown is a partition of the
+  openers; reads and read time come from ``person`` hits only;
 - read time is a reader's longest read: glanced < 3 s, skimmed < 10 s, read from 10 s;
-- the timeline counts openers by the hour of their first open, clickers by that of their first click.
+- the timeline counts openers by the hour of their first open, clickers by that of their first click;
+- every ``opens`` total counts open-beacon hits (``proxied_opens``, ``privacy_proxy_opens``,
+  ``machine``), and ``unique`` the records with an open or read of that class; ``machine`` counts
+  records with any hit judged machine, once per reason they have.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from politetenant.crypto import Sealer
+from politetenant.crypto import Sealer, link_row
+from politetenant.settings import TrackerSettings, TrackingMode
+from politetenant.tracker.judging.behaviour import CLICK, OPEN, CopyRules, Hit, judge_copy
+from politetenant.tracker.judging.verdicts import Reason, VerdictClass, verdict_class
 from politetenant.tracker.reports.thresholds import ALL
 from politetenant.tracker.storage.base import SELECT_MESSAGE, Store
-from politetenant.tracker.storage.rows import EventKind, MessageRow
+from politetenant.tracker.storage.rows import MessageRow
 
 HOUR_MS = 3_600_000
 GLANCED_BELOW_MS = 3_000
@@ -34,6 +42,7 @@ UNKNOWN = "(unknown)"
 
 # record_id, kind, link_no, occurred_at, country, city (sealed), os, device, browser, bot, read_ms
 EventRow = tuple[bytes, int, int | None, int, str | None, bytes | None, str, str, str, int, int | None]
+Place = tuple[str, str, str, str | None, bytes | None]  # device, os, browser, country, city (sealed)
 
 
 class LinkInfo(NamedTuple):
@@ -49,17 +58,19 @@ def read_bucket(read_ms: int) -> str:
 
 
 class _Record:
-    """What one record contributes; bounded per record whatever the number of its events."""
+    """What the copy being folded contributes; bounded whatever the number of its events."""
 
-    __slots__ = ("first_click", "first_open", "links", "place", "read_ms", "segment")
+    __slots__ = ("first_click", "first_open", "links", "place", "privacy", "proxied", "read_ms", "reasons")
 
-    def __init__(self, segment: str) -> None:
-        self.segment = segment
-        self.first_open: int | None = None
-        self.place: tuple[str, str, str, str | None, bytes | None] | None = None  # at the first open
+    def __init__(self) -> None:
+        self.first_open: int | None = None  # a person's first open or read
+        self.place: Place | None = None  # at the first open
         self.first_click: int | None = None
         self.read_ms = -1
-        self.links = 0  # bit n: clicked link n
+        self.links = 0  # bit n: a person clicked link n
+        self.reasons = 0  # bit r: a hit judged machine for reason r
+        self.proxied = False  # opened through a webmail image proxy
+        self.privacy = False  # fetched by Apple Mail Privacy Protection
 
 
 @dataclass
@@ -72,123 +83,181 @@ class Tally:
     reads_unique: int = 0
     clicks_total: int = 0
     clicks_unique: int = 0
-    bot_opens: int = 0
-    bot_clicks: int = 0
+    proxied_opens_total: int = 0
+    proxied_opens_unique: int = 0
+    privacy_opens_total: int = 0
+    privacy_opens_unique: int = 0
+    machine_records: int = 0
+    machine_opens: int = 0
+    machine_clicks: int = 0
     breakdowns: dict[str, Counter[str]] = field(default_factory=lambda: {d: Counter() for d in DIMENSIONS})
     read_buckets: Counter[str] = field(default_factory=Counter)
     read_times: list[int] = field(default_factory=list)
     first_opens: Counter[int] = field(default_factory=Counter)  # hour -> openers
     first_clicks: Counter[int] = field(default_factory=Counter)  # hour -> clickers
-    link_clicks: Counter[int] = field(default_factory=Counter)  # link -> human clicks
+    link_clicks: Counter[int] = field(default_factory=Counter)  # link -> people's clicks
     link_clickers: Counter[int] = field(default_factory=Counter)  # link -> distinct clickers
     click_masks: list[int] = field(default_factory=list)  # one per clicker: the links they clicked
+    reason_records: Counter[int] = field(default_factory=Counter)  # reason (its bit) -> machine records
+    reason_masks: Counter[int] = field(default_factory=Counter)  # reasons of a machine record -> records
 
     def merge(self, other: Tally) -> None:
-        for name in ("tracked", "opens_total", "opens_unique", "reads_unique", "clicks_total", "clicks_unique"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.bot_opens += other.bot_opens
-        self.bot_clicks += other.bot_clicks
         for d in DIMENSIONS:
             self.breakdowns[d].update(other.breakdowns[d])
-        self.read_buckets.update(other.read_buckets)
-        self.first_opens.update(other.first_opens)
-        self.first_clicks.update(other.first_clicks)
-        self.link_clicks.update(other.link_clicks)
-        self.link_clickers.update(other.link_clickers)
+        for counter in ("read_buckets", "first_opens", "first_clicks", "link_clicks", "link_clickers",
+                        "reason_records", "reason_masks"):  # fmt: skip
+            getattr(self, counter).update(getattr(other, counter))
         self.read_times += other.read_times
         self.click_masks += other.click_masks
 
 
+_COUNTS = tuple(name for name, kind in Tally.__annotations__.items() if kind == "int")
+_NOWHERE: Place = ("", "", "", None, None)  # a proxy's fetch says nothing of the person's device or place
+_VERDICT = {int(reason): verdict_class(reason) for reason in Reason}  # one look-up per hit, on the hot path
+_CHUNK = 4096  # per_copy=False: hits are judged on their own, so they need not wait for the run's end
+
+
+def reason_bit(reason: int) -> int:
+    """Bit of a machine reason in a record's mask (a number this version does not know: bit 63)."""
+    return reason if 0 <= reason < 63 else 63
+
+
 class Accumulator:
-    """Folds streamed event rows into per-segment tallies (one segment, ``ALL``, when unsegmented)."""
+    """Folds event rows, streamed ordered by (record, time), into per-segment tallies (one segment,
+    ``ALL``, when unsegmented). Each record's hits are judged together (``judge_copy``) when its run
+    ends, so memory holds one record's hits, never the message's."""
 
     def __init__(
         self,
-        created_at: int,
-        early_ms: int,
+        rules: CopyRules,
+        first_hit_ms: int | None,
         *,
         segment_of: Mapping[bytes, str] | None = None,
         open_city: Callable[[bytes], str] = lambda sealed: UNKNOWN,
     ) -> None:
-        self.human_from = created_at + early_ms
+        self.rules, self.first_hit_ms = rules, first_hit_ms
         self.segment_of = segment_of
         self.open_city = open_city
-        self.records: dict[bytes, _Record] = {}
         self.tallies: dict[str, Tally] = {}
-        self._places: dict[tuple[str, str, str, str | None, bytes | None], Any] = {}
+        self.seen: Counter[str] = Counter()  # records with events, per segment
+        self.run: list[EventRow] = []  # the current record's hits not judged yet
+        self._record_id: bytes | None = None
+        self._record = _Record()
+        self._tally = Tally()
+        self._places: dict[Place, Place] = {}
+        self._cities: dict[bytes, str] = {}
 
-    def _tally(self, segment: str) -> Tally:
+    def _population(self, segment: str) -> Tally:
         tally = self.tallies.get(segment)
         if tally is None:
             tally = self.tallies[segment] = Tally()
         return tally
 
     def add(self, rows: Iterable[EventRow]) -> None:
-        records, human_from, segment_of = self.records, self.human_from, self.segment_of
-        for record_id, kind, link_no, at, country, city, os_, device, browser, bot, read_ms in rows:
-            record = records.get(record_id)
-            if record is None:
-                segment = ALL if segment_of is None else segment_of.get(record_id, UNKNOWN)
-                record = records[record_id] = _Record(segment)
-                self._tally(segment)
-            tally = self.tallies[record.segment]
-            if bot or at < human_from:
-                if kind == EventKind.CLICK:
-                    tally.bot_clicks += 1
-                else:
-                    tally.bot_opens += 1
-            elif kind == EventKind.CLICK:
-                tally.clicks_total += 1
-                tally.link_clicks[link_no or 0] += 1
-                record.links |= 1 << (link_no or 0)
-                if record.first_click is None or at < record.first_click:
-                    record.first_click = at
-            else:
-                if kind == EventKind.OPEN:
-                    tally.opens_total += 1
-                elif (read_ms or 0) > record.read_ms:  # a read: keep the longest
-                    record.read_ms = read_ms or 0
-                if record.first_open is None or at < record.first_open:
-                    record.first_open = at
-                    place = (device, os_, browser, country, city)
-                    record.place = self._places.setdefault(place, place)  # shared: few distinct places
+        for row in rows:
+            record_id = row[0]
+            if record_id != self._record_id:
+                if self._record_id is not None and record_id < self._record_id:
+                    raise ValueError("events must be streamed ordered by record id, then time")
+                self._close()
+                self._record_id, self._record = record_id, _Record()
+                segment = ALL if self.segment_of is None else self.segment_of.get(record_id, UNKNOWN)
+                self.seen[segment] += 1
+                self._tally = self._population(segment)
+            self.run.append(row)
+            if not self.rules.per_copy and len(self.run) >= _CHUNK:
+                self._judge_run()
+
+    def _judge_run(self) -> None:
+        hits = [Hit(row[1], row[2], row[3], row[9]) for row in self.run]
+        for row, reason in zip(self.run, judge_copy(hits, self.first_hit_ms, self.rules), strict=True):
+            self._fold(row, reason)
+        self.run.clear()
+
+    def _fold(self, row: EventRow, reason: int) -> None:
+        _, kind, link_no, at, country, city, os_, device, browser, _, read_ms = row
+        record, tally, verdict = self._record, self._tally, _VERDICT.get(reason, VerdictClass.MACHINE)
+        if verdict is VerdictClass.MACHINE:
+            record.reasons |= 1 << reason_bit(reason)
+            if kind == CLICK:
+                tally.machine_clicks += 1
+            elif kind == OPEN:
+                tally.machine_opens += 1
+        elif verdict is VerdictClass.PRIVACY_PROXY:  # Apple fetches images on delivery; it follows no link
+            record.privacy = True
+            tally.privacy_opens_total += kind == OPEN
+        elif kind == CLICK:
+            tally.clicks_total += 1
+            tally.link_clicks[link_no or 0] += 1
+            record.links |= 1 << (link_no or 0)
+            if record.first_click is None or at < record.first_click:
+                record.first_click = at
+        else:
+            proxied = verdict is VerdictClass.PROXIED
+            record.proxied |= proxied
+            if kind == OPEN:
+                tally.opens_total += 1
+                tally.proxied_opens_total += proxied
+            elif not proxied and (read_ms or 0) > record.read_ms:  # a person's read: keep the longest
+                record.read_ms = read_ms or 0
+            if record.first_open is None or at < record.first_open:
+                record.first_open = at
+                place = _NOWHERE if proxied else (device, os_, browser, country, city)
+                record.place = self._places.setdefault(place, place)  # shared: few distinct places
+
+    def _close(self) -> None:
+        """The current record's run has ended: judge its hits and count it once."""
+        if self._record_id is None:
+            return
+        self._judge_run()
+        record, tally = self._record, self._tally
+        if record.first_open is not None and record.place is not None:
+            tally.opens_unique += 1
+            tally.first_opens[record.first_open // HOUR_MS] += 1
+            device, os_, browser, country, city = record.place
+            breakdowns = tally.breakdowns
+            breakdowns["device"][device or UNKNOWN] += 1
+            breakdowns["os"][os_ or UNKNOWN] += 1
+            breakdowns["browser"][browser or UNKNOWN] += 1
+            breakdowns["country"][country or UNKNOWN] += 1
+            breakdowns["city"][UNKNOWN if city is None else f"{self._city(city)}, {country or UNKNOWN}"] += 1
+        if record.read_ms >= 0:
+            tally.reads_unique += 1
+            tally.read_buckets[read_bucket(record.read_ms)] += 1
+            tally.read_times.append(record.read_ms)
+        if record.links:
+            tally.clicks_unique += 1
+            tally.first_clicks[(record.first_click or 0) // HOUR_MS] += 1
+            tally.click_masks.append(record.links)
+            for link in bits(record.links):
+                tally.link_clickers[link] += 1
+        tally.proxied_opens_unique += record.proxied
+        tally.privacy_opens_unique += record.privacy
+        if record.reasons:
+            tally.machine_records += 1
+            tally.reason_masks[record.reasons] += 1
+            for reason in bits(record.reasons):
+                tally.reason_records[reason] += 1
+        self._record_id = None
+
+    def _city(self, sealed: bytes) -> str:
+        city = self._cities.get(sealed)
+        if city is None:
+            city = self._cities[sealed] = self.open_city(sealed)  # each distinct ciphertext opened once
+        return city
 
     def finish(self, populations: Mapping[str, int]) -> dict[str, Tally]:
-        """Per-record state becomes per-segment counts; ``populations``: tracked records per segment."""
-        cities: dict[bytes, str] = {}
-        seen: Counter[str] = Counter(record.segment for record in self.records.values())
-        for segment in set(populations) | set(seen):
+        """The last run is judged; ``populations``: tracked records per segment."""
+        self._close()
+        for segment in set(populations) | set(self.seen):
             # A record erased while the report ran may have left events behind: still counted.
-            self._tally(segment).tracked = max(populations.get(segment, 0), seen[segment])
-        for record in self.records.values():
-            tally = self.tallies[record.segment]
-            if record.first_open is not None and record.place is not None:
-                tally.opens_unique += 1
-                tally.first_opens[record.first_open // HOUR_MS] += 1
-                device, os_, browser, country, city = record.place
-                if city is not None and city not in cities:
-                    cities[city] = self.open_city(city)  # each distinct ciphertext opened once
-                breakdowns = tally.breakdowns
-                breakdowns["device"][device or UNKNOWN] += 1
-                breakdowns["os"][os_ or UNKNOWN] += 1
-                breakdowns["browser"][browser or UNKNOWN] += 1
-                breakdowns["country"][country or UNKNOWN] += 1
-                place = f"{cities[city]}, {country or UNKNOWN}" if city is not None else UNKNOWN
-                tally.breakdowns["city"][place] += 1
-            if record.read_ms >= 0:
-                tally.reads_unique += 1
-                tally.read_buckets[read_bucket(record.read_ms)] += 1
-                tally.read_times.append(record.read_ms)
-            if record.links:
-                tally.clicks_unique += 1
-                tally.first_clicks[(record.first_click or 0) // HOUR_MS] += 1
-                tally.click_masks.append(record.links)
-                for link in _bits(record.links):
-                    tally.link_clickers[link] += 1
+            self._population(segment).tracked = max(populations.get(segment, 0), self.seen[segment])
         return self.tallies
 
 
-def _bits(mask: int) -> list[int]:
+def bits(mask: int) -> list[int]:
     return [n for n in range(mask.bit_length()) if mask >> n & 1]
 
 
@@ -214,7 +283,9 @@ class ReportInputs:
 EVENTS_OF_MESSAGE = (
     "SELECT e.record_id, e.kind, e.link_no, e.occurred_at, e.country, e.city, e.os, e.device, e.browser,"
     " e.bot, e.read_ms FROM records r JOIN events e ON e.record_id = r.id WHERE r.message_id = $1"
+    " ORDER BY e.record_id, e.occurred_at, e.kind"
 )
+FIRST_HIT = "SELECT MIN(e.occurred_at) FROM records r JOIN events e ON e.record_id = r.id WHERE r.message_id = $1"
 RECORD_ATTRIBUTES = "SELECT id, attributes FROM records WHERE message_id = $1"
 LINKS_OF_MESSAGE = "SELECT link_no, url, text FROM links WHERE message_id = $1 AND url IS NOT NULL ORDER BY link_no"
 _MESSAGE_COLUMNS = SELECT_MESSAGE.split(" FROM ", 1)[0]
@@ -222,21 +293,6 @@ FIRST_MESSAGES = f"{_MESSAGE_COLUMNS} FROM messages ORDER BY created_at DESC, id
 MESSAGES_BEFORE = (
     f"{_MESSAGE_COLUMNS} FROM messages WHERE created_at < $1 OR (created_at = $1 AND id < $2)"
     " ORDER BY created_at DESC, id DESC LIMIT $3"
-)
-# One page of an individual-mode message's recipients with their human figures. A recipient finds
-# its record through the keyed pseudonym both carry; objectors have none.
-_HUMAN = "e.bot = 0 AND e.occurred_at >= $3"
-RECIPIENTS_PAGE = (
-    "SELECT p.id, p.email, p.name, p.attributes, MAX(CASE WHEN rec.id IS NULL THEN 0 ELSE 1 END),"
-    f" MIN(CASE WHEN e.kind IN (1, 2) AND {_HUMAN} THEN e.occurred_at END),"
-    f" SUM(CASE WHEN e.kind = 1 AND {_HUMAN} THEN 1 ELSE 0 END),"
-    f" SUM(CASE WHEN e.kind = 3 AND {_HUMAN} THEN 1 ELSE 0 END),"
-    f" MAX(CASE WHEN e.kind = 2 AND {_HUMAN} THEN e.read_ms END)"
-    " FROM (SELECT id, email_index, email, name, attributes FROM recipients"
-    "       WHERE message_id = $1 AND id > $2 ORDER BY id LIMIT $4) p"
-    " LEFT JOIN records rec ON rec.message_id = $1 AND rec.subject_index = p.email_index"
-    " LEFT JOIN events e ON e.record_id = rec.id"
-    " GROUP BY p.id, p.email, p.name, p.attributes ORDER BY p.id"
 )
 
 
@@ -259,10 +315,12 @@ class SealedTexts:
 async def load_links(store: Store, sealer: Sealer, message_id: str) -> list[LinkInfo]:
     """The message's tracked links (not the honeypot), opened."""
     rows = await store.fetch(LINKS_OF_MESSAGE, message_id)
-    return [
-        LinkInfo(int(n), sealer.open_optional("link.text", text) or "", sealer.open_text("link.url", bytes(url)))
-        for n, url, text in rows
-    ]
+    links = []
+    for n, url, text in rows:
+        row = link_row(message_id, int(n))
+        opened = sealer.open_text("link.url", bytes(url), row=row)
+        links.append(LinkInfo(int(n), sealer.open_optional("link.text", text, row=row) or "", opened))
+    return links
 
 
 async def load_segments(store: Store, sealer: Sealer, message_id: str, attribute: str) -> dict[bytes, str]:
@@ -274,7 +332,8 @@ async def load_segments(store: Store, sealer: Sealer, message_id: str, attribute
         for record_id, sealed in rows:
             value = UNKNOWN
             if sealed is not None:
-                found = json.loads(sealer.open("record.attributes", bytes(sealed))).get(attribute)
+                opened = sealer.open("record.attributes", bytes(sealed), row=bytes(record_id))
+                found = json.loads(opened).get(attribute)
                 if found is not None:
                     value = values.setdefault(str(found), str(found))
             segment_of[bytes(record_id)] = value
@@ -290,14 +349,29 @@ async def stream_events(store: Store, message_id: str, batch: int = 5000) -> Asy
         yield rows
 
 
+def rules_for(settings: TrackerSettings, message: MessageRow) -> CopyRules:
+    """The behaviour rules of a message: the tenant's windows, its links, whether copies are people's."""
+    aggregate = message.mode == TrackingMode.AGGREGATE.value
+    return CopyRules.from_settings(settings, link_count=message.link_count, per_copy=not aggregate)
+
+
+async def first_hit(store: Store, message_id: str) -> int | None:
+    """The message's earliest event, whoever made it: where the early window starts."""
+    rows = await store.fetch(FIRST_HIT, message_id)
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+
 async def load_report_inputs(
-    store: Store, sealer: Sealer, message: MessageRow, early_ms: int, attribute: str | None = None
+    store: Store, sealer: Sealer, message: MessageRow, rules: CopyRules, attribute: str | None = None
 ) -> ReportInputs:
     """Stream the message's events through an Accumulator; CPU work runs off the event loop."""
     segment_of = None if attribute is None else await load_segments(store, sealer, message.id, attribute)
     populations = {ALL: message.tracked} if segment_of is None else Counter(segment_of.values())
     accumulator = Accumulator(
-        message.created_at, early_ms, segment_of=segment_of, open_city=SealedTexts(sealer, "event.city")
+        rules,
+        await first_hit(store, message.id),
+        segment_of=segment_of,
+        open_city=SealedTexts(sealer, "event.city"),
     )
     async for rows in stream_events(store, message.id):
         await asyncio.to_thread(accumulator.add, rows)
@@ -312,40 +386,3 @@ async def message_page(store: Store, limit: int, before: tuple[int, str] | None 
     else:
         rows = await store.fetch(MESSAGES_BEFORE, before[0], before[1], limit)
     return [MessageRow(*row) for row in rows]
-
-
-class RecipientFigures(NamedTuple):
-    id: int  # the recipient row, for paging
-    email: str
-    name: str | None
-    attributes: dict[str, str] | None
-    tracked: bool
-    first_open_at: int | None
-    opens: int
-    clicks: int
-    read_ms: int | None
-
-
-async def recipient_page(
-    store: Store, sealer: Sealer, message: MessageRow, early_ms: int, after: int, limit: int
-) -> list[RecipientFigures]:
-    """Recipients of an individual-mode message after row ``after``, opened, with human figures."""
-    human_from = message.created_at + early_ms
-    rows = await store.fetch(RECIPIENTS_PAGE, message.id, after, human_from, limit)
-    page = []
-    for rid, email, name, attributes, tracked, first_open, opens, clicks, read_ms in rows:
-        opened = sealer.open_optional("recipient.attributes", attributes)
-        page.append(
-            RecipientFigures(
-                int(rid),
-                sealer.open_text("recipient.email", bytes(email)),
-                sealer.open_optional("recipient.name", name),
-                None if opened is None else json.loads(opened),
-                bool(tracked),
-                None if first_open is None else int(first_open),
-                int(opens or 0),
-                int(clicks or 0),
-                None if read_ms is None else int(read_ms),
-            )
-        )
-    return page

@@ -2,9 +2,12 @@
 
 A figure describes a population: the tracked recipients of a message or segment (recipient-based
 figures), or the distinct records in a breakdown bucket. Below the tenant's ``min_segment_size`` (k)
-a population shows no figure. Three tools apply the rule:
+a population shows no figure. Four tools apply the rule:
 
 - ``headline_visible``: may figures about this population be shown at all?
+- ``part_visible``: may a figure about a part of it be shown (the records a machine hit, the openers
+  who came through a proxy)? Only when that part is empty or meets k, and, side by side (segments),
+  only when it is so in every row: else one row's figure is the whole's minus the others'.
 - ``fold_table``: which labels of a breakdown (device, city, link, read-time bucket, segment...) are
   shown, for one population or for several side by side (segments). Small labels fold into "other",
   which is shown only if it meets k itself. *Secondary suppression* closes the differencing attack:
@@ -19,7 +22,7 @@ the whole-message report, so a figure cannot be recovered by subtracting segment
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -37,6 +40,12 @@ Remainder = Callable[[R, frozenset[L]], tuple[int, int]]
 def headline_visible(population: int, k: int) -> bool:
     """Figures about a population of ``population`` recipients or records may be shown."""
     return population >= k
+
+
+def part_visible(populations: Iterable[int], k: int) -> bool:
+    """A figure about a part of each row's people (one row, or segments side by side) may be shown:
+    in no row is that part strictly between 0 and ``k``."""
+    return all(safe_remainder(n, k) for n in populations)
 
 
 def safe_remainder(n: int, k: int) -> bool:

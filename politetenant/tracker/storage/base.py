@@ -15,7 +15,6 @@ from politetenant.tracker.storage.rows import (
     BootstrapImport,
     ClickTarget,
     Event,
-    EventTally,
     LinkRow,
     MessageRow,
     RecipientRow,
@@ -51,18 +50,6 @@ SELECT_MESSAGE = (
     "SELECT id, created_at, mode, subject, from_name, from_email, list_name, recipients, tracked,"
     " word_count, flesch, link_count, created_by FROM messages WHERE id = $1"
 )
-# Suspected bots: judged so on arrival (bot <> 0), or too soon after registration to be a person.
-_IS_BOT = "CASE WHEN e.bot <> 0 OR e.occurred_at - m.created_at < $2 THEN 1 ELSE 0 END"
-TALLY = (
-    f"SELECT e.kind, {_IS_BOT} AS is_bot, COUNT(*), COUNT(DISTINCT e.record_id)"
-    " FROM events e JOIN records r ON r.id = e.record_id JOIN messages m ON m.id = r.message_id"
-    " WHERE r.message_id = $1 GROUP BY e.kind, is_bot"
-)
-UNIQUE_HUMAN_OPENS = (
-    "SELECT COUNT(DISTINCT e.record_id)"
-    " FROM events e JOIN records r ON r.id = e.record_id JOIN messages m ON m.id = r.message_id"
-    " WHERE r.message_id = $1 AND e.kind IN (1, 2) AND e.bot = 0 AND e.occurred_at - m.created_at >= $2"
-)
 INSERT_API_TOKEN = "INSERT INTO api_tokens (id, role, secret_hash, created_at) VALUES ($1, $2, $3, $4)"
 SELECT_API_TOKEN = "SELECT id, role, secret_hash, created_at FROM api_tokens WHERE id = $1 AND revoked_at IS NULL"
 # Bootstrap tokens (the operator's Secret): at most one in force per role, replaced when the Secret is.
@@ -89,23 +76,6 @@ def bootstrap_outcome(existing: Sequence[Any] | None, row: ApiTokenRow) -> str |
     if role != row.role or bytes(secret_hash) != row.secret_hash or bootstrap_role != row.role:
         return "conflict"
     return "revoked" if revoked_at is not None else "unchanged"
-
-
-def tally_from_rows(rows: Sequence[tuple[int, int, int, int]], unique_opens: int) -> EventTally:
-    """Fold the grouped counts of TALLY into the figures a report shows."""
-    values = {"opens_unique": unique_opens}
-    for kind, is_bot, total, unique in rows:
-        if kind == 1 and not is_bot:
-            values["opens_total"] = total
-        elif kind == 2 and not is_bot:
-            values["reads_unique"] = unique
-        elif kind == 3 and not is_bot:
-            values["clicks_total"], values["clicks_unique"] = total, unique
-        elif kind in (1, 2) and is_bot:
-            values["bot_opens"] = values.get("bot_opens", 0) + total
-        elif kind == 3 and is_bot:
-            values["bot_clicks"] = total
-    return EventTally(**values)
 
 
 class Store(abc.ABC):
@@ -154,9 +124,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_message(self, message_id: str) -> MessageRow | None: ...
-
-    @abc.abstractmethod
-    async def tally(self, message_id: str, early_ms: int) -> EventTally: ...
 
     @abc.abstractmethod
     async def insert_api_token(self, row: ApiTokenRow) -> None: ...

@@ -15,7 +15,6 @@ from politetenant.tracker.storage.rows import (
     BootstrapImport,
     ClickTarget,
     Event,
-    EventTally,
     LinkRow,
     MessageRow,
     RecipientRow,
@@ -172,11 +171,6 @@ class PostgresStore(Store):
     async def get_message(self, message_id: str) -> MessageRow | None:
         row = await self._call("fetchrow", base.SELECT_MESSAGE, message_id)
         return None if row is None else MessageRow(*row)
-
-    async def tally(self, message_id: str, early_ms: int) -> EventTally:
-        rows = await self._call("fetch", base.TALLY, message_id, early_ms)
-        unique = await self._call("fetchval", base.UNIQUE_HUMAN_OPENS, message_id, early_ms)
-        return base.tally_from_rows([tuple(r) for r in rows], int(unique))
 
     async def insert_api_token(self, row: ApiTokenRow) -> None:
         await self._call("execute", base.INSERT_API_TOKEN, row.id, row.role, row.secret_hash, row.created_at)

@@ -98,16 +98,3 @@ class BootstrapImport:
 
     outcome: str  # "imported" | "unchanged" | "revoked" | "conflict"
     revoked_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class EventTally:
-    """Counts for one message: human and suspected-bot interactions, kept apart."""
-
-    opens_total: int = 0
-    opens_unique: int = 0
-    reads_unique: int = 0
-    clicks_total: int = 0
-    clicks_unique: int = 0
-    bot_opens: int = 0
-    bot_clicks: int = 0

@@ -133,6 +133,17 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        4,
+        "events indexed by (record, time): reports read each copy's hits in order and the message's first hit",
+        [
+            "CREATE INDEX events_record_time ON events (record_id, occurred_at)",
+            "DROP INDEX events_record",  # the new index serves every look-up by record too
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -22,7 +22,6 @@ from politetenant.tracker.storage.rows import (
     BootstrapImport,
     ClickTarget,
     Event,
-    EventTally,
     LinkRow,
     MessageRow,
     RecipientRow,
@@ -178,14 +177,6 @@ class SqliteStore(Store):
     async def get_message(self, message_id: str) -> MessageRow | None:
         row = await self._run(lambda conn: conn.execute(_q(base.SELECT_MESSAGE), (message_id,)).fetchone())
         return None if row is None else MessageRow(*row)
-
-    async def tally(self, message_id: str, early_ms: int) -> EventTally:
-        def run(conn: sqlite3.Connection) -> EventTally:
-            rows = conn.execute(_q(base.TALLY), (message_id, early_ms)).fetchall()
-            (unique,) = conn.execute(_q(base.UNIQUE_HUMAN_OPENS), (message_id, early_ms)).fetchone()
-            return base.tally_from_rows(rows, unique)
-
-        return await self._run(run)
 
     async def insert_api_token(self, row: ApiTokenRow) -> None:
         await self._run(

@@ -29,6 +29,7 @@ from politetenant.operator.render.database_roles import (
     STATE_DIR,
     roles_hash,
 )
+from politetenant.tracker.reports.report_data import EVENTS_OF_MESSAGE
 from politetenant.tracker.storage.postgres import PostgresStore
 from politetenant.tracker.storage.rows import Event, LinkRow, MessageRow, RecipientRow, RecordRow
 from politetenant.tracker.storage.schema import LATEST
@@ -195,7 +196,7 @@ async def work_as_the_app(dsn: str, message_id: str) -> None:
         await store.insert_events([event(record_id, 4_000)])
         targets = await store.click_targets([(record_id, 1)])
         assert targets[(record_id, 1)].url == b"sealed-url"
-        assert (await store.tally(message_id, 0)).clicks_total == 3
+        assert len(await store.fetch(EVENTS_OF_MESSAGE, message_id)) == 3
         await store.add_objection(secrets.token_bytes(32), 5_000)
         columns = ("at", "token_id", "role", "action", "subject_index", "outcome", "detail", "key_version")
         values = [6_000, "cli", "system", "report.read", None, "ok", "", 1]
