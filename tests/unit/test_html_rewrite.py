@@ -14,6 +14,7 @@ from politetenant.tracker.messages.html_rewrite import (
     TrackedLink,
     rewrite_html,
 )
+from politetenant.tracker.messages.notice import render_notice
 
 BASE = "https://t.example.com"
 STYLE = "display:block;width:1px;height:1px;border:0;margin:0;padding:0"
@@ -518,3 +519,35 @@ def test_first_href_is_found_the_way_the_html_tokenizer_finds_it() -> None:
         assert body_of(result) == html[:start] + replacement + html[end:], repr(html)
         checked += 1
     assert checked > 3000
+
+
+# -- the tenant's notice to recipients ---------------------------------------------------------------
+
+NOTICE = render_notice("We count opens <and> clicks of this message: see https://example.com/why.", "en", BASE)
+
+
+def test_notice_goes_right_before_the_beacons_inside_the_body() -> None:
+    result = rewrite_html('<html><body><p><a href="https://example.com/a">A</a></p></body></html>', BASE, notice=NOTICE)
+    assert result.template == f'<html><body><p><a href="{click(1)}">A</a></p>{NOTICE}{BEACONS}</body></html>'
+
+
+def test_notice_link_is_neither_tracked_nor_rewritten() -> None:
+    html = '<body><a href="https://example.com/a">A</a></body>'
+    with_notice = rewrite_html(html, BASE, notice=NOTICE)
+    assert with_notice.links == rewrite_html(html, BASE).links == [TrackedLink(1, "https://example.com/a", "A")]
+    assert f'href="{BASE}/p/{TOKEN_PLACEHOLDER}"' in with_notice.template
+    assert f"{BASE}/c/{TOKEN_PLACEHOLDER}/2" not in with_notice.template  # the notice got no click number
+    assert "https://example.com/why" not in re.findall(r'href="([^"]*)"', with_notice.template)
+
+
+@pytest.mark.parametrize(
+    ("html", "kept_inert"),
+    [
+        ("<p>No body tag at all</p>", ""),
+        ("<body><p>Hi</p><!-- a comment never closed <a href='https://x.example'>", "<!-- a comment never closed"),
+        ("<body><p>Hi</p><style>p{color:red}", "<style>p{color:red}"),
+    ],
+)
+def test_notice_is_live_markup_where_the_beacons_go_without_a_body_end(html: str, kept_inert: str) -> None:
+    cut = html.find(kept_inert) if kept_inert else len(html)
+    assert rewrite_html(html, BASE, notice=NOTICE).template == html[:cut] + NOTICE + BEACONS + html[cut:]

@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 
-from politetenant.crypto import Keyring, KeySet, Sealer, TokenCodec, blind_index
+from politetenant.crypto import Keyring, KeySet, Sealer, TokenCodec, blind_index, link_row, recipient_row
 from politetenant.settings import TrackerSettings, TrackingMode
 from politetenant.tracker.http.errors import PayloadTooLarge, Unprocessable
+from politetenant.tracker.judging.verdicts import Reason
 from politetenant.tracker.messages.api_models import MessageIn
 from politetenant.tracker.messages.registration import PreparedMessage, check_limits, prepare_message, resolve_mode
-from politetenant.tracker.reports.build import build_report
-from politetenant.tracker.storage.rows import EventTally, LinkRow, MessageRow
+from politetenant.tracker.reports.build import build_report, headline
+from politetenant.tracker.reports.report_data import ReportInputs, Tally
+from politetenant.tracker.reports.thresholds import ALL
+from politetenant.tracker.storage.rows import LinkRow, MessageRow
 
 BASE = "https://t.acme.example"
 SUBJECT = "Quarterly all-hands: new parental leave policy"
@@ -88,10 +91,17 @@ def prepare(
     mode: TrackingMode,
     message: MessageIn | None = None,
     objected: set[int] | None = None,
+    settings: TrackerSettings = SETTINGS,
 ) -> PreparedMessage:
     message = message or body()
     indexes = [blind_index(keyring, r.email) for r in message.recipients]
-    return prepare_message(message, mode, SETTINGS, sealer, codec, indexes, objected or set(), "tok_sender1")
+    return prepare_message(message, mode, settings, sealer, codec, indexes, objected or set(), "tok_sender1")
+
+
+# Records keep the department (5 recipients each in body(15)); "site" is not a segment: dropped.
+SEGMENTED = TrackerSettings(
+    tenant_id="acme", public_base_url=BASE, segment_attributes=("department",), min_segment_size=5
+)
 
 
 def record_ids_of(codec: TokenCodec, tokens: list[str | None]) -> list[bytes]:
@@ -171,11 +181,11 @@ def test_too_many_recipients_is_refused() -> None:
 def test_anonymous_message_has_one_unlinked_record_per_recipient(
     keyring: Keyring, sealer: Sealer, codec: TokenCodec
 ) -> None:
-    message = body(12)
-    prepared = prepare(keyring, sealer, codec, TrackingMode.ANONYMOUS, message)
+    message = body(15)
+    prepared = prepare(keyring, sealer, codec, TrackingMode.ANONYMOUS, message, settings=SEGMENTED)
     assert prepared.message.mode == "anonymous"
-    assert len(prepared.records) == 12
-    assert len(set(prepared.tokens)) == 12
+    assert len(prepared.records) == 15
+    assert len(set(prepared.tokens)) == 15
     assert all(r.subject_index is None for r in prepared.records)
     assert sorted(record_ids_of(codec, prepared.tokens)) == sorted(r.id for r in prepared.records)
     recipient_indexes = {r.email_index for r in prepared.recipients}
@@ -183,10 +193,22 @@ def test_anonymous_message_has_one_unlinked_record_per_recipient(
         assert record.message_id == prepared.message.id
         assert len(record.id) == 12
         assert record.id not in recipient_indexes
-    # segment attributes travel with the record
-    opened = sorted(sealer.open_text("record.attributes", r.attributes) for r in prepared.records)
-    expected = sorted(json.dumps(r.attributes, sort_keys=True, separators=(",", ":")) for r in message.recipients)
+    # the tenant's segment attributes travel with the record, and nothing else the sender passed
+    opened = sorted(sealer.open_text("record.attributes", r.attributes, row=r.id) for r in prepared.records)
+    expected = sorted(
+        json.dumps({"department": r.attributes["department"]}, separators=(",", ":")) for r in message.recipients
+    )
     assert opened == expected
+
+
+def test_records_keep_no_attribute_the_tenant_does_not_name_as_a_segment(
+    keyring: Keyring, sealer: Sealer, codec: TokenCodec
+) -> None:
+    for mode in (TrackingMode.ANONYMOUS, TrackingMode.INDIVIDUAL):
+        prepared = prepare(keyring, sealer, codec, mode, body(15))  # SETTINGS names no segment
+        assert [r.attributes for r in prepared.records] == [None] * 15
+        # the recipient rows keep the whole map: the person's own data, for an access request
+        assert all(r.attributes is not None for r in prepared.recipients)
 
 
 def test_anonymous_records_are_not_stored_in_recipient_order(
@@ -203,16 +225,16 @@ def test_anonymous_records_are_not_stored_in_recipient_order(
 def test_individual_records_carry_the_recipients_blind_index(
     keyring: Keyring, sealer: Sealer, codec: TokenCodec
 ) -> None:
-    message = body(12)
-    prepared = prepare(keyring, sealer, codec, TrackingMode.INDIVIDUAL, message)
+    message = body(15)
+    prepared = prepare(keyring, sealer, codec, TrackingMode.INDIVIDUAL, message, settings=SEGMENTED)
     assert prepared.message.mode == "individual"
     by_id = {r.id: r for r in prepared.records}
-    assert len(by_id) == 12
+    assert len(by_id) == 15
     for recipient, record_id in zip(message.recipients, record_ids_of(codec, prepared.tokens), strict=True):
         record = by_id[record_id]
         assert record.subject_index == blind_index(keyring, recipient.email)
-        attributes = json.loads(sealer.open_text("record.attributes", record.attributes))
-        assert attributes == recipient.attributes
+        attributes = json.loads(sealer.open_text("record.attributes", record.attributes, row=record.id))
+        assert attributes == {"department": recipient.attributes["department"]}
 
 
 def test_aggregate_message_has_one_record_and_one_token_for_everyone(
@@ -273,10 +295,12 @@ def test_recipient_rows_hold_a_sealed_address_and_its_blind_index(
     assert len(prepared.tokens) == len(prepared.recipients) == 5
     for i, row in enumerate(prepared.recipients):
         assert row.message_id == prepared.message.id
-        assert sealer.open_text("recipient.email", row.email) == email_of(i)
+        rid = recipient_row(row.message_id, row.email_index)
+        assert sealer.open_text("recipient.email", row.email, row=rid) == email_of(i)
         assert row.email_index == blind_index(keyring, email_of(i))
-        assert sealer.open_text("recipient.name", row.name) == name_of(i)
-        assert json.loads(sealer.open_text("recipient.attributes", row.attributes)) == message.recipients[i].attributes
+        assert sealer.open_text("recipient.name", row.name, row=rid) == name_of(i)
+        attributes = json.loads(sealer.open_text("recipient.attributes", row.attributes, row=rid))
+        assert attributes == message.recipients[i].attributes
 
 
 def test_recipient_without_name_or_attributes_stores_none(keyring: Keyring, sealer: Sealer, codec: TokenCodec) -> None:
@@ -320,8 +344,12 @@ def test_links_start_with_the_honeypot_then_the_tracked_links_in_order(
     message_id = prepared.message.id
     assert prepared.links[0] == LinkRow(message_id, 0, None, None)
     assert [link.link_no for link in prepared.links] == [0, 1, 2]
-    assert [sealer.open_text("link.url", link.url) for link in prepared.links[1:]] == [POLICY_URL, FAQ_URL]
-    assert [sealer.open_text("link.text", link.text) for link in prepared.links[1:]] == ["Read more", "FAQ"]
+    rows = [link_row(message_id, link.link_no) for link in prepared.links[1:]]
+    urls = [sealer.open_text("link.url", link.url, row=row) for link, row in zip(prepared.links[1:], rows, strict=True)]
+    texts = [
+        sealer.open_text("link.text", link.text, row=row) for link, row in zip(prepared.links[1:], rows, strict=True)
+    ]
+    assert (urls, texts) == ([POLICY_URL, FAQ_URL], ["Read more", "FAQ"])
     assert all(link.message_id == message_id for link in prepared.links)
     assert prepared.message.link_count == 2
 
@@ -344,10 +372,10 @@ def test_message_row_holds_sealed_headers_counts_and_readability(
     prepared = prepare(keyring, sealer, codec, TrackingMode.INDIVIDUAL, body(12), objected={4})
     m = prepared.message
     assert m.id.startswith("msg_") and len(m.id) == 24
-    assert sealer.open_text("message.subject", m.subject) == SUBJECT
-    assert sealer.open_text("message.from_name", m.from_name) == FROM_NAME
-    assert sealer.open_text("message.from_email", m.from_email) == FROM_EMAIL
-    assert sealer.open_text("message.list_name", m.list_name) == LIST_NAME
+    assert sealer.open_text("message.subject", m.subject, row=m.id) == SUBJECT
+    assert sealer.open_text("message.from_name", m.from_name, row=m.id) == FROM_NAME
+    assert sealer.open_text("message.from_email", m.from_email, row=m.id) == FROM_EMAIL
+    assert sealer.open_text("message.list_name", m.list_name, row=m.id) == LIST_NAME
     assert (m.recipients, m.tracked) == (12, 11)
     # "The cat sat on the mat. The dog ran. Read more FAQ Leave": 13 one-syllable words, 3 sentences
     assert m.word_count == 13
@@ -382,18 +410,32 @@ def message_row(recipients: int, mode: str = "anonymous", tracked: int | None = 
     )
 
 
-TALLY = EventTally(
-    opens_total=30, opens_unique=7, reads_unique=5, clicks_total=9, clicks_unique=4, bot_opens=3, bot_clicks=2
-)
+def inputs(**figures: int) -> ReportInputs:
+    """A whole message's raw figures, as the accumulator would give them."""
+    tally = Tally()
+    for name, value in figures.items():
+        setattr(tally, name, value)
+    return ReportInputs({ALL: tally})
+
+
+def gateway_scanned() -> ReportInputs:
+    """7 openers of 10; the gateway scanned every copy (network) and two were fetched by Apple."""
+    figures = inputs(tracked=10, opens_total=30, opens_unique=7, reads_unique=5, clicks_total=9, clicks_unique=4,
+                     machine_records=10, machine_opens=10, machine_clicks=20, privacy_opens_total=2,
+                     privacy_opens_unique=2)  # fmt: skip
+    figures.tallies[ALL].reason_records[Reason.SCANNER_NETWORK] = 10
+    figures.tallies[ALL].reason_masks[1 << Reason.SCANNER_NETWORK] = 10
+    return figures
 
 
 def test_report_below_the_minimum_segment_shows_no_figures() -> None:
-    assert build_report(message_row(9), TALLY, 10) == {"id": "msg_0123456789abcdef0123", "suppressed": True}
-    assert build_report(message_row(1), EventTally(), 5) == {"id": "msg_0123456789abcdef0123", "suppressed": True}
+    assert build_report(message_row(9), gateway_scanned(), 10) == {"id": "msg_0123456789abcdef0123", "suppressed": True}
+    assert build_report(message_row(1), inputs(), 5) == {"id": "msg_0123456789abcdef0123", "suppressed": True}
 
 
-def test_report_at_the_minimum_segment_shows_every_figure() -> None:
-    assert build_report(message_row(10, tracked=10), TALLY, 10) == {
+def test_report_at_the_minimum_segment_shows_every_figure_it_safely_can() -> None:
+    report = build_report(message_row(10, tracked=10), gateway_scanned(), 10)
+    assert headline(report) == {
         "id": "msg_0123456789abcdef0123",
         "suppressed": False,
         "mode": "anonymous",
@@ -403,29 +445,43 @@ def test_report_at_the_minimum_segment_shows_every_figure() -> None:
         "opens": {"unique": 7, "total": 30},
         "clicks": {"unique": 4, "total": 9},
         "reads": {"unique": 5},
-        "bots": {"opens": 3, "clicks": 2},
+        "proxied_opens": {"unique": 0, "total": 0},
+        "privacy_proxy_opens": None,  # two of ten: below the threshold
+        "machine": {
+            "records": 10,
+            "opens": 10,
+            "clicks": 20,
+            "by_reason": {"buckets": [{"label": "scanner_network", "records": 10}], "other": None},
+        },
+        "bots": {"opens": 10, "clicks": 20},  # Apple's two fetches are hidden, so not added in
         "content": {"links": 2, "word_count": 13, "flesch_reading_ease": 117.8},
     }
+    assert report["rates"] == {"open": 0.7, "click": 0.4, "click_to_open": 0.5714}
 
 
 def test_report_threshold_follows_the_tenant_setting() -> None:
-    assert build_report(message_row(25), TALLY, 25)["suppressed"] is False
-    assert build_report(message_row(25), TALLY, 26) == {"id": "msg_0123456789abcdef0123", "suppressed": True}
+    assert build_report(message_row(25), gateway_scanned(), 25)["suppressed"] is False
+    assert build_report(message_row(25), gateway_scanned(), 26) == {
+        "id": "msg_0123456789abcdef0123",
+        "suppressed": True,
+    }
 
 
 def test_aggregate_report_has_no_unique_figures() -> None:
-    report = build_report(message_row(40, mode="aggregate"), TALLY, 10)
+    report = build_report(message_row(40, mode="aggregate"), gateway_scanned(), 10)
     assert report["opens"] == {"unique": None, "total": 30}
     assert report["clicks"] == {"unique": None, "total": 9}
     assert report["reads"] == {"unique": None}
-    assert report["bots"] == {"opens": 3, "clicks": 2}
+    assert report["machine"] == {"records": None, "opens": 10, "clicks": 20, "by_reason": None}
+    assert report["privacy_proxy_opens"] == {"unique": None, "total": 2}
+    assert report["bots"] == {"opens": 12, "clicks": 20}
     assert report["mode"] == "aggregate"
 
 
 def test_threshold_holds_for_the_tracked_people_not_the_recipient_list() -> None:
     # Nine of ten objected: the sender knows who the one tracked person is, so nothing may show.
     message = message_row(10, tracked=1)
-    assert build_report(message, EventTally(opens_unique=1, opens_total=1), 10) == {
+    assert build_report(message, inputs(opens_unique=1, opens_total=1), 10) == {
         "id": message.id,
         "suppressed": True,
     }

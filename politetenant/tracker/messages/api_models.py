@@ -14,6 +14,8 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, 
 AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 AttributeValue = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]  # matched after stripping, as links are
+# A BCP 47 language tag as mail clients and HTTP use it (en, de, pt-BR, zh-Hant-TW).
+LanguageTag = Annotated[str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")]
 
 # Hard ceilings; the tenant's TrackerSettings may set lower ones (checked after parsing).
 MAX_HTML_CHARS = 32 * 1024 * 1024
@@ -41,6 +43,9 @@ class MessageIn(BaseModel):
     html: Annotated[str, StringConstraints(max_length=MAX_HTML_CHARS)]
     no_track_urls: list[Url] = Field(default_factory=list, max_length=10_000)
     recipients: list[RecipientIn] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    # The language of the tenant's notice to recipients: used when the tenant has a text for it,
+    # else the tenant's default language; ignored when the tenant has no notice.
+    language: LanguageTag | None = None
 
 
 class RecipientOut(BaseModel):

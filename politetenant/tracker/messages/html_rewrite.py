@@ -12,11 +12,11 @@ a pattern could otherwise backtrack, so the pass is linear in the size of the bo
 What is rewritten is exactly the value of the first `href` attribute of each `<a>` and `<area>` start
 tag that points to an http(s) URL not listed as untracked; a tag cut off by the end of the body is
 not a tag to a browser and is left alone. Every other character of the body is kept as it was, and
-the beacon block is inserted at one place: immediately before the last real `</body>` end tag (one
-inside a comment or a script does not count); without one, at the end of the body or, when the body
-ends inside a construct it never closes (a comment, a cut-off tag, `<style>` without `</style>`,
-`<plaintext>`), right before that construct, where the beacons are live markup and what follows stays
-exactly as inert as it was.
+the beacon block (after the tenant's notice to recipients, when it has one) is inserted at one place:
+immediately before the last real `</body>` end tag (one inside a comment or a script does not
+count); without one, at the end of the body or, when the body ends inside a construct it never closes
+(a comment, a cut-off tag, `<style>` without `</style>`, `<plaintext>`), right before that construct,
+where the beacons are live markup and what follows stays exactly as inert as it was.
 
 Not modelled: SVG/MathML foreign content (where `<style>` and `<script>` hold markup, not raw text),
 the `<select>` insertion mode that ignores most tags, and Outlook's conditional comments
@@ -375,12 +375,13 @@ def _trackable(url: str) -> bool:
     return _HTTP.match(url) is not None
 
 
-def rewrite_html(html: str, base_url: str, no_track_urls: Collection[str] = ()) -> RewriteResult:
+def rewrite_html(html: str, base_url: str, no_track_urls: Collection[str] = (), *, notice: str = "") -> RewriteResult:
     """Route every http(s) link of the body through the tracker and add the beacons.
 
     The n-th tracked link (document order, n from 1) becomes `{base}/c/{{polite_token}}/{n}`; link 0 is
     the hidden honeypot in the beacon block. `no_track_urls` entries match a URL exactly, or as a
-    prefix when they end with "*".
+    prefix when they end with "*". `notice` (markup from `notice.render_notice`) goes right before the
+    beacons: it is added after the body was read, so its link is never tracked nor rewritten.
     """
     s = html
     base = _escape(base_url.strip().rstrip("/"), quote=True)
@@ -431,7 +432,7 @@ def rewrite_html(html: str, base_url: str, no_track_urls: Collection[str] = ()) 
                 current.add(" ")
 
     at = body_end if body_end >= 0 else scanner.open_at
-    edits.insert(bisect_left(edits, (at, at, "")), (at, at, _beacons(base)))
+    edits.insert(bisect_left(edits, (at, at, "")), (at, at, notice + _beacons(base)))
     out: list[str] = []
     copied = 0
     for start, end, replacement in edits:

@@ -5,8 +5,12 @@ seals every personal field and builds one tracking record per recipient as the m
 - individual: a record per recipient, carrying a keyed pseudonym (blind index) of the recipient;
 - anonymous: a record per recipient with its segment attributes, stored in shuffled order and with
   no column pointing back at the recipient row;
+- in both, a record keeps only the tenant's segment attributes, generalised so that each record's
+  combination is shared by at least ``min_segment_size`` tracked recipients (``generalise``);
 - aggregate: one record for the whole message; every recipient gets the same token.
 Recipients on the objection list get no record and a ``null`` token.
+Every sealed value is bound to its row (the identities are listed in ``crypto.sealing``), so a value
+copied into another row of its column does not open.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from politetenant.crypto import Sealer, TokenCodec, blind_index, new_record_id
+from politetenant.crypto import Sealer, TokenCodec, blind_index, link_row, new_record_id, recipient_row
 from politetenant.settings import TrackerSettings, TrackingMode
 from politetenant.tracker.http.errors import PayloadTooLarge, Unprocessable
 from politetenant.tracker.messages.api_models import MessageIn
+from politetenant.tracker.messages.generalise import record_attributes
 from politetenant.tracker.messages.html_rewrite import HONEYPOT_LINK, TOKEN_PLACEHOLDER, rewrite_html
+from politetenant.tracker.messages.notice import notice_for
 from politetenant.tracker.messages.readability import measure, text_of_html
 from politetenant.tracker.storage.rows import LinkRow, MessageRow, RecipientRow, RecordRow
 
@@ -100,7 +106,9 @@ def prepare_message(
 ) -> PreparedMessage:
     """Build every row of a message. ``objected`` holds positions of recipients who objected."""
     message_id = new_message_id()
-    rewritten = rewrite_html(body.html, settings.public_base_url, body.no_track_urls)
+    rewritten = rewrite_html(
+        body.html, settings.public_base_url, body.no_track_urls, notice=notice_for(settings, body.language)
+    )
     readability = measure(text_of_html(body.html))
     keyring = sealer.keyring
 
@@ -114,15 +122,26 @@ def prepare_message(
         shared_token = codec.issue(record_id)
 
     encode_attributes = _AttributeEncoder()
+    # Records keep only segment attributes, generalised to classes of min_segment_size (k-anonymity at
+    # rest); the recipient row keeps the whole map: it is the person's own data, for subject access.
+    kept = (
+        []
+        if mode is TrackingMode.AGGREGATE
+        else record_attributes(
+            [r.attributes for r in body.recipients], objected, settings.segment_attributes, settings.min_segment_size
+        )
+    )
     for position, recipient in enumerate(body.recipients):
         attributes = encode_attributes(recipient.attributes)
+        email_index = email_indexes[position]
+        row = recipient_row(message_id, email_index)
         recipients.append(
             RecipientRow(
                 message_id,
-                email_indexes[position],
-                sealer.seal_text("recipient.email", recipient.email),
-                sealer.seal_optional("recipient.name", recipient.name),
-                None if attributes is None else sealer.seal("recipient.attributes", attributes),
+                email_index,
+                sealer.seal_text("recipient.email", recipient.email, row=row),
+                sealer.seal_optional("recipient.name", recipient.name, row=row),
+                None if attributes is None else sealer.seal("recipient.attributes", attributes, row=row),
             )
         )
         if position in objected:
@@ -132,7 +151,8 @@ def prepare_message(
         else:
             record_id = new_record_id()
             pseudonym = blind_index(keyring, recipient.email) if mode is TrackingMode.INDIVIDUAL else None
-            attrs = None if attributes is None else sealer.seal("record.attributes", attributes)
+            kept_map = encode_attributes(kept[position] or {})
+            attrs = None if kept_map is None else sealer.seal("record.attributes", kept_map, row=record_id)
             records.append(RecordRow(record_id, message_id, attrs, pseudonym))
             tokens.append(codec.issue(record_id))
 
@@ -145,8 +165,8 @@ def prepare_message(
         LinkRow(
             message_id,
             link.number,
-            sealer.seal_text("link.url", link.url),
-            sealer.seal_text("link.text", link.text),
+            sealer.seal_text("link.url", link.url, row=link_row(message_id, link.number)),
+            sealer.seal_text("link.text", link.text, row=link_row(message_id, link.number)),
         )
         for link in rewritten.links
     ]
@@ -154,10 +174,10 @@ def prepare_message(
         id=message_id,
         created_at=int(time.time() * 1000),
         mode=mode.value,
-        subject=sealer.seal_text("message.subject", body.subject),
-        from_name=sealer.seal_text("message.from_name", body.from_name),
-        from_email=sealer.seal_text("message.from_email", body.from_email),
-        list_name=sealer.seal_text("message.list_name", body.list_name),
+        subject=sealer.seal_text("message.subject", body.subject, row=message_id),
+        from_name=sealer.seal_text("message.from_name", body.from_name, row=message_id),
+        from_email=sealer.seal_text("message.from_email", body.from_email, row=message_id),
+        list_name=sealer.seal_text("message.list_name", body.list_name, row=message_id),
         recipients=len(body.recipients),
         tracked=len(body.recipients) - len(objected),
         word_count=readability.words,
