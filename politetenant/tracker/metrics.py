@@ -58,6 +58,11 @@ class Metrics:
             registry=r,
         )
         self.events_accepted = Counter("polite_events_accepted", "Events accepted into the buffer", registry=r)
+        self.audit_anchor_failures = Counter(
+            "polite_audit_anchor_failures",
+            "Audit entries stored but not appended to the anchor file (see the log)",
+            registry=r,
+        )
         self.events_stored = Counter("polite_events_stored", "Events written to the database", registry=r)
         self.events_spooled = Counter(
             "polite_events_spooled",

@@ -1,16 +1,20 @@
 """The audit log: written for every subject request, readable and filterable by the privacy officer,
-unalterable through the API, and any edit or deletion in the database is found by ``audit verify``."""
+unalterable through the API, and any edit or deletion in the database is found by ``audit verify``:
+deletion of the newest entries only with the anchor file, which the tests show both ways."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from politetenant.crypto import Keyring, KeySet, blind_index
+from politetenant.tracker.cli import commands
 from politetenant.tracker.http.auth import Role
 from politetenant.tracker.privacy import api_audit, audit
 from tests.conftest import Tracker
@@ -18,6 +22,9 @@ from tests.support import message_body
 
 PERSON = "person000000@example.com"
 Action = audit.Action
+NO_ANCHOR = (
+    "no audit anchor configured (audit_anchor_path): deletion of the newest entries cannot be detected without one"
+)
 
 
 async def read_audit(t: Tracker, query: str = "", status: int = 200) -> dict[str, Any]:
@@ -208,7 +215,7 @@ async def test_editing_one_row_in_the_database_is_reported_at_that_row(tracker: 
     await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.SUBJECT_ERASE, Action.PURGE])
     assert await api_audit.verify_audit_command(tracker.state.store, tracker.state.keyring) == (
         0,
-        "audit log intact: 4 entries, hash chain verified",
+        f"audit log intact: 4 entries, hash chain verified\n{NO_ANCHOR}",
     )
     assert await tracker.state.store.execute("UPDATE audit SET outcome = $1 WHERE id = $2", "denied", 3) == 1
     check = await audit.verify_chain(tracker.state.store, tracker.state.keyring)
@@ -245,7 +252,7 @@ async def test_deleting_the_first_row_is_detected(tracker: Tracker) -> None:
 async def test_empty_log_verifies(tracker: Tracker) -> None:
     assert await api_audit.verify_audit_command(tracker.state.store, tracker.state.keyring) == (
         0,
-        "audit log is empty; nothing to verify",
+        f"audit log is empty; nothing to verify\n{NO_ANCHOR}",
     )
 
 
@@ -259,8 +266,176 @@ async def test_a_key_rotation_keeps_old_entries_verifiable(tracker: Tracker) -> 
     assert [r[8] for r in rows] == [1, 1, 2, 2]  # key_version
     assert await api_audit.verify_audit_command(tracker.state.store, rotated) == (
         0,
-        "audit log intact: 4 entries, hash chain verified",
+        f"audit log intact: 4 entries, hash chain verified\n{NO_ANCHOR}",
     )
     # Without the version that signed them, the old entries cannot be vouched for; and vice versa.
     assert (await audit.verify_chain(tracker.state.store, Keyring(old.tenant_id, [new]))).first_broken_id == 1
     assert (await audit.verify_chain(tracker.state.store, old)).first_broken_id == 3
+
+
+# -- the anchor outside the database: deletion of the newest entries ---------------------------------------------
+
+
+@pytest.fixture
+def anchor(tracker: Tracker, tmp_path: Path) -> Iterator[Path]:
+    """The tenant's anchor file: entries recorded from now on are anchored in it, and the tracker's
+    settings name it (as the operator's ConfigMap would)."""
+    path = tmp_path / "anchor" / "audit.anchor"
+    path.parent.mkdir()
+    tracker.state.settings = tracker.state.settings.model_copy(update={"audit_anchor_path": str(path)})
+    audit.use_anchor(str(path))
+    try:
+        yield path
+    finally:
+        audit.use_anchor(None)
+
+
+async def verify(t: Tracker, anchor_path: Path | None) -> tuple[int, str]:
+    path = None if anchor_path is None else str(anchor_path)
+    return await api_audit.verify_audit_command(t.state.store, t.state.keyring, path)
+
+
+async def test_each_entry_appends_its_id_and_hash_to_the_anchor(tracker: Tracker, anchor: Path) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.TOKEN_CREATE])
+    rows = await dump_audit(tracker)
+    assert anchor.read_text() == "".join(f"{r[0]} {bytes(r[10]).hex()}\n" for r in rows)
+    assert anchor.stat().st_mode & 0o777 == 0o600
+    code, message = await verify(tracker, anchor)
+    assert code == 0 and message.splitlines() == [
+        "audit log intact: 3 entries, hash chain verified",
+        f"anchor {anchor}: 3 lines, every anchored entry stored as anchored",
+    ]
+
+
+async def test_deleting_the_newest_entries_is_caught_by_the_anchor_and_only_by_it(
+    tracker: Tracker, anchor: Path
+) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.SUBJECT_ERASE, Action.PURGE, Action.SUBJECT_ACCESS] * 2)
+    assert await tracker.state.store.execute("DELETE FROM audit WHERE id > $1", 5) == 3
+    # What remains is a valid chain: without the anchor, nothing can tell.
+    assert (await audit.verify_chain(tracker.state.store, tracker.state.keyring)).ok
+    code, message = await verify(tracker, None)
+    assert code == 0 and message == f"audit log intact: 5 entries, hash chain verified\n{NO_ANCHOR}"
+    # With it, the truncation is named, and how much of the log at least is gone.
+    check = await audit.verify_chain(tracker.state.store, tracker.state.keyring, str(anchor))
+    assert not check.ok and check.chain_ok
+    assert (check.anchor.truncated_after, check.anchor.truncated, check.anchor.newest_anchored_id) == (5, 3, 8)
+    code, message = await verify(tracker, anchor)
+    assert code == 1
+    assert message.splitlines()[1] == (
+        "audit log truncated: the anchor names entry id 8, but the newest stored entry is id 5:"
+        " at least 3 of the newest entries were deleted"
+    )
+
+
+async def test_emptying_the_whole_log_is_caught_by_the_anchor(tracker: Tracker, anchor: Path) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE])
+    await tracker.state.store.execute("DELETE FROM audit")
+    code, message = await verify(tracker, anchor)
+    assert code == 1 and "newest stored entry is id 0: at least 2 of the newest entries were deleted" in message
+
+
+async def test_entries_appended_after_a_truncation_do_not_hide_it(tracker: Tracker, anchor: Path) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.SUBJECT_ERASE])
+    await tracker.state.store.execute("DELETE FROM audit WHERE id = $1", 3)
+    await write_entries(tracker, [Action.REPORT_READ, Action.REPORT_READ])  # chained onto entry 2: valid again
+    assert (await audit.verify_chain(tracker.state.store, tracker.state.keyring)).ok
+    code, message = await verify(tracker, anchor)
+    assert code == 1 and "audit entry id 3, named by the anchor, is missing: it was deleted" in message
+
+
+async def test_editing_a_row_is_still_reported_at_that_row_with_an_anchor(tracker: Tracker, anchor: Path) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.SUBJECT_ERASE, Action.PURGE])
+    await tracker.state.store.execute("UPDATE audit SET detail = $1 WHERE id = $2", "edited", 2)
+    code, message = await verify(tracker, anchor)
+    assert code == 1 and message.startswith("audit log broken at entry id 2 (entry 2 in order)")
+
+
+async def test_a_log_rewritten_with_the_keys_still_differs_from_its_anchor(tracker: Tracker, anchor: Path) -> None:
+    """Someone holding the tenant's keys rewrites entry 3 and re-chains everything after it: the chain
+    holds, but the anchor still names the hashes the log had."""
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.SUBJECT_ERASE, Action.PURGE])
+    rows = await dump_audit(tracker)
+    prev = bytes(rows[1][10])
+    for row in rows[2:]:
+        values = list(row[1:9])
+        values[4] = None if values[4] is None else bytes(values[4])
+        if row[0] == 3:
+            values[6] = "rewritten"
+        digest = audit.entry_hash(tracker.state.keyring, 1, prev, values)
+        await tracker.state.store.execute(
+            "UPDATE audit SET detail = $1, prev_hash = $2, hash = $3 WHERE id = $4", values[6], prev, digest, row[0]
+        )
+        prev = digest
+    assert (await audit.verify_chain(tracker.state.store, tracker.state.keyring)).ok
+    code, message = await verify(tracker, anchor)
+    assert code == 1 and message.splitlines() == [
+        "hash chain of 4 entries holds, but",
+        "audit entry id 3 is stored with another hash than the anchor names: it was rewritten, or the log was replaced",
+    ]
+
+
+async def test_the_privacy_api_reports_the_anchor_verdict(tracker: Tracker, anchor: Path) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.PURGE])
+
+    async def verdict() -> dict[str, Any]:
+        resp = await tracker.client.get("/api/v1/audit/verify", headers=tracker.auth(Role.PRIVACY))
+        assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+        return dict(await resp.json())
+
+    intact = await verdict()
+    assert {k: intact[k] for k in ("entries", "ok", "first_broken_id")} == {
+        "entries": 3, "ok": True, "first_broken_id": None,
+    }  # fmt: skip
+    assert intact["anchor"] == {"configured": True, "lines": 3, "ok": True, "truncated_after": None, "problem": None}
+    await tracker.state.store.execute("DELETE FROM audit WHERE id = $1", 3)
+    truncated = await verdict()
+    assert truncated["ok"] is False and truncated["first_broken_id"] is None
+    assert truncated["anchor"]["ok"] is False and truncated["anchor"]["truncated_after"] == 2
+    assert "at least 1 of the newest entries were deleted" in truncated["message"]
+    with anchor.open("a") as f:
+        f.write("garbage\n")
+    unreadable = await verdict()
+    assert unreadable["ok"] is False and unreadable["anchor"]["ok"] is False
+    assert unreadable["anchor"]["problem"] == (
+        f"audit anchor {anchor} line 4: malformed; every line is '<entry id> <64 hex digits>'"
+    )
+    for role in (Role.SENDER, Role.ANALYST):
+        assert (await tracker.client.get("/api/v1/audit/verify", headers=tracker.auth(role))).status == 403
+
+
+async def test_without_an_anchor_the_api_says_truncation_cannot_be_detected(tracker: Tracker) -> None:
+    await write_entries(tracker, [Action.PURGE])
+    resp = await tracker.client.get("/api/v1/audit/verify", headers=tracker.auth(Role.PRIVACY))
+    body = await resp.json()
+    assert body["ok"] is True and body["anchor"]["configured"] is False and NO_ANCHOR in body["message"]
+
+
+async def test_cli_audit_verify_exits_0_1_or_2(
+    tracker: Tracker, anchor: Path, tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await write_entries(tracker, [Action.REPORT_READ, Action.PURGE, Action.PURGE])
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(json.dumps({"tenant_id": "acme", "audit_anchor_path": str(anchor)}))  # JSON is YAML
+    argv = ["audit", "verify", "--db", db_url, "--keys", f"local:{tmp_path}/keys.json", "--settings", str(settings)]
+
+    async def cli(*extra: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(commands.main, [*argv, *extra])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = await cli()
+    assert code == 0 and f"anchor {anchor}: 3 lines" in out
+    await tracker.state.store.execute("DELETE FROM audit WHERE id = $1", 3)
+    code, _, err = await cli()
+    assert code == 1 and "polite-tracker: audit log truncated: the anchor names entry id 3" in err
+    # --anchor names another copy (the one the operator collected); an empty one cannot tell.
+    empty = tmp_path / "collected.anchor"
+    empty.write_text("")
+    code, out, _ = await cli("--anchor", str(empty))
+    assert code == 0 and "holds no lines yet" in out and "2 entries newer than the anchor's newest line" in out
+    anchor.write_text(anchor.read_text() + "3 not-a-hash\n")
+    code, _, err = await cli()
+    assert code == 2 and err.strip() == f"polite-tracker: audit anchor {anchor} line 4: malformed;" + (
+        " every line is '<entry id> <64 hex digits>'"
+    )

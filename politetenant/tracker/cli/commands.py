@@ -113,9 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = sub.add_parser("audit", help="the audit log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser(
-        "verify", help="check the audit log's hash chain; exit 1 names the first broken entry"
+        "verify",
+        help="check the audit log's hash chain and its anchor file; exit 1 names the first broken, deleted or "
+        "rewritten entry, exit 2 an unreadable anchor line",
     )
     _common(verify)
+    verify.add_argument(
+        "--anchor",
+        default=None,
+        help="the anchor file to hold the log against (default: the settings' audit_anchor_path), e.g. the "
+        "copy the operator collected",
+    )
 
     demo = sub.add_parser("demo", help="a self-contained walk-through on the embedded defaults")
     demo.add_argument("--dir", default="./polite-demo", help="where the demo keeps its database and keys")
@@ -208,15 +216,26 @@ def _serve_config(args: argparse.Namespace, settings: TrackerSettings) -> Tracke
     )  # fmt: skip
 
 
-async def _verify_audit(db: str, keys: str, tenant_id: str) -> tuple[int, str]:
+async def _verify_audit(db: str, keys: str, tenant_id: str, anchor_path: str | None) -> tuple[int, str]:
     from politetenant.tracker.privacy.api_audit import verify_audit_command
 
     store = open_store(db)
     await store.connect()
     try:
-        return await verify_audit_command(store, load_keyring(keys, tenant_id))
+        return await verify_audit_command(store, load_keyring(keys, tenant_id), anchor_path)
     finally:
         await store.close()
+
+
+def _anchor_audit(settings: TrackerSettings) -> None:
+    """Anchor what this command audits (purge, reseal, tokens) where the tracker anchors its own entries,
+    when that file's directory is here: the retention CronJob has no spool volume, and its purge entries
+    then go unanchored rather than warn every night (verify checks only anchored entries)."""
+    from politetenant.tracker.privacy import audit
+
+    path = settings.audit_anchor_path
+    if path is not None and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        audit.use_anchor(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.dir, serve=args.serve, port=args.port, tenant_settings=args.tenant_settings)
     try:
         settings = load_settings(args.settings)
+        _anchor_audit(settings)
         if args.command == "serve":
             from politetenant.tracker.server.workers import serve
 
@@ -251,9 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return keys_cli.run_purge(args.db, args.keys, settings, dry_run=args.dry_run, batch=args.batch)
             return keys_cli.run_reseal(args.db, args.keys, settings, batch=args.batch)
         if args.command == "audit":
-            code, message = asyncio.run(_verify_audit(args.db, args.keys, settings.tenant_id))
-            print(message, file=sys.stdout if code == 0 else sys.stderr)
-            return code
+            anchor_path = args.anchor or settings.audit_anchor_path
+            code, message = asyncio.run(_verify_audit(args.db, args.keys, settings.tenant_id, anchor_path))
+            if code == 0:
+                print(message)
+                return code
+            return _fail(message, code)
         if args.command == "token":
             return _token_command(args, settings.tenant_id)
     except (SettingsError, ValueError, KeyMaterialError) as exc:

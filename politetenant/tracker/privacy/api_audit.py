@@ -1,8 +1,10 @@
-"""``GET /api/v1/audit``: the audit log, read-only, for the privacy officer; and ``audit verify`` for the CLI.
+"""``GET /api/v1/audit``: the audit log, read-only, for the privacy officer; ``GET /api/v1/audit/verify``
+and ``audit verify`` (CLI) for its integrity.
 
 Entries are listed in the order they were chained (ascending id), filtered by time and action, a page
 at a time with an opaque cursor. There is no route that writes, edits or deletes an entry: other
-methods on the path answer 405, and tampering in the database shows up in ``verify_audit_command``.
+methods on the path answer 405, and tampering in the database shows up in the verification, which
+holds the hash chain and, when the tenant has one, the anchor file against what is stored.
 """
 
 from __future__ import annotations
@@ -48,6 +50,22 @@ class AuditPage(BaseModel):
     next_cursor: str | None  # pass as ?cursor= for the next page; null: this was the last one
 
 
+class AnchorVerdict(BaseModel):
+    configured: bool  # false: deletion of the newest entries cannot be detected
+    lines: int
+    ok: bool
+    truncated_after: int | None  # the newest stored entry id when anchored entries past it are gone
+    problem: str | None = None  # why the anchor file could not be read, if it could not
+
+
+class AuditVerdict(BaseModel):
+    entries: int
+    ok: bool
+    first_broken_id: int | None
+    anchor: AnchorVerdict
+    message: str  # the same verdict ``polite-tracker audit verify`` prints
+
+
 def _query_parameter(name: str, description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description, **extra}
 
@@ -70,6 +88,8 @@ OPERATIONS = [
                   _query_parameter("cursor", "The next_cursor of the previous page.",
                                    {"type": "string", "pattern": "^[0-9]{1,18}$"}),
               )),
+    Operation("GET", "/api/v1/audit/verify", "Verify the audit log: its hash chain, and against the tenant's anchor"
+              " file that deletion of its newest entries would show in", roles=("privacy",), response=AuditVerdict),
 ]  # fmt: skip
 
 
@@ -175,20 +195,101 @@ async def list_audit(request: web.Request) -> web.Response:
     )
 
 
+async def verify_audit(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    await state.auth.require(request, Role.PRIVACY)
+    path = state.settings.audit_anchor_path
+    problem: str | None = None
+    try:
+        check = await audit.verify_chain(state.store, state.keyring, path)
+    except audit.AnchorError as exc:  # the chain is still worth checking; the anchor then does not hold
+        problem = str(exc)
+        check = await audit.verify_chain(state.store, state.keyring)
+    message = verdict_text(check, path)[1]
+    if problem is not None:
+        message = "\n".join([message.splitlines()[0], problem])
+    verdict = AuditVerdict(
+        entries=check.entries,
+        ok=check.ok and problem is None,
+        first_broken_id=check.first_broken_id,
+        anchor=AnchorVerdict(
+            configured=path is not None,
+            lines=check.anchor.lines,
+            ok=check.anchor.ok and problem is None,
+            truncated_after=check.anchor.truncated_after,
+            problem=problem,
+        ),
+        message=message,
+    )
+    return web.Response(
+        body=verdict.model_dump_json(), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     # GET only (and the HEAD aiohttp adds): PUT, PATCH, DELETE and POST answer 405.
     router.add_get("/api/v1/audit", list_audit)
+    router.add_get("/api/v1/audit/verify", verify_audit)
 
 
-async def verify_audit_command(store: Store, keyring: Keyring) -> tuple[int, str]:
-    """``polite-tracker audit verify``: (exit code, message); 0 the chain holds, 1 it is broken."""
-    check = await audit.verify_chain(store, keyring)
-    if check.ok:
-        if check.entries == 0:
-            return 0, "audit log is empty; nothing to verify"
-        return 0, f"audit log intact: {check.entries} entries, hash chain verified"
-    return 1, (
-        f"audit log broken at entry id {check.first_broken_id} (entry {check.entries} in order): it was altered,"
-        " an entry before it was deleted, or it was signed by a key version that is not loaded;"
-        " entries from there on cannot be trusted"
-    )
+EXIT_INTACT, EXIT_BROKEN, EXIT_UNREADABLE_ANCHOR = 0, 1, 2
+
+
+def _anchor_lines(check: audit.ChainCheck, anchor_path: str | None) -> list[str]:
+    """What the anchor says, one line per finding; problems first."""
+    anchor = check.anchor
+    if not anchor.configured:
+        return [
+            "no audit anchor configured (audit_anchor_path): deletion of the newest entries cannot be detected"
+            " without one"
+        ]
+    found: list[str] = []
+    if anchor.truncated_after is not None:
+        found.append(
+            f"audit log truncated: the anchor names entry id {anchor.newest_anchored_id}, but the newest stored"
+            f" entry is id {anchor.truncated_after}: at least {anchor.truncated} of the newest entries were deleted"
+        )
+    if anchor.first_missing_id is not None:
+        found.append(f"audit entry id {anchor.first_missing_id}, named by the anchor, is missing: it was deleted")
+    if anchor.first_mismatch_id is not None:
+        found.append(
+            f"audit entry id {anchor.first_mismatch_id} is stored with another hash than the anchor names:"
+            " it was rewritten, or the log was replaced"
+        )
+    if anchor.ok:
+        if anchor.lines == 0:
+            found.append(f"anchor {anchor_path} holds no lines yet: no entry can be checked against it")
+        else:
+            found.append(f"anchor {anchor_path}: {anchor.lines} lines, every anchored entry stored as anchored")
+    if anchor.unanchored:
+        found.append(f"{anchor.unanchored} entries newer than the anchor's newest line are not anchored")
+    return found
+
+
+def verdict_text(check: audit.ChainCheck, anchor_path: str | None) -> tuple[int, str]:
+    """(exit code, message) of a finished check: 0 all holds, 1 the chain or the anchor shows tampering."""
+    if check.chain_ok:
+        chain = (
+            "audit log is empty; nothing to verify"
+            if check.entries == 0
+            else f"audit log intact: {check.entries} entries, hash chain verified"
+        )
+    else:
+        chain = (
+            f"audit log broken at entry id {check.first_broken_id} (entry {check.broken_position} in order): it was"
+            " altered, an entry before it was deleted, or it was signed by a key version that is not loaded;"
+            " entries from there on cannot be trusted"
+        )
+    if check.chain_ok and not check.anchor.ok:
+        chain = f"hash chain of {check.entries} entries holds, but"
+    return (EXIT_INTACT if check.ok else EXIT_BROKEN), "\n".join([chain, *_anchor_lines(check, anchor_path)])
+
+
+async def verify_audit_command(store: Store, keyring: Keyring, anchor_path: str | None = None) -> tuple[int, str]:
+    """``polite-tracker audit verify``: (exit code, message); 0 everything holds, 1 the chain is broken
+    or the anchor shows entries deleted or rewritten, 2 the anchor file cannot be read (names the line)."""
+    try:
+        check = await audit.verify_chain(store, keyring, anchor_path)
+    except audit.AnchorError as exc:
+        return EXIT_UNREADABLE_ANCHOR, str(exc)
+    return verdict_text(check, anchor_path)

@@ -19,12 +19,13 @@ from politetenant.tracker.ingest.spool import Spool
 from politetenant.tracker.judging.client_ip import parse_cidrs
 from politetenant.tracker.judging.geoip import GeoLocator
 from politetenant.tracker.judging.judge import Judge
+from politetenant.tracker.judging.networks import gateway_networks
 from politetenant.tracker.judging.useragent import UserAgentClassifier
 from politetenant.tracker.messages import api_messages
 from politetenant.tracker.metrics import Metrics
-from politetenant.tracker.privacy import api_audit, api_subjects
+from politetenant.tracker.privacy import api_audit, api_subjects, audit, recipient_page
 from politetenant.tracker.privacy.api_tokens import import_bootstrap_tokens
-from politetenant.tracker.public import beacons, recipient_page
+from politetenant.tracker.public import beacons
 from politetenant.tracker.reports import api_reports
 from politetenant.tracker.server import health
 from politetenant.tracker.storage import open_store
@@ -158,6 +159,7 @@ def build_state(config: TrackerConfig) -> TrackerState:
     store = open_store(config.db)
     keyring = load_keyring(config.keys, settings.tenant_id)
     metrics = Metrics()
+    audit.use_anchor(settings.audit_anchor_path, on_failure=metrics.audit_anchor_failures.inc)
     spool = Spool(settings.spool_dir, f"{config.worker_tag}-{os.getpid()}", max_bytes=settings.spool_max_bytes)
     ingest = Ingest(
         store,
@@ -175,6 +177,8 @@ def build_state(config: TrackerConfig) -> TrackerState:
         agents,
         scanner_networks=parse_cidrs(settings.scanner_networks),
         extra_scanner_agents=settings.scanner_user_agents,
+        apple_privacy_networks=parse_cidrs(settings.apple_privacy_networks),
+        gateway_networks=gateway_networks(settings.gateway_networks),
     )
     return TrackerState(
         settings=settings,
