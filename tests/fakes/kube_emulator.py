@@ -484,6 +484,20 @@ def schema_errors(value: Any, schema: Mapping[str, Any], path: str) -> list[tupl
         for i, item in enumerate(value):
             errors += schema_errors(item, schema.get("items") or {}, f"{path}[{i}]")
     if isinstance(value, dict):
+        # kube-openapi's TooManyProperties / TooFewProperties, as the API server words them
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            errors.append(
+                (
+                    path,
+                    "FieldValueTooMany",
+                    f"Too many: {len(value)}: must have at most {schema['maxProperties']} items",
+                )
+            )
+        if "minProperties" in schema and len(value) < schema["minProperties"]:
+            message = (
+                f"Invalid value: {len(value)}: {path} in body should have at least {schema['minProperties']} properties"
+            )
+            errors.append((path, "FieldValueInvalid", message))
         for key in schema.get("required") or ():
             if key not in value:
                 errors.append((_join(path, key), "FieldValueRequired", "Required value"))

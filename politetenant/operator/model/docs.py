@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from politetenant.crypto.vault import MOUNT_PATTERN
-from politetenant.operator.model import patterns, tenant_status
+from politetenant.operator.model import patterns, spec_types, tenant_status
 from politetenant.operator.model.crd import openapi_schema
 
 START_MARKER = "<!-- field-reference:start -->"
@@ -40,6 +40,9 @@ PATTERN_WORDS = {
     tenant_status.CONDITION_TYPE_PATTERN: "A CamelCase word.",
     tenant_status.CONDITION_REASON_PATTERN: "A CamelCase word (letters, digits, `_`, `,` and `:` allowed).",
     patterns.CIDR_PATTERN: "An IPv4 or IPv6 network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.",
+    spec_types.SEGMENT_PATTERN: "An attribute name: a lower-case letter, then lower-case letters, digits or `_`.",
+    spec_types.LANGUAGE_TAG_PATTERN: "A language tag such as `en`, `de` or `pt-BR`.",
+    spec_types.NOT_BLANK_PATTERN: "Not blank: at least one character that is not white space.",
     MOUNT_PATTERN: "A Vault mount path: letters, digits, `-` and `_` in segments joined by single `/`, e.g. "
     "`transit` or `k8s/cluster-eu`.",
 }
@@ -54,6 +57,8 @@ def _type_name(schema: dict[str, Any]) -> str:
         return "quantity" if schema.get("pattern") == patterns.QUANTITY_PATTERN else "integer or string"
     if schema.get("type") == "array":
         return f"list of {_type_name(schema['items'])}"
+    if isinstance(schema.get("additionalProperties"), dict):
+        return f"map of string to {_type_name(schema['additionalProperties'])}"
     return str(schema.get("type", "any"))
 
 
@@ -111,6 +116,12 @@ def _constraints(schema: dict[str, Any]) -> list[str]:
         said.append(PATTERN_WORDS.get(schema["pattern"], f"Matches {_code(schema['pattern'])}."))
     if "format" in schema:
         said.append({"date-time": "An RFC 3339 time."}.get(schema["format"], f"Format {schema['format']}."))
+    items = schema.get("items") if schema.get("type") == "array" else None
+    if isinstance(items, dict) and "enum" not in items and (of_items := _constraints(items)):
+        said.append("Each item: " + " ".join(of_items))
+    values = schema.get("additionalProperties")
+    if isinstance(values, dict) and (of_values := _constraints(values)):
+        said.append("Each value: " + " ".join(of_values))
     return [s for s in said if s]
 
 

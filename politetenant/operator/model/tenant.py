@@ -13,12 +13,10 @@ it runs CEL, so rules read defaulted fields directly and use ``has()`` only for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from politetenant.crypto.vault import MOUNT_PATTERN
@@ -29,11 +27,11 @@ from politetenant.operator.model.patterns import (
     DNS_SUBDOMAIN_PATTERN,
     HOSTNAME_PATTERN,
     HTTP_URL_PATTERN,
-    QUANTITY_PATTERN,
     SECRET_KEY_PATTERN,
 )
+from politetenant.operator.model.spec_types import CelRule, Quantity, Spec, cel
+from politetenant.operator.model.tracking import Judging, Tracking
 from politetenant.regions import RegionName
-from politetenant.settings import TrackingMode
 
 GROUP = "polite.io"
 VERSION = "v1alpha1"
@@ -47,56 +45,6 @@ NAMESPACE_PREFIX = "polite-"
 MAX_NAME_LENGTH = 63 - len(NAMESPACE_PREFIX)
 
 
-def _quantity_from_int(value: object) -> object:
-    """YAML ``cpu: 1`` is an integer; quantities are int-or-string in Kubernetes, so take it as "1"."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-# Field before BeforeValidator: the pattern must stay on the string the validator hands on.
-Quantity = Annotated[
-    str,
-    Field(pattern=QUANTITY_PATTERN, max_length=64, json_schema_extra={"x-kubernetes-int-or-string": True}),
-    BeforeValidator(_quantity_from_int),
-]
-
-
-@dataclass(frozen=True, slots=True)
-class CelRule:
-    """A CEL rule the API server runs on a node of the tenant, and the message ``kubectl apply`` shows.
-
-    ``field_path`` (relative to the node) is where the error points. A rule reading ``oldSelf`` is a
-    transition rule: the API server runs it on updates only, with ``oldSelf`` the stored value.
-    """
-
-    rule: str
-    message: str
-    field_path: str | None = None
-
-    @property
-    def is_transition(self) -> bool:
-        return "oldSelf" in self.rule
-
-    def as_validation(self) -> dict[str, str]:
-        """The ``x-kubernetes-validations`` entry."""
-        entry = {"rule": self.rule, "message": self.message}
-        if self.field_path:
-            entry["fieldPath"] = self.field_path
-        return entry
-
-    def require(self, holds: bool) -> None:
-        """The pydantic side of the rule: raise the same message when it does not hold."""
-        if not holds:
-            raise PydanticCustomError("tenant_rule", self.message)
-
-
-def cel(*rules: CelRule) -> dict[str, Any]:
-    """``x-kubernetes-validations`` for a model or field (``json_schema_extra``)."""
-    return {"x-kubernetes-validations": [rule.as_validation() for rule in rules]}
-
-
-DEFAULT_MODE_ALLOWED = CelRule(
-    "self.defaultMode in self.allowedModes", "defaultMode must be one of allowedModes", ".defaultMode"
-)
 TLS_ONE_SOURCE = CelRule(
     "has(self.secretName) != has(self.issuerRef)",
     "tls needs exactly one of secretName (an existing certificate) or issuerRef (cert-manager)",
@@ -136,15 +84,6 @@ SPOOL_STORAGE_IMMUTABLE = CelRule(
 )
 
 
-class Spec(BaseModel):
-    """Base of every part of the spec: camelCase on the wire, unknown fields refused.
-
-    Integers and booleans are ``strict``: the API server refuses ``replicas: "2"``, so must we.
-    """
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
 class DatabaseEngine(StrEnum):
     CNPG = "cnpg"
     STATEFULSET = "statefulset"
@@ -159,38 +98,6 @@ class KeyProviderName(StrEnum):
 class DeletionPolicy(StrEnum):
     RETAIN = "Retain"
     DELETE = "Delete"
-
-
-class Tracking(Spec):
-    model_config = ConfigDict(json_schema_extra=cel(DEFAULT_MODE_ALLOWED))
-
-    default_mode: TrackingMode = Field(TrackingMode.ANONYMOUS, description="Mode of a message that names none.")
-    allowed_modes: list[TrackingMode] = Field(
-        default_factory=lambda: [TrackingMode.INDIVIDUAL, TrackingMode.ANONYMOUS, TrackingMode.AGGREGATE],
-        min_length=1,
-        max_length=3,
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-        description="Modes a message may ask for; a request for another mode is refused, never changed.",
-    )
-    mode_locked: bool = Field(
-        False, strict=True, description="Only defaultMode is allowed: a message asking for another mode is refused."
-    )
-    min_segment_size: int = Field(
-        10, ge=5, le=100_000, strict=True, description="Fewest people any figure may describe (never below 5)."
-    )
-
-    @field_validator("allowed_modes")
-    @classmethod
-    def _modes_are_a_set(cls, modes: list[TrackingMode]) -> list[TrackingMode]:
-        # The CRD says x-kubernetes-list-type: set, so the API server refuses a repeated mode too.
-        if len(set(modes)) != len(modes):
-            raise PydanticCustomError("duplicate", "allowedModes must not repeat a mode")
-        return modes
-
-    @model_validator(mode="after")
-    def _default_mode_is_allowed(self) -> Self:
-        DEFAULT_MODE_ALLOWED.require(self.default_mode in self.allowed_modes)
-        return self
 
 
 class SecretKeyRef(Spec):
@@ -367,7 +274,10 @@ class PoliteTenantSpec(Spec):
 
     display_name: str = Field(min_length=1, max_length=100, description="Customer name shown to people.")
     region: RegionName = Field(description="Data-residency region; immutable.", json_schema_extra=cel(REGION_IMMUTABLE))
-    tracking: Tracking = Field(default_factory=Tracking, description="Tracking modes and thresholds.")
+    tracking: Tracking = Field(
+        default_factory=Tracking, description="Tracking modes, thresholds, segments and the recipients' notice."
+    )
+    judging: Judging = Field(default_factory=Judging, description="How the tracker tells people from machines.")
     tracker: Tracker = Field(default_factory=Tracker, description="The tenant's tracker pods.")
     database: Database = Field(default_factory=Database, description="The tenant's database.")
     keys: Keys = Field(default_factory=Keys, description="Where the tenant's encryption keys live.")

@@ -1,11 +1,14 @@
 """What of a tenant's tracker the Internet reaches: the Ingresses' hosts, paths, TLS and annotations.
 
-The public host (``spec.tracker.host``) routes only the public routes, ``/o/``, ``/t/`` and ``/c/``:
-the API (which answers privacy officers with personal data), ``/readyz`` and ``/metrics`` stay off
-the host every recipient's mail client talks to. The API reaches the Internet only through its own
-host (``spec.tracker.api``), an Ingress routing ``/api/`` alone, with the allowed client networks in
-the ingress controller's source-range annotation. In-cluster callers use the Service. Neither
-Ingress can reach the ops port: the Service the Ingresses name has only the ``http`` port.
+The public host (``spec.tracker.host``) routes only the public routes: the beacons and links ``/o/``,
+``/t/`` and ``/c/``, and the recipient page ``/p/`` (``GET /p/{token}``, ``POST /p/{token}/object``),
+where whoever holds a copy's token sees what is recorded for that copy and may object to tracking
+(the tenant's notice links there). The API (which answers privacy officers with personal data), the dashboard ``/ui/``,
+``/readyz`` and ``/metrics`` stay off the host every recipient's mail client talks to. The API
+reaches the Internet only through its own host (``spec.tracker.api``), an Ingress routing ``/api/``
+alone, with the allowed client networks in the ingress controller's source-range annotation.
+In-cluster callers use the Service. Neither Ingress can reach the ops port: the Service the Ingresses
+name has only the ``http`` port.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.tenant import PoliteTenant, Tls
 
 # Prefix paths match whole path segments, so /o/ admits /o/TOKEN.gif and never /other.
-PUBLIC_PATHS = ("/o/", "/t/", "/c/")
+PUBLIC_PATHS = ("/o/", "/t/", "/c/", "/p/")
 API_PATHS = ("/api/",)
 
 

@@ -19,13 +19,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
-from pydantic import ValidationError
 
 from politetenant.operator.model import names
 from politetenant.operator.model.config import OperatorConfig
@@ -45,7 +43,6 @@ from politetenant.operator.render.hardening import (
     POSTGRES_UID,
     TRACKER_UID,
     container_security_context,
-    format_bytes,
     parse_quantity,
     pod_requirements,
     pod_security_context,
@@ -55,8 +52,8 @@ from politetenant.operator.render.hardening import (
 )
 from politetenant.operator.render.network import network_values
 from politetenant.operator.render.placement import node_affinity, spread, storage_class
+from politetenant.operator.render.tracker_settings import settings_yaml as render_settings_yaml
 from politetenant.operator.render.wiring import (
-    SPOOL_DIR,
     Logins,
     OwnedSecret,
     RenderError,
@@ -73,7 +70,6 @@ from politetenant.operator.render.wiring import (
     tracker_volumes,
     vault_address,
 )
-from politetenant.settings import SPOOL_MIN_BYTES, TrackerSettings, format_validation_error
 
 __all__ = ["OwnedSecret", "RenderError", "RenderResult", "render_tenant", "spec_hash"]
 
@@ -85,15 +81,6 @@ APP_NAMES: dict[names.Component, str] = {
     "retention": "polite-retention",
 }
 POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-# The settings the operator decides for a tenant; every other TrackerSettings field keeps the
-# tracker's own default.
-SETTINGS_FIELDS = (
-    "tenant_id", "public_base_url", "default_mode", "allowed_modes", "mode_locked", "min_segment_size",
-    "retention_interaction_days", "retention_message_days", "legal_hold", "spool_dir", "spool_max_bytes",
-)  # fmt: skip
-# The spool's byte budget, as a share of its volume: the rest is headroom for the file being written
-# and the filesystem's own blocks, so the disk never fills before the tracker stops accepting.
-SPOOL_BUDGET_SHARE = Decimal("0.8")
 TEMPLATE_NAMES = {
     "tracker": names.TRACKER,
     "tracker_ops": names.TRACKER_OPS,
@@ -169,7 +156,7 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
     vault = vault_address(tenant, config)
     logins = database_logins(tenant, engine)
     exposed = ingresses(tenant, config)
-    settings_yaml = _settings_yaml(tenant, public_base_url(tenant, config, exposed))
+    settings_yaml = render_settings_yaml(tenant, public_base_url(tenant, config, exposed))
     tracker = _tracker(
         tenant, config, logins=logins, vault=vault, settings_yaml=settings_yaml, selector=selectors["tracker"]
     )
@@ -274,38 +261,6 @@ def _selectors(tenant: PoliteTenant, engine: DatabaseEngine) -> dict[str, dict[s
     if engine is DatabaseEngine.CNPG:
         selectors["database"] = {"cnpg.io/cluster": names.DATABASE}  # the label CNPG guarantees on its pods
     return selectors
-
-
-def _settings_yaml(tenant: PoliteTenant, public_base_url: str) -> str:
-    """The tenant's TrackerSettings, validated by the tracker's own model, as the YAML file it reads."""
-    tracking = tenant.spec.tracking
-    try:
-        settings = TrackerSettings(
-            tenant_id=tenant.name,
-            public_base_url=public_base_url,
-            default_mode=tracking.default_mode,
-            allowed_modes=tuple(tracking.allowed_modes),
-            mode_locked=tracking.mode_locked,
-            min_segment_size=tracking.min_segment_size,
-            retention_interaction_days=tenant.spec.retention.interaction_days,
-            retention_message_days=tenant.spec.retention.message_days,
-            legal_hold=tenant.spec.legal_hold,
-            spool_dir=SPOOL_DIR,
-            spool_max_bytes=_spool_budget(tenant.spec.tracker.spool_storage),
-        )
-    except ValidationError as exc:
-        raise RenderError(format_validation_error(exc, "tracker settings")) from None
-    header = f"# TrackerSettings of tenant {tenant.name}, written by polite-operator; edits are overwritten.\n"
-    return header + yaml.safe_dump(settings.model_dump(mode="json", include=set(SETTINGS_FIELDS)), sort_keys=False)
-
-
-def _spool_budget(storage: str) -> int:
-    """``spool_max_bytes``: a share of the spool volume, refused when it is too small to hold a batch."""
-    budget = int(parse_quantity(storage) * SPOOL_BUDGET_SHARE)
-    if budget < SPOOL_MIN_BYTES:
-        least = format_bytes(Decimal(SPOOL_MIN_BYTES) / SPOOL_BUDGET_SHARE)
-        raise RenderError(f"spec.tracker.spoolStorage: {storage} is too small for a spool; at least {least}")
-    return budget
 
 
 def _database(

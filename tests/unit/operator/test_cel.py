@@ -21,10 +21,10 @@ import pytest
 from pydantic import ValidationError
 
 from politetenant.operator.model.crd import apply_defaults, openapi_schema
+from politetenant.operator.model.spec_types import CelRule
 from politetenant.operator.model.tenant import (
     API_HOST_DIFFERS,
     API_NEEDS_SOURCE_RANGES,
-    DEFAULT_MODE_ALLOWED,
     ENGINE_IMMUTABLE,
     EXTERNAL_DB_NEEDS_SECRET,
     REGION_IMMUTABLE,
@@ -32,9 +32,13 @@ from politetenant.operator.model.tenant import (
     TLS_NEEDS_HOST,
     TLS_ONE_SOURCE,
     VAULT_NEEDS_SETTINGS,
-    CelRule,
     PoliteTenantSpec,
     check_update,
+)
+from politetenant.operator.model.tracking import (
+    DEFAULT_MODE_ALLOWED,
+    NOTICE_DEFAULT_HAS_TEXT,
+    NOTICE_LANGUAGE_TAGS,
 )
 
 Path = tuple[str, ...]
@@ -124,6 +128,12 @@ HOST = "track.acme.example"
 API_HOST = "api.acme.example"
 ISSUER = {"name": "letsencrypt", "kind": "ClusterIssuer"}
 OFFICE = ["203.0.113.0/24", "2001:db8::/32"]
+# Twenty language tags (en among them) and one more.
+
+
+def notice(texts: dict[str, str], **more: str) -> dict[str, Any]:
+    return spec_with(tracking={"notice": {"texts": texts, **more}})
+
 
 # For every rule on create: specs it accepts and specs it refuses (each refused by that rule alone).
 CASES: dict[CelRule, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
@@ -197,6 +207,29 @@ CASES: dict[CelRule, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
             spec_with(keys={"vault": {"address": "https://vault:8200"}}),  # provider defaults to local
         ],
     ),
+    NOTICE_LANGUAGE_TAGS: (
+        [
+            notice({"en": "Measured", "de-AT": "Gemessen", "zh-Hant-TW": "x"}),
+            notice({"en": "Measured", "pt-BR": "Medido", "gsw": "x"}),
+        ],
+        [
+            notice({"en": "Measured", "English": "Measured"}),
+            notice({"en": "Measured", "en_US": "Measured"}),
+            notice({"en": "Measured", "": "Measured"}),
+        ],
+    ),
+    NOTICE_DEFAULT_HAS_TEXT: (
+        [
+            notice({"en": "Measured"}),
+            notice({"de": "Grüße, gemessen", "fr": "Mesuré"}, defaultLanguage="de"),
+            spec_with(tracking={"segments": ["department"]}),  # no notice at all: the rules do not run
+        ],
+        [
+            notice({"de": "Gemessen"}),  # defaultLanguage defaults to en
+            notice({"en": "Measured"}, defaultLanguage="fr"),
+            notice({}),
+        ],
+    ),
 }
 TRANSITIONS: dict[
     CelRule, tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[tuple[dict[str, Any], dict[str, Any]]]]
@@ -254,7 +287,9 @@ def test_every_rule_in_the_crd_is_tested_here_and_nothing_else() -> None:
 
 def test_rules_compile_and_read_only_self_and_old_self() -> None:
     for _, rule in rule_sites(schema()):
-        variables = set(cel.compile(rule["rule"]).variables())
+        # A macro's iteration variable (self.texts.all(language, ...)) is bound by the rule itself.
+        bound = set(re.findall(r"\.(?:all|exists|exists_one|map|filter)\(\s*(\w+)\s*,", rule["rule"]))
+        variables = set(cel.compile(rule["rule"]).variables()) - bound
         assert variables <= {"self", "oldSelf"}, rule
         assert ("oldSelf" in variables) == ("oldSelf" in rule["rule"])
 
@@ -334,6 +369,8 @@ def test_rule_field_paths_point_the_error_at_the_field_to_change() -> None:
     assert paths[DEFAULT_MODE_ALLOWED.message] == ".defaultMode"
     assert paths[API_HOST_DIFFERS.message] == ".api.host"
     assert paths[API_NEEDS_SOURCE_RANGES.message] == ".allowedSourceRanges"
+    assert paths[NOTICE_DEFAULT_HAS_TEXT.message] == ".defaultLanguage"
+    assert paths[NOTICE_LANGUAGE_TAGS.message] == ".texts"
 
 
 def test_several_broken_rules_are_all_reported() -> None:

@@ -387,6 +387,14 @@ def test_minimal_tenant_gets_every_default_the_model_has() -> None:
         "allowedModes": ["individual", "anonymous", "aggregate"],
         "modeLocked": False,
         "minSegmentSize": 10,
+        "segments": [],
+    }
+    assert defaulted["judging"] == {
+        "applePrivacyNetworks": ["17.0.0.0/8"],
+        "scannerNetworks": [],
+        "earlyHitSeconds": 10,
+        "burstSeconds": 10,
+        "gatewayClickSeconds": 120,
     }
     assert defaulted["tracker"]["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"},

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from politetenant.operator.model import docs
 from politetenant.operator.model.crd import apply_defaults, openapi_schema
 from politetenant.operator.model.patterns import CIDR_PATTERN, CRON_PATTERN
+from politetenant.operator.model.spec_types import NOT_BLANK_PATTERN
 from politetenant.operator.model.tenant import (
     PoliteTenant,
     PoliteTenantSpec,
@@ -198,6 +199,52 @@ FIELD_CASES: list[tuple[str, Any, bool]] = [
     ("tracker.api.host", "API.acme.example", False),
     ("tracker.spoolStorage", "4Gi", True),
     ("tracker.spoolStorage", "4 GB", False),
+    # report segments: recipient attribute names, as the tracker's settings take them
+    ("tracking.segments", [], True),
+    ("tracking.segments", ["department", "site_2", "a" * 40], True),
+    ("tracking.segments", [f"attribute_{i}" for i in range(20)], True),
+    ("tracking.segments", [f"attribute_{i}" for i in range(21)], False),
+    ("tracking.segments", ["a" * 41], False),
+    ("tracking.segments", ["Department"], False),
+    ("tracking.segments", ["2nd_site"], False),
+    ("tracking.segments", ["cost-centre"], False),
+    ("tracking.segments", [""], False),
+    ("tracking.segments", "department", False),
+    # the recipients' notice (the rules between its fields are CEL: test_cel.py)
+    ("tracking.notice", {"texts": {"en": "How we measure this message"}}, True),
+    ("tracking.notice", {"texts": {"en": "x" * 1000}}, True),
+    ("tracking.notice", {"texts": {"en": "Hi", "de": "Grüße", "pt-BR": "Olá"}, "defaultLanguage": "pt-BR"}, True),
+    ("tracking.notice", {"texts": {"en": "x" * 1001}}, False),
+    ("tracking.notice", {"texts": {"en": ""}}, False),
+    ("tracking.notice", {"texts": {"en": " \t\n"}}, False),
+    ("tracking.notice", {"texts": {"en": "\u00a0\u3000"}}, False),  # Unicode white space is blank too
+    ("tracking.notice", {"texts": {"en": 7}}, False),
+    ("tracking.notice", {"texts": {"en": "Hi"}, "defaultLanguage": "EN"}, False),
+    ("tracking.notice", {"texts": {"en": "Hi"}, "defaultLanguage": "en-" + "x" * 33}, False),
+    ("tracking.notice", {"defaultLanguage": "en"}, False),
+    # judging: networks and time windows
+    ("judging.applePrivacyNetworks", ["17.0.0.0/8", "2620:149::/32"], True),
+    ("judging.applePrivacyNetworks", [], True),
+    ("judging.gatewayNetworks", [], True),
+    ("judging.gatewayNetworks", ["40.92.0.0/15", "2a01:111:f400::/48"], True),
+    ("judging.gatewayNetworks", [f"10.{i // 256}.{i % 256}.0/24" for i in range(256)], True),
+    ("judging.gatewayNetworks", [f"10.{i // 256}.{i % 256}.0/24" for i in range(257)], False),
+    ("judging.scannerNetworks", ["198.51.100.7/32"], True),
+    ("judging.scannerNetworks", ["198.51.100.7"], False),
+    ("judging.scannerNetworks", ["scanner.example"], False),
+    ("judging.applePrivacyNetworks", ["17.0.0.0/33"], False),
+    ("judging.gatewayNetworks", "40.92.0.0/15", False),
+    ("judging.earlyHitSeconds", 0, True),
+    ("judging.earlyHitSeconds", 3600, True),
+    ("judging.earlyHitSeconds", 3601, False),
+    ("judging.earlyHitSeconds", -1, False),
+    ("judging.earlyHitSeconds", "10", False),
+    ("judging.earlyHitSeconds", 1.5, False),
+    ("judging.burstSeconds", 3600, True),
+    ("judging.burstSeconds", 3601, False),
+    ("judging.gatewayClickSeconds", 86_400, True),
+    ("judging.gatewayClickSeconds", 86_401, False),
+    ("judging.gatewayClickSeconds", True, False),
 ]
 
 
@@ -353,6 +400,76 @@ def test_repeated_source_range_is_refused_like_a_set_list() -> None:
     assert tracker["api"]["properties"]["allowedSourceRanges"]["x-kubernetes-list-type"] == "set"
 
 
+@pytest.mark.parametrize(
+    ("spec", "where", "message"),
+    [
+        (
+            {"judging": {"scannerNetworks": ["198.51.100.0/24", "10.0.0.0"]}},
+            ("spec", "judging", "scannerNetworks", 1),
+            "'10.0.0.0' is not a network in CIDR notation, e.g. 203.0.113.0/24 or 2001:db8::/32",
+        ),
+        (
+            {"judging": {"gatewayNetworks": ["40.92.0.0/15", "40.92.0.0/15"]}},
+            ("spec", "judging", "gatewayNetworks"),
+            "gatewayNetworks must not repeat a network",
+        ),
+        (
+            {"tracking": {"segments": ["department", "Cost-Centre"]}},
+            ("spec", "tracking", "segments", 1),
+            "'Cost-Centre' is not an attribute name: up to 40 lower-case letters, digits or _, starting with a letter",
+        ),
+        (
+            {"tracking": {"segments": ["site", "site"]}},
+            ("spec", "tracking", "segments"),
+            "segments must not repeat an attribute",
+        ),
+        (
+            {"tracking": {"notice": {"texts": {"en": "   "}}}},
+            ("spec", "tracking", "notice", "texts", "en"),
+            "a notice must not be blank",
+        ),
+        (
+            {"tracking": {"notice": {"texts": {"en": "Hi"}, "defaultLanguage": "English"}}},
+            ("spec", "tracking", "notice", "defaultLanguage"),
+            "'English' is not a language tag such as en, de or pt-BR",
+        ),
+    ],
+    ids=["cidr", "repeated-network", "segment-name", "repeated-segment", "blank-notice", "language-tag"],
+)
+def test_judging_and_notice_mistakes_are_refused_in_words_at_their_field(
+    spec: dict[str, Any], where: tuple[str | int, ...], message: str
+) -> None:
+    """The message says what was expected, not a regular expression, and points at the value to fix."""
+    with pytest.raises(ValidationError) as caught:
+        PoliteTenant.model_validate(tenant({**BASE, **spec}))
+    assert [(e["loc"], e["msg"]) for e in caught.value.errors()] == [(where, message)]
+
+
+def test_an_absent_gateway_list_is_not_an_empty_one() -> None:
+    """Unset keeps the tracker's built-in gateways; an empty list says there are none."""
+    assert PoliteTenantSpec.model_validate(BASE).judging.gateway_networks is None
+    empty = PoliteTenantSpec.model_validate({**BASE, "judging": {"gatewayNetworks": []}})
+    assert empty.judging.gateway_networks == []
+    judging = openapi_schema()["properties"]["spec"]["properties"]["judging"]
+    assert "default" not in judging["properties"]["gatewayNetworks"]
+    assert apply_defaults({}, judging) == {
+        "applePrivacyNetworks": ["17.0.0.0/8"],
+        "scannerNetworks": [],
+        "earlyHitSeconds": 10,
+        "burstSeconds": 10,
+        "gatewayClickSeconds": 120,
+    }
+
+
+def test_not_blank_pattern_refuses_exactly_what_the_tracker_strips() -> None:
+    """A notice of white space alone is refused by model and CRD alike, whatever white space it is."""
+    pattern = re.compile(NOT_BLANK_PATTERN)
+    for code in range(0x3001):
+        char = chr(code)
+        assert (pattern.search(char) is None) is (char.strip() == ""), hex(code)
+    assert not any(ord(c) > 0x3000 and c.isspace() for c in map(chr, range(0x3001, 0x110000)))
+
+
 def test_integer_quantities_are_read_as_strings() -> None:
     tracker = Tracker.model_validate({"resources": {"limits": {"cpu": 2, "memory": "1Gi"}}})
     assert tracker.resources.limits.cpu == "2"
@@ -369,6 +486,14 @@ def test_defaults_of_an_empty_spec() -> None:
     assert spec.keys.provider == "local" and spec.keys.vault is None
     assert (spec.retention.interaction_days, spec.retention.message_days) == (395, 730)
     assert spec.legal_hold is False and spec.deletion_policy == "Retain"
+    assert spec.tracking.segments == [] and spec.tracking.notice is None, "no segments and no notice by default"
+    assert spec.judging.apple_privacy_networks == ["17.0.0.0/8"] and spec.judging.scanner_networks == []
+    assert spec.judging.gateway_networks is None, "unset: the tracker's built-in gateway list"
+    assert (spec.judging.early_hit_seconds, spec.judging.burst_seconds, spec.judging.gateway_click_seconds) == (
+        10,
+        10,
+        120,
+    )
 
 
 def test_check_update_accepts_changes_other_than_region() -> None:

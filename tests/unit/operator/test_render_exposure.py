@@ -1,6 +1,6 @@
-"""What of a tenant's tracker the Internet reaches: the public host serves beacons and links only, the
-API only on its own host from allowed networks, health and metrics on an ops port no Ingress routes
-and only the metrics scraper's namespace reaches."""
+"""What of a tenant's tracker the Internet reaches: the public host serves beacons, links and the
+recipient page only, the API only on its own host from allowed networks, health and metrics on an ops
+port no Ingress routes and only the metrics scraper's namespace reaches."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ OFFICE = ["203.0.113.0/24", "2001:db8::/32"]
 WHITELIST = "nginx.ingress.kubernetes.io/whitelist-source-range"
 # What must never be reachable on the Internet-facing host: health, metrics, personal data.
 PRIVATE_PATHS = ("/", "/metrics", "/readyz", "/healthz", "/api/v1/subjects/access", "/api/v1/audit", "/ui/")
-PUBLIC_REQUESTS = ("/o/TOKEN.gif", "/t/TOKEN.gif", "/c/TOKEN/3")
+PUBLIC_REQUESTS = ("/o/TOKEN.gif", "/t/TOKEN.gif", "/c/TOKEN/3", "/p/TOKEN", "/p/TOKEN/object")
 
 
 def prefix_matches(prefix: str, path: str) -> bool:
@@ -56,16 +56,33 @@ def with_api(**api: Any) -> dict[str, Any]:
     return {"host": HOST, "api": {"host": API_HOST, "allowedSourceRanges": OFFICE, **api}}
 
 
-def test_the_public_host_routes_beacons_and_links_and_nothing_else() -> None:
+def test_the_public_host_routes_beacons_links_and_the_recipient_page_and_nothing_else() -> None:
     ingress = one(render(make_tenant(tracker={"host": HOST})), "Ingress", "tracker")
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
-    assert [(p["path"], p["pathType"]) for p in paths] == [("/o/", "Prefix"), ("/t/", "Prefix"), ("/c/", "Prefix")]
+    assert [(p["path"], p["pathType"]) for p in paths] == [
+        ("/o/", "Prefix"),
+        ("/t/", "Prefix"),
+        ("/c/", "Prefix"),
+        ("/p/", "Prefix"),
+    ]
     for path in PUBLIC_REQUESTS:
         assert routed(ingress, path) == [("tracker", {"name": "http"})], path
     for path in PRIVATE_PATHS:
         assert routed(ingress, path) == [], path
     assert routed(ingress, "/other/x") == [], "a prefix matches whole path segments only"
+    assert routed(ingress, "/page") == [] and routed(ingress, "/privacy") == []
     validate(ingress)
+
+
+def test_a_recipient_reaches_their_page_from_the_link_in_the_notice_but_the_api_host_does_not_serve_it() -> None:
+    """The notice links to {public_base_url}/p/TOKEN: that URL must be routed where the beacons are."""
+    objects = render(make_tenant(tracker=with_api(), tracking={"notice": {"texts": {"en": "About this message"}}}))
+    settings = one(objects, "ConfigMap", "tracker-settings")["data"]["settings.yaml"]
+    assert f"public_base_url: http://{HOST}\n" in settings
+    public, api = one(objects, "Ingress", "tracker"), one(objects, "Ingress", "tracker-api")
+    for path in ("/p/TOKEN", "/p/TOKEN/object"):
+        assert routed(public, path) == [("tracker", {"name": "http"})], path
+        assert routed(api, path) == [], path
 
 
 def test_without_an_api_host_the_api_has_no_ingress() -> None:
@@ -170,7 +187,7 @@ def test_the_ops_port_admits_only_the_metrics_scraper_namespace() -> None:
 def test_the_summary_shows_what_each_ingress_routes() -> None:
     objects = render(make_tenant(tracker=with_api()))
     lines = {o["metadata"]["name"]: summarize(o) for o in of_kind(objects, "Ingress")}
-    assert "host=t.acme.example paths=/o/,/t/,/c/" in lines["tracker"]
+    assert "host=t.acme.example paths=/o/,/t/,/c/,/p/" in lines["tracker"]
     assert "host=api.acme.example paths=/api/" in lines["tracker-api"]
 
 
