@@ -123,9 +123,16 @@ def test_demo_runs_on_the_embedded_defaults_and_prints_the_report(tmp_path: Path
     out = result.stdout
     start = out.index("{\n")
     report = json.loads(out[start : out.index("\n}\n", start) + 2])
-    assert report["recipients"] == 25 and report["suppressed"] is False
-    assert report["opens"]["unique"] == 17 and report["bots"]["opens"] == 8
-    assert report["clicks"]["total"] == 6 and report["reads"]["unique"] == 5
+    assert report["recipients"] == 40 and report["suppressed"] is False
+    # People's opens: 17 in their own mail client and 4 through Gmail's image proxy; nothing the gateway,
+    # the scanner, Apple's prefetch, the script or the link checker fetched at delivery.
+    assert report["opens"] == {"unique": 21, "total": 26} and report["rates"]["open"] == 0.525
+    assert report["privacy_proxy_opens"] == {"unique": 10, "total": 10}
+    assert report["proxied_opens"] is None  # 4 people: fewer than the minimum segment of 10
+    assert report["machine"]["records"] == 14 and report["machine"]["opens"] == 14
+    assert report["machine"]["clicks"] == 8 * 4 + 2  # the gateway followed every link; two HEAD checks
+    assert report["clicks"] == {"unique": 5, "total": 6} and report["reads"]["unique"] == 5
+    assert "people's opens (unique / total)          21 / 26" in out
     assert 'curl -s -H "Authorization: Bearer ptk_' in out
     assert (tmp_path / "demo" / "keys.json").stat().st_mode & 0o777 == 0o600
 

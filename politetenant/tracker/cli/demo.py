@@ -1,8 +1,9 @@
 """``polite-tracker demo``: the whole data plane on the embedded defaults, in about ten seconds.
 
 It starts a real tracker (SQLite, local key file, a generated GeoIP sample of documentation
-addresses), registers a message to 25 recipients in three departments, replays opens, read times and
-clicks from a few devices and cities plus a security scanner, and prints the report. Clients are
+addresses), registers a message to 40 recipients in three departments, replays what happens at delivery
+(a security gateway, a scanner, Apple Mail Privacy Protection, a script, a link checker) and then people's
+opens, read times and clicks from a few devices and cities, and prints the report. Clients are
 simulated through ``X-Forwarded-For`` from loopback, which the demo trusts as a proxy.
 """
 
@@ -40,6 +41,18 @@ DEVICES = {
     "Apple Mail on macOS": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko)",
 }
 SCANNER_UA = "Barracuda Sentinel (EE)"
+RECIPIENTS = 40
+PEOPLE_OPENING = 17  # the first 17 recipients open the message in their own mail client
+VIA_GMAIL = 4  # the next 4 read it in Gmail, whose image proxy fetches the beacon for them
+# Fetchers that are not the people themselves, from the networks and with the user agents they use.
+GATEWAY_IP = "40.107.22.51"  # Microsoft Exchange Online Protection (40.107.0.0/16, published by Microsoft)
+GATEWAY_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+)
+APPLE_MPP_IP = "17.58.63.10"  # Apple Mail Privacy Protection proxies fetch from Apple's 17.0.0.0/8
+GMAIL_PROXY_IP = "66.102.8.21"
+GMAIL_PROXY_UA = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+LIBRARY_UA = "python-httpx/0.27.0"
 HTML = """<html><body>
 <h1>Quarterly all-hands</h1>
 <p>Hello team, the new <a href="https://intranet.example.com/policies/parental-leave">parental leave policy</a>
@@ -72,9 +85,14 @@ def _settings_values(directory: Path, port: int, tenant_settings: Path | None) -
     values.update(
         public_base_url=f"http://127.0.0.1:{port}",
         spool_dir=str(directory / "spool"),
+        audit_anchor_path=str(directory / "audit-anchor"),
         scanner_window_seconds=1,
+        burst_seconds=0.5,  # the demo's people act within a second of the scans; real ones come minutes later
         scanner_networks=[SCANNER_NETWORK],
     )
+    values.setdefault("segment_attributes", ["department"])
+    if not values.get("segment_attributes"):
+        values["segment_attributes"] = ["department"]
     return values
 
 
@@ -108,6 +126,51 @@ async def _read(session: aiohttp.ClientSession, url: str, ua: str, ip: str, seco
         await asyncio.sleep(seconds)  # the reader has the message open; then closes it
 
 
+async def _delivery(session: aiohttp.ClientSession, base: str, tokens: list[str]) -> None:
+    """What happens to a message at delivery, before any person reads it: none of it is a person's."""
+    for token in tokens[:8]:  # a security gateway opens each copy and follows every link, the hidden one too
+        await _hit(session, f"{base}/o/{token}.gif", GATEWAY_UA, GATEWAY_IP)
+        for link in (0, 1, 2, 3):
+            await _hit(session, f"{base}/c/{token}/{link}", GATEWAY_UA, GATEWAY_IP)
+    for token in tokens[8:12]:  # an older scanner that says who it is, from the tenant's scanner network
+        await _hit(session, f"{base}/o/{token}.gif", SCANNER_UA, "198.18.0.7")
+    for token in tokens[-10:]:  # Apple Mail Privacy Protection prefetches every image, read or not
+        await _hit(session, f"{base}/o/{token}.gif", "Mozilla/5.0", APPLE_MPP_IP)
+    for token in tokens[12:14]:  # a script and a link checker
+        await _hit(session, f"{base}/o/{token}.gif", LIBRARY_UA, "203.0.113.50")
+        async with session.head(f"{base}/c/{token}/1", headers={"User-Agent": GATEWAY_UA}, allow_redirects=False):
+            pass
+    _step(
+        "at delivery: a security gateway (Microsoft EOP) opened 8 copies and followed every link, a scanner "
+        "from the tenant's scanner network opened 4, Apple Mail Privacy Protection prefetched 10, a script "
+        "fetched 2 beacons and a link checker sent 2 HEAD requests"
+    )
+
+
+def _who_fetched(report: dict[str, Any], events: int) -> None:
+    """People's opens against every hit: what the judging keeps out of the people's figures."""
+    if report.get("suppressed", True):
+        return
+    hidden = "fewer than the minimum segment: not shown"
+
+    def pair(figure: dict[str, Any] | None, first: str, second: str) -> str:
+        return hidden if figure is None else f"{figure[first]} / {figure[second]}"
+
+    opens, machine = report["opens"], report.get("machine")
+    _step(f"who fetched what ({events} hits in all):")
+    rows = [
+        ("people's opens (unique / total)", pair(opens, "unique", "total")),
+        ("  of which via a webmail image proxy", pair(report.get("proxied_opens"), "unique", "total")),
+        ("Apple privacy-protected opens (apart)", pair(report.get("privacy_proxy_opens"), "unique", "total")),
+        ("machine opens / clicks", pair(machine, "opens", "clicks")),
+        ("open rate, people only", f"{report.get('rates', {}).get('open')}"),
+    ]
+    for bucket in ((machine or {}).get("by_reason") or {}).get("buckets", []):
+        rows.append((f"  machine: {bucket['label']}", f"{bucket['records']} copies"))
+    for label, value in rows:
+        print(f"    {label:<40} {value}", flush=True)
+
+
 async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_settings: Path | None) -> int:
     config = _prepare(directory, port, tenant_settings)
     state = build_state(config)
@@ -129,7 +192,7 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
                 "name": f"Employee {i:02d}",
                 "attributes": {"department": departments[i % 3], "campus": rng.choice(["Dublin", "Berlin"])},
             }
-            for i in range(25)
+            for i in range(RECIPIENTS)
         ]
         body = {
             "subject": "Quarterly all-hands: parental leave policy",
@@ -149,31 +212,30 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
                     return 1
             tokens = [r["token"] for r in created["recipients"]]
             _step(
-                f"registered message {created['id']} to 25 recipients in 3 departments, mode {created['mode']} "
+                f"registered message {created['id']} to {RECIPIENTS} recipients in 3 departments, "
+                f"mode {created['mode']} "
                 "(the tenant's default): "
                 f"{len(set(tokens))} tokens, 3 tracked links, a hidden honeypot link, 2 beacons"
             )
 
-            scanner_ip = "198.18.0.7"
-            for token in tokens[:8]:
-                await _hit(session, f"{base}/o/{token}.gif", SCANNER_UA, scanner_ip)
-                for link in (0, 1, 2, 3):
-                    await _hit(session, f"{base}/c/{token}/{link}", SCANNER_UA, scanner_ip)
-            _step("a mail security gateway scanned 8 copies at delivery: opened them and followed every link")
-            await asyncio.sleep(1.1)  # past the prefetch window
+            await asyncio.sleep(1.1)  # the sender's mail system delivers a while after registering (minutes, really)
+            await _delivery(session, base, tokens)
+            await asyncio.sleep(1.1)  # delivery is over: past the early window and any burst
 
             cities = list(SAMPLE_ADDRESSES.items())
             devices = list(DEVICES.items())
-            opened = tokens[:17]
+            opened = tokens[:PEOPLE_OPENING]
             for i, token in enumerate(opened):
                 ip = cities[i % len(cities)][1]
                 ua = devices[i % len(devices)][1]
                 await _hit(session, f"{base}/o/{token}.gif", ua, ip)
                 if i % 4 == 0:
                     await _hit(session, f"{base}/o/{token}.gif", ua, ip)  # opened again later
+            for token in tokens[PEOPLE_OPENING : PEOPLE_OPENING + VIA_GMAIL]:
+                await _hit(session, f"{base}/o/{token}.gif", GMAIL_PROXY_UA, GMAIL_PROXY_IP)
             _step(
                 f"{len(opened)} recipients opened the message from {len(devices)} kinds of device "
-                f"in {len(cities)} cities"
+                f"in {len(cities)} cities; {VIA_GMAIL} more in Gmail, whose image proxy fetched the beacon for them"
             )
 
             holds = [0.8, 1.6, 3.5, 4.2, 5.0]
@@ -201,13 +263,14 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
                 f"{base}/api/v1/messages/{created['id']}/report", headers={"Authorization": f"Bearer {analyst}"}
             ) as r:
                 report: dict[str, Any] = await r.json()
-        _step("report (suspected bots are counted apart, never mixed into the human figures):")
+        _step("report (opens and clicks are people's; Apple's prefetches and machines are counted apart):")
         print(json.dumps(report, indent=2), flush=True)
+        events = await state.store.count_rows("events")
+        _who_fetched(report, events)
         _step(
             "the minimum-segment rule at work: no device, city or read-time bucket holds 10 people, so they "
             "fold into an unnamed 'other' rather than show figures about fewer than 10"
         )
-        events = await state.store.count_rows("events")
         _step(f"{events} events stored; no IP address, user agent, e-mail, name or subject in plaintext at rest")
         print()
         print("Explore it yourself:")
