@@ -33,6 +33,8 @@ demo: $(STAMP)
 
 ## make test: the whole suite; PostgreSQL at 127.0.0.1:5432 (or POLITE_TEST_PG_DSN) is used for real
 test: $(STAMP) $(KUBE_TOOLS)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## make e2e: the operator's end-to-end tests against a real cluster (KUBECONFIG: kind or k3d);

@@ -135,7 +135,7 @@ STYLE: Final = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.5;"
     "color:#1a1a1a;background:#fff}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:1.75rem}"
     "dt{font-weight:600}dd{margin:0 0 .5rem 0}label{display:block;font-weight:600;margin:.75rem 0 .25rem}"
-    "input{font:inherit;padding:.4rem;width:100%;max-width:24rem}button{font:inherit;margin-top:.75rem;"
+    "input{font:inherit;padding:.4rem;width:100%;max-width:24rem;box-sizing:border-box}button{font:inherit;margin-top:.75rem;"
     "padding:.5rem 1rem;cursor:pointer}:focus{outline:3px solid #1a5fb4;outline-offset:2px}"
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode("utf-8")).digest()).decode("ascii")
