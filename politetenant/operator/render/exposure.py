@@ -5,8 +5,9 @@ The public host (``spec.tracker.host``) routes only the public routes: the beaco
 where whoever holds a copy's token sees what is recorded for that copy and may object to tracking
 (the tenant's notice links there). The API (which answers privacy officers with personal data), the dashboard ``/ui/``,
 ``/readyz`` and ``/metrics`` stay off the host every recipient's mail client talks to. The API
-reaches the Internet only through its own host (``spec.tracker.api``), an Ingress routing ``/api/``
-alone, with the allowed client networks in the ingress controller's source-range annotation.
+and the dashboard reach the Internet only through their own host (``spec.tracker.api``), an Ingress
+routing ``/api/`` and ``/ui/`` alone, with the allowed client networks in the ingress controller's
+source-range annotation.
 In-cluster callers use the Service. Neither Ingress can reach the ops port: the Service the Ingresses
 name has only the ``http`` port.
 """
@@ -21,7 +22,7 @@ from politetenant.operator.model.tenant import PoliteTenant, Tls
 
 # Prefix paths match whole path segments, so /o/ admits /o/TOKEN.gif and never /other.
 PUBLIC_PATHS = ("/o/", "/t/", "/c/", "/p/")
-API_PATHS = ("/api/",)
+API_PATHS = ("/api/", "/ui/")
 
 
 def _issuer(tls: Tls | None, config: OperatorConfig) -> tuple[str, str, str] | None:

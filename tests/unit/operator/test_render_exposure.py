@@ -90,13 +90,15 @@ def test_without_an_api_host_the_api_has_no_ingress() -> None:
     assert [i["metadata"]["name"] for i in of_kind(objects, "Ingress")] == ["tracker"]
 
 
-def test_an_api_host_gets_an_ingress_for_the_api_alone_from_the_allowed_networks() -> None:
+def test_an_api_host_gets_an_ingress_for_the_api_and_dashboard_alone_from_the_allowed_networks() -> None:
     objects = render(make_tenant(tracker=with_api()))
     api = one(objects, "Ingress", "tracker-api")
     assert api["spec"]["rules"][0]["host"] == API_HOST
-    assert [(p["path"], p["pathType"]) for p in api["spec"]["rules"][0]["http"]["paths"]] == [("/api/", "Prefix")]
+    paths = [(p["path"], p["pathType"]) for p in api["spec"]["rules"][0]["http"]["paths"]]
+    assert paths == [("/api/", "Prefix"), ("/ui/", "Prefix")]
     assert routed(api, "/api/v1/messages") == [("tracker", {"name": "http"})]
-    for path in ("/", "/metrics", "/readyz", "/o/TOKEN.gif"):
+    assert routed(api, "/ui/messages") == [("tracker", {"name": "http"})]
+    for path in ("/", "/metrics", "/readyz", "/o/TOKEN.gif", "/p/TOKEN"):
         assert routed(api, path) == [], path
     assert api["metadata"]["annotations"][WHITELIST] == "203.0.113.0/24,2001:db8::/32"
     public = one(objects, "Ingress", "tracker")
