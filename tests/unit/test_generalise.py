@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -148,7 +147,8 @@ def test_objectors_get_no_record_and_do_not_count_towards_anyone_s_class() -> No
     assert kept[:2] + kept[3:5] == [{}] * 4 and kept[5:] == [{"department": "Sales"}] * 5
 
 
-def test_a_hundred_thousand_recipients_are_generalised_well_under_a_second() -> None:
+def test_a_hundred_thousand_recipients_with_one_person_buildings_are_generalised() -> None:
+    # Speed is measured in bench/, never asserted here (about 150 ms on 2 cores).
     departments = [f"dept-{i}" for i in range(40)]
     buildings = [f"building-{i}" for i in range(25)]
     maps = [
@@ -160,12 +160,6 @@ def test_a_hundred_thousand_recipients_are_generalised_well_under_a_second() -> 
         }
         for i in range(100_000)
     ]
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        kept = generalise(maps, SEGMENTS, 10)
-        best = min(best, time.perf_counter() - started)
-    print(f"generalise: 100,000 recipients x 3 segment attributes in {best * 1000:.0f} ms")
-    assert best < 0.5
+    kept = generalise(maps, SEGMENTS, 10)
     classes = Counter(combination(m) for m in kept)
     assert all(members >= 10 for c, members in classes.items() if c)
