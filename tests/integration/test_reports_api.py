@@ -106,7 +106,7 @@ async def test_report_carries_every_section_and_the_list_shows_its_headline(trac
     assert report["clicks"] == {"unique": 6, "total": 6}
     assert report["machine"] is None  # a scanner and a honeypot hit: two copies, below the threshold
     assert report["bots"] == {"opens": 0, "clicks": 0}
-    assert report["rates"] == {"open": 0.6, "click": 0.3, "click_to_open": 0.5}
+    assert report["rates"] == {"open": 0.6, "click": 0.3, "click_to_open": 0.5, "read": 1.0}
     assert report["read_time"] == {
         "median_ms": 6_750,
         "buckets": [{"label": "glanced", "records": 6}, {"label": "read", "records": 6}],

@@ -15,8 +15,17 @@ from politetenant.crypto import Keyring, KeySet, Sealer, SealError, TokenCodec, 
 from politetenant.tracker.judging.behaviour import CopyRules
 from politetenant.tracker.judging.verdicts import Reason
 from politetenant.tracker.messages.html_rewrite import TOKEN_PLACEHOLDER, rewrite_html
-from politetenant.tracker.reports.build import OTHER, build_report
-from politetenant.tracker.reports.report_data import Accumulator, EventRow, LinkInfo, ReportInputs, Tally, merged
+from politetenant.tracker.reports.build import OTHER, build_report, heatmap_fold
+from politetenant.tracker.reports.report_data import (
+    Accumulator,
+    EventRow,
+    LinkInfo,
+    ReportInputs,
+    Tally,
+    merged,
+    weekday_hour,
+)
+from politetenant.tracker.reports.thresholds import ALL, coarsen
 from politetenant.tracker.storage.rows import MessageRow
 
 KEYRING = Keyring("acme", [KeySet(1, os.urandom(32), os.urandom(32), os.urandom(32))])
@@ -170,6 +179,12 @@ def _populations(part: Mapping[str, Any]) -> Iterator[int]:
         yield from ([machine["by_reason"]["other"]] if machine["by_reason"]["other"] is not None else [])
     for name in ("proxied_opens", "privacy_proxy_opens"):
         yield from ([part[name]["unique"]] if part.get(name) is not None else [])
+    heatmap = part.get("heatmap")
+    if heatmap is not None:
+        yield from (c["records"] for c in heatmap["cells"])
+        yield from ([heatmap["other"]] if heatmap["other"] is not None else [])
+        if heatmap["cells"]:  # what the shown cells leave of the openers (opens.unique is shown anyway)
+            yield part["opens"]["unique"] - sum(c["records"] for c in heatmap["cells"])
 
 
 def _without_visible_reason(tally: Tally, shown: set[int]) -> int:
@@ -222,3 +237,31 @@ def test_reports_never_show_a_small_population_nor_let_one_be_derived(copies: An
 
 def safe(n: int, k: int) -> bool:
     return n == 0 or n >= k
+
+
+_opens_by_hour = st.dictionaries(st.integers(0, 24 * 21), st.integers(1, 9), max_size=11)  # three weeks
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_opens_by_hour, st.integers(min_value=5, max_value=8))
+def test_heatmap_and_timeline_together_never_give_a_small_group_of_openers_away(
+    first_opens: dict[int, int], k: int
+) -> None:
+    """Whatever hours people first opened in: every set of timeline windows that holds all the hours of
+    the shown cells it touches has a known number of openers outside those cells; it is 0 or >= k."""
+    windows = coarsen({ALL: first_opens}, k)
+    fold = heatmap_fold(first_opens, windows, k)
+    cells: dict[tuple[int, int], int] = {}
+    for hour, n in first_opens.items():
+        cells[weekday_hour(hour)] = cells.get(weekday_hour(hour), 0) + n
+    assert all(cells[c] >= k for c in fold.shown)
+    assert not fold.shown or safe(sum(first_opens.values()) - sum(cells[c] for c in fold.shown), k)
+    window_of = {h: i for h in first_opens for i, w in enumerate(windows) if w.start <= h < w.end}
+    assert len(window_of) == len(first_opens) or not windows
+    for chosen in range(1, 2 ** len(windows)):  # every set of windows, by brute force
+        inside = {i for i in range(len(windows)) if chosen >> i & 1}
+        touched = {weekday_hour(h) for h, i in window_of.items() if i in inside} & set(fold.shown)
+        if any(window_of[h] not in inside for h in first_opens if weekday_hour(h) in touched):
+            continue  # a shown cell reaches outside: its part inside is not known
+        known = sum(windows[i].counts[ALL] for i in inside) - sum(cells[c] for c in touched)
+        assert safe(known, k), (inside, touched, known)

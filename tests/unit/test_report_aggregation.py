@@ -15,16 +15,18 @@ from politetenant.tracker.http.openapi import build_document
 from politetenant.tracker.judging.behaviour import CopyRules
 from politetenant.tracker.judging.verdicts import Reason
 from politetenant.tracker.reports.api_reports import OPERATIONS, MessageReport
-from politetenant.tracker.reports.build import build_report, report_csv
+from politetenant.tracker.reports.build import build_report, heatmap_fold, report_csv
 from politetenant.tracker.reports.report_data import (
     HOUR_MS,
     Accumulator,
     EventRow,
     LinkInfo,
     ReportInputs,
+    heatmap_cells,
     read_bucket,
+    weekday_hour,
 )
-from politetenant.tracker.reports.thresholds import ALL
+from politetenant.tracker.reports.thresholds import ALL, coarsen, fold_table
 from politetenant.tracker.server.app import api_operations
 from politetenant.tracker.storage.rows import MessageRow
 
@@ -92,7 +94,7 @@ def test_headline_counts_people_and_hits_apart_and_rates_use_the_tracked_populat
     assert report["bots"] == {"opens": 0, "clicks": 0}
     assert report["machine"] == {"records": 0, "opens": 0, "clicks": 0, "by_reason": {"buckets": [], "other": None}}
     assert report["proxied_opens"] == report["privacy_proxy_opens"] == {"unique": 0, "total": 0}
-    assert report["rates"] == {"open": 0.45, "click": 0.1, "click_to_open": 0.2222}
+    assert report["rates"] == {"open": 0.45, "click": 0.1, "click_to_open": 0.2222, "read": 0.2222}
     assert report["recipients"] == 22 and report["tracked"] == 20
 
 
@@ -473,3 +475,60 @@ def test_segments_show_a_figure_apart_only_when_every_segment_can() -> None:
     assert [p["privacy_proxy_opens"] for p in report["segments"]["values"]] == [{"unique": 5, "total": 5}] * 2
     assert [p["bots"] for p in report["segments"]["values"]] == [{"opens": 5, "clicks": 0}] * 2
     assert report["bots"] == {"opens": 10, "clicks": 8}
+
+
+# --------------------------------------------------------------------------------------------------
+# The openers' heatmap (weekday x hour of the first open, UTC) and the read rate.
+
+
+def test_weekday_and_hour_are_utc_with_monday_zero() -> None:
+    assert weekday_hour(CREATED // HOUR_MS) == (1, 22)  # 2023-11-14 22:00 UTC, a Tuesday
+    assert weekday_hour(0) == (3, 0)  # the epoch was a Thursday
+    assert weekday_hour(4 * 24 + 23) == (0, 23)  # 1970-01-05, a Monday
+
+
+def test_heatmap_counts_each_opener_once_and_a_small_cell_never_shows() -> None:
+    events = [ev(r, minutes=30) for r in range(12)] + [ev(r, minutes=90) for r in range(12)]  # re-opens
+    events += [ev(r, minutes=25 * 60 + 30) for r in range(12, 18)]  # Wednesday 23h
+    events += [ev(r, minutes=26 * 60 + 30) for r in range(18, 20)]  # two on Thursday 0h
+    report = report_of(events)
+    # Thursday's 2 fold; Wednesday's 6 joins them, else 20 - 12 - 6 would give the 2 away.
+    assert report["heatmap"] == {"cells": [{"weekday": 1, "hour": 22, "records": 12}], "other": 8}
+    assert report["opens"]["unique"] == 20
+
+
+def test_a_heatmap_cell_is_folded_when_the_timeline_would_give_a_small_hour_away() -> None:
+    day = (CREATED // HOUR_MS) // 24 * 24  # hour 0 of a day: no cell wraps round
+    first_opens = {day: 1, day + 1: 1, day + 2: 5, day + 5: 10, day + 8: 6, day + 9: 1, day + 10: 2}
+    windows = coarsen({ALL: first_opens}, K)
+    assert [w.counts[ALL] for w in windows] == [7, 10, 9]
+    alone = fold_table({ALL: heatmap_cells(first_opens)}, K)
+    assert sorted(alone.shown) == [(1, 2), (1, 5), (1, 8)] and alone.other_of(ALL) == 5  # fine on its own...
+    fold = heatmap_fold(first_opens, windows, K)
+    # ...but the first window (7) minus its 5 would tell 2 opened at 0h or 1h; the last, 9 - 6, three.
+    assert fold.shown == ((1, 5),) and fold.other_of(ALL) == 16
+
+
+def test_heatmap_is_the_whole_messages_only_and_absent_in_aggregate_mode() -> None:
+    segments = {rid(r): "A" if r < 10 else "B" for r in range(20)}
+    report = report_of([ev(r) for r in range(20)], segments=segments, attribute="team")
+    assert report["heatmap"] == {"cells": [{"weekday": 1, "hour": 22, "records": 20}], "other": None}
+    assert all("heatmap" not in part for part in report["segments"]["values"])
+    assert "heatmap" not in report_of([ev(0) for _ in range(30)], mode="aggregate")
+
+
+def test_read_rate_is_readers_over_openers_and_undefined_without_openers() -> None:
+    events = [ev(r) for r in range(10)] + [ev(r, 2, read_ms=4_000) for r in range(4)]
+    assert report_of(events)["rates"]["read"] == 0.4
+    assert report_of([])["rates"] == {"open": 0.0, "click": 0.0, "click_to_open": None, "read": None}
+
+
+def test_csv_carries_the_heatmap_and_the_read_rate() -> None:
+    events = [ev(r, minutes=30) for r in range(12)] + [ev(r, 2, read_ms=4_000) for r in range(6)]
+    events += [ev(r, minutes=25 * 60 + 30) for r in range(12, 18)] + [ev(r, minutes=26 * 60 + 30) for r in (18, 19)]
+    rows = list(csv.reader(io.StringIO(report_csv(report_of(events)))))
+    cells = {(r[1], r[2], r[3], r[4]): r[5] for r in rows[1:]}
+    assert cells[("heatmap", "Tue", "22:00Z", "records")] == "12"
+    assert cells[("heatmap", "(other)", "", "records")] == "8"
+    assert not [r for r in rows if r[1] == "heatmap" and r[2] in ("Wed", "Thu")]
+    assert cells[("summary", "", "", "read_rate")] == "0.3"

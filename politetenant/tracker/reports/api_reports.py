@@ -7,12 +7,11 @@ per-recipient data served is ``/recipients``, to the privacy role, for individua
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from politetenant.settings import TrackingMode
 from politetenant.tracker.http.auth import Principal, Role
@@ -20,15 +19,23 @@ from politetenant.tracker.http.errors import ApiError, BadRequest, Forbidden, No
 from politetenant.tracker.http.openapi import Operation
 from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.privacy import audit
-from politetenant.tracker.reports.build import build_report, headline, report_csv, suppressed_report
+from politetenant.tracker.reports.dashboard import (
+    MESSAGE_CURSOR,
+    SEGMENT,
+    InvalidCursor,
+    SegmentRefused,
+    audit_detail,
+    check_segment,
+    filtered_messages,
+    read_export,
+    read_report,
+    record_list_read,
+)
 from politetenant.tracker.reports.recipients import recipient_page
-from politetenant.tracker.reports.report_data import load_report_inputs, message_page, rules_for
-from politetenant.tracker.reports.thresholds import headline_visible
+from politetenant.tracker.reports.report_data import rules_for
 from politetenant.tracker.storage.rows import MessageRow
 
-_SEGMENT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # the attribute names messages accept
 # Keyset cursors: every string the pattern allows is a place in the list (the API never 400s one).
-_MESSAGE_CURSOR = re.compile(r"^([0-9]{1,15})\.(msg_[0-9a-f]{20})$")  # created_at.id of the last message
 _RECIPIENT_CURSOR = re.compile(r"^([0-9]{1,18})$")  # the last recipient row
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -83,6 +90,18 @@ class ReportRates(_Out):
     open: float | None
     click: float | None
     click_to_open: float | None
+    read: float | None  # readers / openers (people's)
+
+
+class HeatmapCell(_Out):
+    weekday: int = Field(ge=0, le=6)  # UTC, Monday = 0
+    hour: int = Field(ge=0, le=23)  # UTC
+    records: int  # openers whose first open fell in that hour of that weekday
+
+
+class OpensHeatmap(_Out):
+    cells: list[HeatmapCell]  # cells below the threshold are never shown
+    other: int | None  # the openers of the cells not shown; null: none, or below the threshold
 
 
 class ReportBucket(_Out):
@@ -181,6 +200,7 @@ class MessageReport(_Out):
     breakdowns: dict[str, ReportBreakdown] | None = None
     links: LinkBreakdown | None = None
     timeline: ReportTimeline | None = None
+    heatmap: OpensHeatmap | None = None  # the whole message's openers only, never per segment
     segments: ReportSegments | None = None
 
 
@@ -242,12 +262,12 @@ def _cursor_parameter(pattern: re.Pattern[str]) -> dict[str, Any]:
 _SEGMENT_PARAMETER = _query(
     "segment",
     "A segment attribute of the tenant (department, campus...): the same figures per value.",
-    {"type": "string", "pattern": _SEGMENT.pattern},
+    {"type": "string", "pattern": SEGMENT.pattern},
 )
 OPERATIONS = [
     Operation("GET", "/api/v1/messages", "Messages, newest first, with their headline figures (thresholds applied)",
               roles=("analyst",), response=MessagePage, errors=(400,),
-              parameters=(_limit_parameter(20, 100), _cursor_parameter(_MESSAGE_CURSOR))),
+              parameters=(_limit_parameter(20, 100), _cursor_parameter(MESSAGE_CURSOR))),
     Operation("GET", "/api/v1/messages/{id}/report", "A message's report under the minimum-segment rule; bots apart",
               roles=("analyst",), response=MessageReport, errors=(400, 404, 409, 422),
               parameters=(_SEGMENT_PARAMETER,)),
@@ -299,34 +319,16 @@ async def _message(state: TrackerState, request: web.Request) -> MessageRow:
     return message
 
 
+_REFUSALS: dict[int, type[ApiError]] = {400: BadRequest, 409: Conflict, 422: Unprocessable}
+
+
 def _segment(request: web.Request, state: TrackerState, message: MessageRow) -> str | None:
     segment = request.query.get("segment")
-    if segment is None:
-        return None
-    if not _SEGMENT.fullmatch(segment):
-        raise BadRequest("segment: name an attribute, e.g. ?segment=department", code="invalid_segment")
-    kept = state.settings.segment_attributes
-    if segment not in kept:  # records keep no other attribute: there is nothing else to segment by
-        names = ", ".join(kept) if kept else "none (the tenant keeps no attribute on its records)"
-        raise Unprocessable(f"segment: not a segment attribute of this tenant; it has {names}", code="unknown_segment")
-    if message.mode == TrackingMode.AGGREGATE.value:
-        raise Conflict(
-            "this message was sent in aggregate mode: it has no per-recipient records, so no segments",
-            code="aggregate_mode",
-        )
+    try:
+        check_segment(state.settings, message, segment)
+    except SegmentRefused as refused:
+        raise _REFUSALS[refused.status](refused.message, code=refused.code) from None
     return segment
-
-
-async def _report(state: TrackerState, message: MessageRow, segment: str | None) -> dict[str, Any]:
-    k = state.settings.min_segment_size
-    if not headline_visible(message.tracked, k):
-        return suppressed_report(message.id)  # nothing to load: nothing will be shown
-    inputs = await load_report_inputs(state.store, state.sealer, message, rules_for(state.settings, message), segment)
-    return await asyncio.to_thread(build_report, message, inputs, k)  # folding segments is CPU work
-
-
-def _detail(message: MessageRow, segment: str | None) -> str:
-    return f"message={message.id}" + ("" if segment is None else f" segment={segment}")
 
 
 async def message_report(request: web.Request) -> web.Response:
@@ -335,10 +337,7 @@ async def message_report(request: web.Request) -> web.Response:
     principal = await state.auth.require(request, Role.ANALYST)
     message = await _message(state, request)
     segment = _segment(request, state, message)
-    report = await _report(state, message, segment)
-    await audit.record(
-        state.store, state.keyring, _actor(principal), audit.Action.REPORT_READ, detail=_detail(message, segment)
-    )
+    report = await read_report(state, *_actor(principal), message, segment)  # audited there, as the dashboard's
     return web.json_response(report, headers=_NO_STORE)
 
 
@@ -347,18 +346,14 @@ async def export_csv(request: web.Request) -> web.Response:
     state = request.app[STATE]
     principal = await state.auth.require(request, Role.ANALYST)
     message = await _message(state, request)
-    segment = _segment(request, state, message)
-    report = await _report(state, message, segment)
-    action, detail = audit.Action.REPORT_EXPORT, _detail(message, segment)
-    if report["suppressed"]:
-        await audit.record(state.store, state.keyring, _actor(principal), action, outcome="refused", detail=detail)
+    text = await read_export(state, *_actor(principal), message, _segment(request, state, message))
+    if text is None:
         k = state.settings.min_segment_size
         raise Forbidden(
             f"this message reached fewer than {k} tracked people; its figures cannot be exported", code="suppressed"
         )
-    await audit.record(state.store, state.keyring, _actor(principal), action, detail=detail)
     return web.Response(
-        text=report_csv(report),
+        text=text,
         content_type="text/csv",
         charset="utf-8",
         headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="{message.id}-report.csv"'},
@@ -366,29 +361,16 @@ async def export_csv(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    """``GET /api/v1/messages?limit=N&cursor=C``: newest first, with headline figures (thresholds applied)."""
+    """``GET /api/v1/messages?limit=N&cursor=C``: newest first, with headline figures (thresholds applied).
+    Each headline comes from the report's own code (``dashboard.summary``), so the two never disagree."""
     state = request.app[STATE]
     principal = await state.auth.require(request, Role.ANALYST)
     limit = _limit(request, default=20, maximum=100)
-    cursor = _cursor(request, _MESSAGE_CURSOR)
-    before = None if cursor is None else (int(cursor[0]), cursor[1])
-    rows = await message_page(state.store, limit + 1, before)
-    page, more = rows[:limit], len(rows) > limit
-    sealer, items = state.sealer, []
-    for message in page:
-        # The report's own code, so the list and the report never disagree: the behaviour rules need
-        # each copy's hits, which SQL counts cannot judge (slower; reports move to SQL later).
-        items.append(
-            {
-                **headline(await _report(state, message, None)),
-                "created_at": message.created_at,
-                "mode": message.mode,
-                "subject": sealer.open_text("message.subject", message.subject, row=message.id),
-                "list_name": sealer.open_text("message.list_name", message.list_name, row=message.id),
-            }
-        )
-    next_cursor = f"{page[-1].created_at}.{page[-1].id}" if more else None
-    await audit.record(state.store, state.keyring, _actor(principal), audit.Action.REPORT_READ, detail="list")
+    try:
+        items, next_cursor = await filtered_messages(state, limit, request.query.get("cursor"))
+    except InvalidCursor as exc:
+        raise BadRequest(str(exc), code="invalid_cursor") from None
+    await record_list_read(state, *_actor(principal))
     return web.json_response({"messages": items, "next_cursor": next_cursor}, headers=_NO_STORE)
 
 
@@ -412,7 +394,7 @@ async def message_recipients(request: web.Request) -> web.Response:
     )
     page, more = rows[:limit], len(rows) > limit
     await audit.record(
-        state.store, state.keyring, _actor(principal), audit.Action.RECIPIENTS_READ, detail=_detail(message, None)
+        state.store, state.keyring, _actor(principal), audit.Action.RECIPIENTS_READ, detail=audit_detail(message, None)
     )
     body = {
         "id": message.id,

@@ -1,8 +1,9 @@
 """Message reports: raw tallies (``report_data``) shaped into the API's JSON and CSV under the
 minimum-segment rule, which ``thresholds`` applies in one place.
 
-The whole-message report is folded first; a segmented report (``?segment=ATTR``) folds its segments
-side by side and never finer than the whole, so no figure hidden in one is recovered from the other.
+The whole-message report (and its openers' heatmap) is folded first; a segmented report
+(``?segment=ATTR``) folds its segments side by side and never finer than the whole, so no figure
+hidden in one is recovered from the other.
 Hits that were not a person's own (proxied, Apple's privacy proxy, machines by reason) are reported
 apart, each figure shown only while the records it counts are none or at least k, in every row.
 ``report_csv`` renders the JSON, so an export can never show more than the report.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +30,9 @@ from politetenant.tracker.reports.report_data import (
     LinkInfo,
     ReportInputs,
     Tally,
+    heatmap_cells,
     merged,
+    weekday_hour,
 )
 from politetenant.tracker.reports.thresholds import (
     ALL,
@@ -37,10 +42,12 @@ from politetenant.tracker.reports.thresholds import (
     fold_table,
     headline_visible,
     part_visible,
+    safe_remainder,
 )
 from politetenant.tracker.storage.rows import MessageRow
 
 OTHER = "(other)"
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # the heatmap's weekday 0 to 6, UTC
 #: What the message list shows of each message: the headline of its report, computed the same way.
 HEADLINE_KEYS = ("id", "suppressed", "mode", "created_at", "recipients", "tracked", "opens", "clicks", "reads",
                  "proxied_opens", "privacy_proxy_opens", "machine", "bots", "content")  # fmt: skip
@@ -76,6 +83,11 @@ def build_report(message: MessageRow, figures: ReportInputs, min_segment_size: i
     plan = _plan({ALL: total}, k, figures.links)
     report.update(_apart(total, ALL, plan))
     report.update(_body(total, ALL, plan, figures.links, k))
+    cells, shown = heatmap_cells(total.first_opens), heatmap_fold(total.first_opens, plan.opens, k)
+    report["heatmap"] = {
+        "cells": [{"weekday": d, "hour": h, "records": cells[(d, h)]} for d, h in sorted(shown.shown)],
+        "other": shown.other_of(ALL),
+    }
     if figures.attribute is not None:
         report["segments"] = _segments(figures, plan, k)
     return report
@@ -200,8 +212,62 @@ def _plan(rows: Mapping[str, Tally], k: int, links: Sequence[LinkInfo], whole: _
     )
 
 
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
+def _rate(part: int | None, whole: int | None) -> float | None:
+    return round(part / whole, 4) if part is not None and whole else None
+
+
+def rates(tracked: int, opens: int | None, clicks: int | None, reads: int | None) -> dict[str, float | None]:
+    """A population's rates from its people's figures (None: not defined, or a figure not shown); one
+    definition for the report and for what the dashboard computes from the list's headlines."""
+    # read: of the people who opened, how many read (person hits only)
+    return {"open": _rate(opens, tracked), "click": _rate(clicks, tracked), "click_to_open": _rate(clicks, opens),
+            "read": _rate(reads, opens)}  # fmt: skip
+
+
+Cell = tuple[int, int]  # (weekday, hour of the day), UTC
+
+
+def heatmap_fold(first_opens: Mapping[int, int], windows: Sequence[Window[str]], k: int) -> TableFold[str, Cell]:
+    """Which (weekday, hour) cells of the openers' heatmap are shown: ``fold_table`` over the cells,
+    then, while the shown cells and the opens timeline (``windows``) together give a small part away,
+    one more cell is left out of the candidates and the table folded again.
+
+    A timeline window and the cells of the hours it holds overlap: a window of 7 whose hours show a
+    cell of 5 tells that 2 people opened in its other hours. Windows joined by a shown cell (a cell
+    gathers its hour across weeks) form a group whose openers minus its shown cells is known exactly;
+    that remainder must be 0 or at least ``k``, as ``fold_table``'s own is.
+    """
+    cells = heatmap_cells(first_opens)
+    candidates = set(cells)
+    while True:  # each turn leaves one cell out: at worst every cell is folded, and nothing leaks
+        decision = fold_table({ALL: cells}, k, candidates=candidates)
+        victim = _window_leak(first_opens, windows, cells, decision.shown, k)
+        if victim is None:
+            return decision
+        candidates.discard(victim)
+
+
+def _window_leak(opens: Mapping[int, int], windows: Sequence[Window[str]], cells: Counter[Cell], shown: Sequence[Cell],
+                 k: int) -> Cell | None:  # fmt: skip
+    """The smallest shown cell of a group of windows whose remainder is small, or None."""
+    starts, group = [w.start for w in windows], list(range(len(windows)))  # union-find over windows
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = i = group[group[i]]
+        return i
+
+    home: dict[Cell, int] = {}  # a shown cell -> a window holding one of its hours
+    for hour in (h for h, n in opens.items() if n > 0 and weekday_hour(h) in shown):
+        w = bisect_right(starts, hour) - 1
+        group[root(w)] = root(home.setdefault(weekday_hour(hour), w))
+    left: Counter[int] = Counter()
+    for i, window in enumerate(windows):
+        left[root(i)] += window.counts[ALL]
+    for cell in shown:
+        left[root(home[cell])] -= cells[cell]
+    small = {r for r, n in left.items() if not safe_remainder(n, k)}
+    return min((c for c in shown if root(home[c]) in small), key=lambda c: (cells[c], c), default=None)
 
 
 def _body(t: Tally, row: str, plan: _Plan, links: Sequence[LinkInfo], k: int) -> dict[str, Any]:
@@ -216,11 +282,7 @@ def _body(t: Tally, row: str, plan: _Plan, links: Sequence[LinkInfo], k: int) ->
     other_clickers = link_fold.other_of(row)
     median = statistics.median(t.read_times) if headline_visible(len(t.read_times), k) else None
     return {
-        "rates": {
-            "open": _rate(t.opens_unique, t.tracked),
-            "click": _rate(t.clicks_unique, t.tracked),
-            "click_to_open": _rate(t.clicks_unique, t.opens_unique),
-        },
+        "rates": rates(t.tracked, t.opens_unique, t.clicks_unique, t.reads_unique),
         "read_time": {
             "median_ms": None if median is None else int(median),
             **buckets(plan.read_time, t.read_buckets, READ_BUCKETS),
@@ -306,6 +368,7 @@ _SUMMARY = {  # CSV metric -> where the JSON holds it
     "open_rate": "rates.open",
     "click_rate": "rates.click",
     "click_to_open_rate": "rates.click_to_open",
+    "read_rate": "rates.read",
     "median_read_ms": "read_time.median_ms",
 }
 
@@ -347,6 +410,12 @@ def _csv_rows(segment: str, body: Mapping[str, Any]) -> Iterable[tuple[Any, ...]
         if links["other"] is not None:
             for metric in ("unique", "total"):
                 yield segment, "link", OTHER, "", f"clicks_{metric}", links["other"][metric]
+    heatmap = body.get("heatmap")
+    if heatmap is not None:
+        for c in heatmap["cells"]:
+            yield segment, "heatmap", WEEKDAYS[c["weekday"]], f"{c['hour']:02d}:00Z", "records", c["records"]
+        if heatmap["other"] is not None:
+            yield segment, "heatmap", OTHER, "", "records", heatmap["other"]
     for series, windows in body.get("timeline", {}).items():
         for window in windows:
             yield (

@@ -11,6 +11,7 @@ once. Definitions, by the class of each hit's reason (``judging.verdicts``):
   openers; reads and read time come from ``person`` hits only;
 - read time is a reader's longest read: glanced < 3 s, skimmed < 10 s, read from 10 s;
 - the timeline counts openers by the hour of their first open, clickers by that of their first click;
+  the heatmap counts openers by the weekday and hour (UTC) of their first open, from the same counts;
 - every ``opens`` total counts open-beacon hits (``proxied_opens``, ``privacy_proxy_opens``,
   ``machine``), and ``unique`` the records with an open or read of that class; ``machine`` counts
   records with any hit judged machine, once per reason they have.
@@ -49,6 +50,20 @@ class LinkInfo(NamedTuple):
     link_no: int
     text: str
     url: str
+
+
+def weekday_hour(hour_number: int) -> tuple[int, int]:
+    """(weekday, hour of the day), UTC, Monday = 0, of an hour counted from the epoch (a Thursday)."""
+    return (hour_number // 24 + 3) % 7, hour_number % 24
+
+
+def heatmap_cells(first_opens: Mapping[int, int]) -> Counter[tuple[int, int]]:
+    """Openers by the weekday and hour of their first open: the timeline's hourly counts, folded onto
+    one week (each opener is in one hour, so this is a partition of the openers too)."""
+    cells: Counter[tuple[int, int]] = Counter()
+    for hour, openers in first_opens.items():
+        cells[weekday_hour(hour)] += openers
+    return cells
 
 
 def read_bucket(read_ms: int) -> str:
@@ -290,6 +305,13 @@ RECORD_ATTRIBUTES = "SELECT id, attributes FROM records WHERE message_id = $1"
 LINKS_OF_MESSAGE = "SELECT link_no, url, text FROM links WHERE message_id = $1 AND url IS NOT NULL ORDER BY link_no"
 _MESSAGE_COLUMNS = SELECT_MESSAGE.split(" FROM ", 1)[0]
 FIRST_MESSAGES = f"{_MESSAGE_COLUMNS} FROM messages ORDER BY created_at DESC, id DESC LIMIT $1"
+#: Newest first from a keyset position, no older than $1: created_at is indexed, so a date range costs
+#: what its messages cost. ($2, "") as the position means "created before $2".
+MESSAGES_BETWEEN = (
+    f"{_MESSAGE_COLUMNS} FROM messages WHERE created_at >= $1 AND (created_at < $2 OR (created_at = $2 AND id < $3))"
+    " ORDER BY created_at DESC, id DESC LIMIT $4"
+)
+_NEVER = 2**62  # a created_at later than any (epoch ms), for a range with no upper end
 MESSAGES_BEFORE = (
     f"{_MESSAGE_COLUMNS} FROM messages WHERE created_at < $1 OR (created_at = $1 AND id < $2)"
     " ORDER BY created_at DESC, id DESC LIMIT $3"
@@ -379,9 +401,15 @@ async def load_report_inputs(
     return ReportInputs(tallies, await load_links(store, sealer, message.id), attribute)
 
 
-async def message_page(store: Store, limit: int, before: tuple[int, str] | None = None) -> list[MessageRow]:
-    """Newest first: up to ``limit`` messages older than ``before`` (created_at, id)."""
-    if before is None:
+async def message_page(
+    store: Store, limit: int, before: tuple[int, str] | None = None, *, since_ms: int | None = None
+) -> list[MessageRow]:
+    """Newest first: up to ``limit`` messages older than ``before`` (created_at, id) and created at or
+    after ``since_ms``."""
+    if since_ms is not None:
+        created, last_id = before or (_NEVER, "")
+        rows = await store.fetch(MESSAGES_BETWEEN, since_ms, created, last_id, limit)
+    elif before is None:
         rows = await store.fetch(FIRST_MESSAGES, limit)
     else:
         rows = await store.fetch(MESSAGES_BEFORE, before[0], before[1], limit)
