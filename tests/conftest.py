@@ -44,7 +44,8 @@ async def _empty_pg(dsn: str) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.events') IS NOT NULL")
         if exists:
             await conn.execute(
-                "TRUNCATE events, links, records, recipients, messages, objections, api_tokens, audit RESTART IDENTITY"
+                "TRUNCATE events, links, records, recipients, messages, objections, api_tokens, audit, ui_sessions"
+                " RESTART IDENTITY"
             )
     finally:
         await conn.close()

@@ -22,6 +22,7 @@ PACKAGE = ROOT / "politetenant"
 TRACKER_LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("server",),
+    ("ui",),
     ("reports",),
     ("privacy",),
     ("public", "messages"),

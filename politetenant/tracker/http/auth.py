@@ -137,17 +137,22 @@ class Authenticator:
         self._cache[token_id] = (now + self.cache_seconds, row)
         return row
 
+    async def check_token(self, token: str) -> Principal:
+        """Who a token string stands for, whatever its role; Unauthorized unless it is a token in force.
+        The API's bearer header and the dashboard's sign-in form both end here, so they cannot disagree."""
+        match = _TOKEN.match(token.strip())
+        row = await self._row(match.group(1)) if match else None
+        if match is None or row is None or not hmac.compare_digest(row.secret_hash, _hash(match.group(2))):
+            raise Unauthorized("the bearer token is not valid")
+        return Principal(token_id=row.id, role=Role(row.role))
+
     async def require(self, request: web.Request, *roles: Role) -> Principal:
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("send 'Authorization: Bearer <token>'; create one with polite-tracker token create")
-        match = _TOKEN.match(value.strip())
-        row = await self._row(match.group(1)) if match else None
-        if match is None or row is None or not hmac.compare_digest(row.secret_hash, _hash(match.group(2))):
-            raise Unauthorized("the bearer token is not valid")
-        role = Role(row.role)
-        if role not in roles:
+        principal = await self.check_token(value)
+        if principal.role not in roles:
             allowed = " or ".join(r.value for r in roles)
-            raise Forbidden(f"this call needs role {allowed}; the token has role {role.value}")
-        return Principal(token_id=row.id, role=role)
+            raise Forbidden(f"this call needs role {allowed}; the token has role {principal.role.value}")
+        return principal

@@ -121,7 +121,7 @@ async def _parse(request: web.Request, model: type[Body], action: audit.Action) 
             code, message = describe_body_error(exc)
             raise (BadRequest if code == "malformed_json" else Unprocessable)(message, code=code) from None
     except ApiError as exc:
-        await _record(state, principal, action, None, "rejected", exc.code)
+        await record_refusal(state, principal, action, exc.code)
         raise
     return state, principal, body
 
@@ -136,8 +136,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def _access_document(request: web.Request, action: audit.Action) -> subjects.AccessDocument:
-    state, principal, body = await _parse(request, SubjectIn, action)
+# -- answering a right: shared by the API and the dashboard (ui/pages_privacy.py), so both call the same
+# functions and write the same audit entries; the callers differ only in how the body arrives.
+
+
+async def record_refusal(state: TrackerState, principal: Principal, action: audit.Action, code: str) -> None:
+    """Audit a request refused before it named anyone (bad body, no confirmation): no subject index."""
+    await _record(state, principal, action, None, "rejected", code)
+
+
+async def answer_access(
+    state: TrackerState, principal: Principal, body: SubjectIn, action: audit.Action
+) -> subjects.AccessDocument:
+    """The access document (``action`` is access or export: the audit entry says which was asked for)."""
     subject = subjects.Subject.of(state.keyring, body.email)
     document = await subjects.access(state.store, state.sealer, subject, _now_ms())
     outcome = "ok" if document.found else "no_data"
@@ -145,45 +156,61 @@ async def _access_document(request: web.Request, action: audit.Action) -> subjec
     return document
 
 
-async def access(request: web.Request) -> web.Response:
-    document = await _access_document(request, audit.Action.SUBJECT_ACCESS)
-    return _json(document)
-
-
-async def export(request: web.Request) -> web.Response:
-    document = await _access_document(request, audit.Action.SUBJECT_EXPORT)
-    return _json(document, {"Content-Disposition": f'attachment; filename="{EXPORT_FILENAME}"'})
-
-
-async def rectify(request: web.Request) -> web.Response:
-    state, principal, body = await _parse(request, RectifyIn, audit.Action.SUBJECT_RECTIFY)
+async def answer_rectify(state: TrackerState, principal: Principal, body: RectifyIn) -> subjects.RectifyResult:
     subject = subjects.Subject.of(state.keyring, body.email)
     changes = {field: getattr(body, field) for field in ("name", "attributes") if field in body.model_fields_set}
     result = await subjects.rectify(state.store, state.sealer, subject, **changes)
     detail = f"messages={result.updated.messages} fields={','.join(result.changed)}"
     await _record(state, principal, audit.Action.SUBJECT_RECTIFY, subject, "ok" if result.found else "no_data", detail)
-    return _json(result)
+    return result
 
 
-async def erase(request: web.Request) -> web.Response:
-    state, principal, body = await _parse(request, SubjectIn, audit.Action.SUBJECT_ERASE)
+async def answer_erase(state: TrackerState, principal: Principal, body: SubjectIn) -> subjects.EraseResult:
     subject = subjects.Subject.of(state.keyring, body.email)
     result = await subjects.erase(state.store, subject)
     counts = result.erased
     detail = f"messages={counts.messages} recipient_rows={counts.recipient_rows} records={counts.records}"
     detail += f" events={counts.events}"
     await _record(state, principal, audit.Action.SUBJECT_ERASE, subject, "ok" if result.found else "no_data", detail)
-    return _json(result)
+    return result
 
 
-async def object_to_tracking(request: web.Request) -> web.Response:
-    state, principal, body = await _parse(request, SubjectIn, audit.Action.SUBJECT_OBJECT)
+async def answer_object(state: TrackerState, principal: Principal, body: SubjectIn) -> subjects.ObjectResult:
     subject = subjects.Subject.of(state.keyring, body.email)
     result = await subjects.object_to_tracking(state.store, subject, _now_ms())
     messages = await subjects.message_count(state.store, subject)
     detail = f"messages={messages} already_objected={str(result.already_objected).lower()}"
     await _record(state, principal, audit.Action.SUBJECT_OBJECT, subject, "ok", detail)
-    return _json(result)
+    return result
+
+
+# -- the API's handlers ------------------------------------------------------------------------------------
+
+
+async def access(request: web.Request) -> web.Response:
+    state, principal, body = await _parse(request, SubjectIn, audit.Action.SUBJECT_ACCESS)
+    return _json(await answer_access(state, principal, body, audit.Action.SUBJECT_ACCESS))
+
+
+async def export(request: web.Request) -> web.Response:
+    state, principal, body = await _parse(request, SubjectIn, audit.Action.SUBJECT_EXPORT)
+    document = await answer_access(state, principal, body, audit.Action.SUBJECT_EXPORT)
+    return _json(document, {"Content-Disposition": f'attachment; filename="{EXPORT_FILENAME}"'})
+
+
+async def rectify(request: web.Request) -> web.Response:
+    state, principal, body = await _parse(request, RectifyIn, audit.Action.SUBJECT_RECTIFY)
+    return _json(await answer_rectify(state, principal, body))
+
+
+async def erase(request: web.Request) -> web.Response:
+    state, principal, body = await _parse(request, SubjectIn, audit.Action.SUBJECT_ERASE)
+    return _json(await answer_erase(state, principal, body))
+
+
+async def object_to_tracking(request: web.Request) -> web.Response:
+    state, principal, body = await _parse(request, SubjectIn, audit.Action.SUBJECT_OBJECT)
+    return _json(await answer_object(state, principal, body))
 
 
 _HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {

@@ -29,6 +29,7 @@ from politetenant.tracker.public import beacons
 from politetenant.tracker.reports import api_reports
 from politetenant.tracker.server import health
 from politetenant.tracker.storage import open_store
+from politetenant.tracker.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def build_app(
     api_subjects.add_routes(app.router)
     api_audit.add_routes(app.router)
     app.router.add_get("/api/v1/openapi.json", openapi_handler(api_operations(ops_routes=ops_routes)))
+    ui_routes.add_routes(app.router)  # the dashboard: HTML pages, so not in the OpenAPI document
 
     async def prepare_database() -> None:
         await state.store.connect()

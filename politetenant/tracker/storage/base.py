@@ -187,4 +187,6 @@ def open_store(url: str) -> Store:
     raise ValueError(f"--db: unsupported database {scheme!r}; use sqlite:///PATH or postgresql://...")
 
 
-TABLES = frozenset({"messages", "recipients", "records", "links", "events", "objections", "api_tokens", "audit"})
+TABLES = frozenset(
+    {"messages", "recipients", "records", "links", "events", "objections", "api_tokens", "audit", "ui_sessions"}
+)

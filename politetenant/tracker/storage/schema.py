@@ -144,6 +144,23 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        5,
+        "dashboard sessions: only the SHA-256 of each session cookie, the API token it came from, its expiry",
+        [
+            """CREATE TABLE ui_sessions (
+                id_hash {bytes} PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                role TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )""",
+            "CREATE INDEX ui_sessions_expires_at ON ui_sessions (expires_at)",  # expired rows are swept at sign-in
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 
