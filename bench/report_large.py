@@ -138,9 +138,49 @@ async def measure(db: str, keys: str, segment: str | None) -> dict[str, Any]:
     }
 
 
+async def page(db: str, keys: str) -> dict[str, Any]:
+    """Server time of the dashboard's message page against the API's report, through a live tracker:
+    the page reads the same report (plus the medians of recent messages) and renders it."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from politetenant.settings import TrackerSettings
+    from politetenant.tracker.http.auth import Role, create_api_token
+    from politetenant.tracker.server.app import TrackerConfig, build_app, build_state
+
+    spool = tempfile.mkdtemp(prefix="polite-bench-spool-")
+    settings = TrackerSettings(tenant_id=TENANT, segment_attributes=("department",), spool_dir=spool)
+    state = build_state(TrackerConfig(settings=settings, db=db, keys=keys))
+    client = TestClient(TestServer(build_app(state)))
+    await client.start_server()
+    try:
+        token = await create_api_token(state.store, Role.ANALYST)
+        timings: dict[str, list[float]] = {"api": [], "page": []}
+        sizes: dict[str, int] = {}
+        signed_in = await client.post("/ui/sign-in", data={"token": token}, allow_redirects=False)
+        assert signed_in.status == 303, signed_in.status
+        for _ in range(2):
+            for name, url, headers in (
+                ("api", f"/api/v1/messages/{MESSAGE_ID}/report", {"Authorization": f"Bearer {token}"}),
+                ("page", f"/ui/messages/{MESSAGE_ID}", {}),
+            ):
+                started = time.perf_counter()
+                response = await client.get(url, headers=headers)
+                body = await response.read()
+                timings[name].append(time.perf_counter() - started)
+                assert response.status == 200, (name, response.status)
+                sizes[name] = len(body)
+        api, shown = min(timings["api"]), min(timings["page"])
+        return {"api_seconds": api, "page_seconds": shown, "page_to_api": shown / api,
+                "api_bytes": sizes["api"], "page_bytes": sizes["page"]}  # fmt: skip
+    finally:
+        await client.close()
+
+
 def _child(args: argparse.Namespace) -> None:
     if args.step == "populate":
         result = asyncio.run(populate(args.db, args.keys, args.recipients, args.events))
+    elif args.step == "page":
+        result = asyncio.run(page(args.db, args.keys))
     else:
         result = asyncio.run(measure(args.db, args.keys, args.segment or None))
     print(json.dumps(result))
@@ -155,7 +195,7 @@ def _run(*extra: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", action="store_true")
-    parser.add_argument("--step", choices=["populate", "measure"], default="measure")
+    parser.add_argument("--step", choices=["populate", "measure", "page"], default="measure")
     parser.add_argument("--db", default="sqlite")
     parser.add_argument("--keys", default="")
     parser.add_argument("--segment", default="")
@@ -168,7 +208,7 @@ def main() -> None:
     if args.child:
         _child(args)
         return
-    rows = []
+    rows, pages = [], []
     for db_name in ("sqlite", "postgresql"):
         tmp = tempfile.mkdtemp(prefix="polite-bench-")
         keys = f"local:{tmp}/keys.json"
@@ -179,17 +219,25 @@ def main() -> None:
             for segment in ("", "department"):
                 result = _run("--step", "measure", "--db", db, "--keys", keys, "--segment", segment)
                 rows.append({"db": db_name, "report": segment or "whole", **filled, **result})
+            pages.append({"db": db_name, **_run("--step", "page", "--db", db, "--keys", keys)})
         finally:
             if db_name == "postgresql":
                 scratch_pg(args.pg, create=False, dsn=db)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "report_large.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (RESULTS / "report_large.json").write_text(json.dumps({"reports": rows, "pages": pages}, indent=2) + "\n")
     print(f"{args.recipients:,} records, {args.events:,} events")
     print(f"{'db':<11} {'report':<11} {'seconds':>8} {'count(*)':>9} {'ratio':>6} {'peak RSS':>9} {'before':>7}")
     for r in rows:
         print(
             f"{r['db']:<11} {r['report']:<11} {r['seconds']:>8.2f} {r['baseline_seconds']:>9.2f} "
             f"{r['ratio_to_count_baseline']:>6.1f} {r['peak_rss_mib']:>7.0f}Mi {r['rss_before_report_mib']:>5.0f}Mi"
+        )
+
+    print("dashboard message page vs the API's report of the same message (best of 2, server round trip):")
+    for p in pages:
+        print(
+            f"{p['db']:<11} page {p['page_seconds']:>6.2f} s ({p['page_bytes'] / 1024:.0f} KiB)"
+            f"  api {p['api_seconds']:>6.2f} s ({p['api_bytes'] / 1024:.0f} KiB)  ratio {p['page_to_api']:.2f}"
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from politetenant.settings import TrackerSettings, TrackingMode
@@ -105,12 +105,13 @@ async def record_list_read(state: TrackerState, principal_token_id: str, role: s
     )
 
 
-async def summary(state: TrackerState, message: MessageRow) -> dict[str, Any]:
+async def summary(state: TrackerState, message: MessageRow, report: dict[str, Any] | None = None) -> dict[str, Any]:
     """A message as the list shows it: its report's headline (the same code, so they never disagree),
-    its subject and list name."""
+    its subject and list name. ``report``: the message's report when the caller has just read it (a
+    segmented one carries the same headline), so a page never reads one report twice."""
     sealer = state.sealer
     return {
-        **headline(await report_for(state, message, None)),
+        **headline(report if report is not None else await report_for(state, message, None)),
         "created_at": message.created_at,
         "mode": message.mode,
         "subject": sealer.open_text("message.subject", message.subject, row=message.id),
@@ -119,11 +120,15 @@ async def summary(state: TrackerState, message: MessageRow) -> dict[str, Any]:
 
 
 async def recent_headlines(
-    state: TrackerState, limit: int = 20, before: MessageRow | None = None
+    state: TrackerState,
+    limit: int = 20,
+    before: MessageRow | None = None,
+    known: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The tenant's latest messages (older than ``before`` when given), newest first, as the list shows them."""
+    """The tenant's latest messages (older than ``before`` when given), newest first, as the list shows
+    them; ``known``: reports already read, by message id."""
     rows = await message_page(state.store, limit, None if before is None else (before.created_at, before.id))
-    return [await summary(state, message) for message in rows]
+    return [await summary(state, message, (known or {}).get(message.id)) for message in rows]
 
 
 def _figures(item: dict[str, Any]) -> dict[str, float | None]:
