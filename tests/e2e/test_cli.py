@@ -6,13 +6,16 @@ import http.client
 import json
 import secrets
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -117,24 +120,88 @@ def test_bad_flags_exit_2_with_a_fix_it_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
-def test_demo_runs_on_the_embedded_defaults_and_prints_the_report(tmp_path: Path) -> None:
-    result = run("demo", "--dir", str(tmp_path / "demo"), timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = result.stdout
-    start = out.index("{\n")
-    report = json.loads(out[start : out.index("\n}\n", start) + 2])
-    assert report["recipients"] == 40 and report["suppressed"] is False
-    # People's opens: 17 in their own mail client and 4 through Gmail's image proxy; nothing the gateway,
-    # the scanner, Apple's prefetch, the script or the link checker fetched at delivery.
-    assert report["opens"] == {"unique": 21, "total": 26} and report["rates"]["open"] == 0.525
-    assert report["privacy_proxy_opens"] == {"unique": 10, "total": 10}
-    assert report["proxied_opens"] is None  # 4 people: fewer than the minimum segment of 10
-    assert report["machine"]["records"] == 14 and report["machine"]["opens"] == 14
-    assert report["machine"]["clicks"] == 8 * 4 + 2  # the gateway followed every link; two HEAD checks
-    assert report["clicks"] == {"unique": 5, "total": 6} and report["reads"]["unique"] == 5
-    assert "people's opens (unique / total)          21 / 26" in out
-    assert 'curl -s -H "Authorization: Bearer ptk_' in out
-    assert (tmp_path / "demo" / "keys.json").stat().st_mode & 0o777 == 0o600
+def _demo_output_until_it_serves(demo: subprocess.Popen[str], deadline: float) -> str:
+    """What `demo --serve` prints up to its last line before it waits (it keeps running)."""
+    assert demo.stdout is not None
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        assert line, "the demo ended before serving: " + "".join(lines[-20:])
+        lines.append(line)
+        if "/metrics | grep polite_" in line:  # the last line of "Explore it yourself"
+            return "".join(lines)
+    raise AssertionError("the demo did not start serving in time")
+
+
+def _get(url: str, token: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_demo_runs_on_the_embedded_defaults_prints_the_report_and_serves_its_history(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--dir", str(tmp_path / "demo"), "--serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    watchdog = threading.Timer(180, demo.kill)  # a stuck demo fails the test instead of hanging it
+    watchdog.start()
+    try:
+        out = _demo_output_until_it_serves(demo, time.monotonic() + 170)
+        start = out.index("{\n")
+        report = json.loads(out[start : out.index("\n}\n", start) + 2])
+        assert report["recipients"] == 40 and report["suppressed"] is False
+        # People's opens: 17 in their own mail client and 4 through Gmail's image proxy; nothing the gateway,
+        # the scanner, Apple's prefetch, the script or the link checker fetched at delivery.
+        assert report["opens"] == {"unique": 21, "total": 26} and report["rates"]["open"] == 0.525
+        assert report["privacy_proxy_opens"] == {"unique": 10, "total": 10}
+        assert report["proxied_opens"] is None  # 4 people: fewer than the minimum segment of 10
+        assert report["machine"]["records"] == 14 and report["machine"]["opens"] == 14
+        assert report["machine"]["clicks"] == 8 * 4 + 2  # the gateway followed every link; two HEAD checks
+        assert report["clicks"] == {"unique": 5, "total": 6} and report["reads"]["unique"] == 5
+        assert "people's opens (unique / total)          21 / 26" in out
+        assert 'curl -s -H "Authorization: Bearer ptk_' in out
+        assert (tmp_path / "demo" / "keys.json").stat().st_mode & 0o777 == 0o600
+
+        # The dashboard's address and a sign-in token for each of its two roles, each one that works.
+        base = f"http://127.0.0.1:{port}"
+        assert f"the dashboard: {base}/ui/" in out and "paste a token into the dashboard's sign-in form" in out
+        analyst = out.split("analyst sign-in token: ")[1].split()[0]
+        privacy = out.split("privacy sign-in token: ")[1].split()[0]
+        assert _get(f"{base}/api/v1/audit", privacy)[0] == 200
+        assert _get(f"{base}/api/v1/audit", analyst)[0] == 403
+
+        # The history, as the running tracker lists it: eight earlier messages over weeks, newest first.
+        status, listed = _get(f"{base}/api/v1/messages?limit=50", analyst)
+        assert status == 200
+        messages = listed["messages"]
+        assert len(messages) == 9 and messages[0]["recipients"] == 40  # the walk-through's is the newest
+        history = messages[1:]
+        now_ms = time.time() * 1000
+        days_back = [(now_ms - m["created_at"]) / 86_400_000 for m in history]
+        assert all(d > 1 for d in days_back) and max(days_back) - min(days_back) > 14
+        assert all(not m["suppressed"] and m["recipients"] >= 200 for m in history)
+        rates = {round(m["opens"]["unique"] / m["tracked"], 2) for m in history}
+        assert len(rates) >= 6 and max(rates) - min(rates) > 0.15
+        assert all(m["privacy_proxy_opens"]["unique"] > 0 and m["machine"]["records"] > 0 for m in history)
+        for m in history:  # the same list, printed by the demo
+            assert m["subject"] in out
+        # One message's segment view: departments above the minimum segment show their figures.
+        status, segmented = _get(f"{base}/api/v1/messages/{history[-1]['id']}/report?segment=department", analyst)
+        assert status == 200
+        shown = [v for v in segmented["segments"]["values"] if v.get("opens") is not None]
+        assert len(shown) >= 5
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops its tracker and exits cleanly
+        code = demo.wait(timeout=30)
+        watchdog.cancel()
+    assert code == 0
 
 
 def _sample(metrics: str, name: str) -> float:

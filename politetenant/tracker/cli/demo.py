@@ -1,10 +1,12 @@
-"""``polite-tracker demo``: the whole data plane on the embedded defaults, in about ten seconds.
+"""``polite-tracker demo``: the whole data plane on the embedded defaults, in about twenty seconds.
 
 It starts a real tracker (SQLite, local key file, a generated GeoIP sample of documentation
 addresses), registers a message to 40 recipients in three departments, replays what happens at delivery
 (a security gateway, a scanner, Apple Mail Privacy Protection, a script, a link checker) and then people's
-opens, read times and clicks from a few devices and cities, and prints the report. Clients are
-simulated through ``X-Forwarded-For`` from loopback, which the demo trusts as a proxy.
+opens, read times and clicks from a few devices and cities, and prints the report. Then it writes a
+history of eight earlier messages for the dashboard (``demo_history``, ``demo_replay``), lists them and
+prints the dashboard's address with a sign-in token for each of its roles. Clients are simulated
+through ``X-Forwarded-For`` from loopback, which the demo trusts as a proxy.
 """
 
 from __future__ import annotations
@@ -23,35 +25,29 @@ import yaml
 from aiohttp import web
 
 from politetenant.settings import load_settings
+from politetenant.tracker.cli.demo_history import DEPARTMENTS
+from politetenant.tracker.cli.demo_replay import (
+    APPLE_MPP_IP,
+    DEVICES,
+    GATEWAY_IP,
+    GATEWAY_UA,
+    GMAIL_PROXY_IP,
+    GMAIL_PROXY_UA,
+    hit,
+    read,
+    write_history,
+)
 from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES, write_sample
 from politetenant.tracker.http.auth import Role, create_api_token
+from politetenant.tracker.http.state import TrackerState
 from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
 from politetenant.tracker.server.lean_server import LeanSite
 
 SCANNER_NETWORK = "198.18.0.0/15"  # benchmark range: stands in for a mail gateway's scanners
-DEVICES = {
-    "iPhone Mail": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Mobile/15E148",
-    "Outlook on Windows": "Mozilla/4.0 (compatible; ms-office; MSOffice 16; Windows NT 10.0; Win64; x64; "
-    "Microsoft Outlook 16.0.17029)",
-    "Chrome on Windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36",
-    "Gmail on Android": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Mobile Safari/537.36",
-    "Apple Mail on macOS": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko)",
-}
 SCANNER_UA = "Barracuda Sentinel (EE)"
 RECIPIENTS = 40
 PEOPLE_OPENING = 17  # the first 17 recipients open the message in their own mail client
 VIA_GMAIL = 4  # the next 4 read it in Gmail, whose image proxy fetches the beacon for them
-# Fetchers that are not the people themselves, from the networks and with the user agents they use.
-GATEWAY_IP = "40.107.22.51"  # Microsoft Exchange Online Protection (40.107.0.0/16, published by Microsoft)
-GATEWAY_UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
-)
-APPLE_MPP_IP = "17.58.63.10"  # Apple Mail Privacy Protection proxies fetch from Apple's 17.0.0.0/8
-GMAIL_PROXY_IP = "66.102.8.21"
-GMAIL_PROXY_UA = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 LIBRARY_UA = "python-httpx/0.27.0"
 HTML = """<html><body>
 <h1>Quarterly all-hands</h1>
@@ -114,30 +110,18 @@ def _prepare(directory: Path, port: int, tenant_settings: Path | None = None) ->
     )
 
 
-async def _hit(session: aiohttp.ClientSession, url: str, ua: str, ip: str) -> int:
-    async with session.get(url, headers={"User-Agent": ua, "X-Forwarded-For": ip}, allow_redirects=False) as r:
-        await r.read()
-        return r.status
-
-
-async def _read(session: aiohttp.ClientSession, url: str, ua: str, ip: str, seconds: float) -> None:
-    async with session.get(url, headers={"User-Agent": ua, "X-Forwarded-For": ip}) as r:
-        await r.content.read(6)
-        await asyncio.sleep(seconds)  # the reader has the message open; then closes it
-
-
 async def _delivery(session: aiohttp.ClientSession, base: str, tokens: list[str]) -> None:
     """What happens to a message at delivery, before any person reads it: none of it is a person's."""
     for token in tokens[:8]:  # a security gateway opens each copy and follows every link, the hidden one too
-        await _hit(session, f"{base}/o/{token}.gif", GATEWAY_UA, GATEWAY_IP)
+        await hit(session, f"{base}/o/{token}.gif", GATEWAY_UA, GATEWAY_IP)
         for link in (0, 1, 2, 3):
-            await _hit(session, f"{base}/c/{token}/{link}", GATEWAY_UA, GATEWAY_IP)
+            await hit(session, f"{base}/c/{token}/{link}", GATEWAY_UA, GATEWAY_IP)
     for token in tokens[8:12]:  # an older scanner that says who it is, from the tenant's scanner network
-        await _hit(session, f"{base}/o/{token}.gif", SCANNER_UA, "198.18.0.7")
+        await hit(session, f"{base}/o/{token}.gif", SCANNER_UA, "198.18.0.7")
     for token in tokens[-10:]:  # Apple Mail Privacy Protection prefetches every image, read or not
-        await _hit(session, f"{base}/o/{token}.gif", "Mozilla/5.0", APPLE_MPP_IP)
+        await hit(session, f"{base}/o/{token}.gif", "Mozilla/5.0", APPLE_MPP_IP)
     for token in tokens[12:14]:  # a script and a link checker
-        await _hit(session, f"{base}/o/{token}.gif", LIBRARY_UA, "203.0.113.50")
+        await hit(session, f"{base}/o/{token}.gif", LIBRARY_UA, "203.0.113.50")
         async with session.head(f"{base}/c/{token}/1", headers={"User-Agent": GATEWAY_UA}, allow_redirects=False):
             pass
     _step(
@@ -169,6 +153,41 @@ def _who_fetched(report: dict[str, Any], events: int) -> None:
         rows.append((f"  machine: {bucket['label']}", f"{bucket['records']} copies"))
     for label, value in rows:
         print(f"    {label:<40} {value}", flush=True)
+
+
+async def _history(state: TrackerState, base: str, sender: str, analyst: str) -> None:
+    """The dashboard's material: weeks of messages, then the list of them as the API gives it."""
+    # The walk-through's message has 40 recipients, the history's hundreds: one history per directory.
+    if await state.store.fetch("SELECT id FROM messages WHERE recipients > $1 LIMIT 1", RECIPIENTS):
+        _step("this directory holds the history of an earlier run: no second one (a fresh --dir writes one)")
+        return
+    _step("writing a history for the dashboard: 8 messages over the past weeks (about 15 s)...")
+    written = await write_history(base, sender, state, SAMPLE_ADDRESSES)
+    _step(
+        f"history: {written.messages} messages to {written.recipients} recipients in {len(DEPARTMENTS)} departments, "
+        f"{written.hits} hits (a gateway and Apple's prefetch at each delivery, people over the days after) "
+        f"in {written.seconds:.1f} s; registered and fetched now, then moved back to their planned times in "
+        "the database, since a demo cannot wait three weeks"
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/api/v1/messages?limit=20", headers={"Authorization": f"Bearer {analyst}"}) as r:
+            listed: dict[str, Any] = await r.json()
+    _step("GET /api/v1/messages (newest first; open rate = people's unique opens / tracked copies):")
+    for line in message_lines(listed["messages"]):
+        print(f"    {line}", flush=True)
+
+
+def message_lines(messages: list[dict[str, Any]]) -> list[str]:
+    """One line per listed message: date (UTC), recipients, people's open rate, subject."""
+    lines = []
+    for item in messages:
+        day = time.strftime("%a %Y-%m-%d %H:%M", time.gmtime(item["created_at"] / 1000))
+        if item.get("suppressed", True):
+            lines.append(f"{day}  (fewer recipients than the minimum segment)")
+            continue
+        rate = f"{item['opens']['unique'] / item['tracked']:.0%}" if item.get("tracked") else "-"
+        lines.append(f"{day}  {item['recipients']:>4} recipients  opened {rate:>4}  {item['subject']}")
+    return lines
 
 
 async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_settings: Path | None) -> int:
@@ -228,11 +247,11 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
             for i, token in enumerate(opened):
                 ip = cities[i % len(cities)][1]
                 ua = devices[i % len(devices)][1]
-                await _hit(session, f"{base}/o/{token}.gif", ua, ip)
+                await hit(session, f"{base}/o/{token}.gif", ua, ip)
                 if i % 4 == 0:
-                    await _hit(session, f"{base}/o/{token}.gif", ua, ip)  # opened again later
+                    await hit(session, f"{base}/o/{token}.gif", ua, ip)  # opened again later
             for token in tokens[PEOPLE_OPENING : PEOPLE_OPENING + VIA_GMAIL]:
-                await _hit(session, f"{base}/o/{token}.gif", GMAIL_PROXY_UA, GMAIL_PROXY_IP)
+                await hit(session, f"{base}/o/{token}.gif", GMAIL_PROXY_UA, GMAIL_PROXY_IP)
             _step(
                 f"{len(opened)} recipients opened the message from {len(devices)} kinds of device "
                 f"in {len(cities)} cities; {VIA_GMAIL} more in Gmail, whose image proxy fetched the beacon for them"
@@ -244,13 +263,13 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
             )
             await asyncio.gather(
                 *(
-                    _read(session, f"{base}/t/{opened[i]}.gif", devices[i % 5][1], cities[i % 8][1], hold)
+                    read(session, f"{base}/t/{opened[i]}.gif", devices[i % 5][1], cities[i % 8][1], hold)
                     for i, hold in enumerate(holds)
                 )
             )
             clicks = [(opened[0], 1), (opened[1], 1), (opened[2], 2), (opened[3], 1), (opened[3], 3), (opened[5], 2)]
             for token, link in clicks:
-                status = await _hit(session, f"{base}/c/{token}/{link}", DEVICES["Chrome on Windows"], cities[0][1])
+                status = await hit(session, f"{base}/c/{token}/{link}", DEVICES["Chrome on Windows"], cities[0][1])
                 assert status == 302
             _step(f"{len(clicks)} clicks, each answered with a 302 to the URL stored for that link")
 
@@ -272,6 +291,8 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
             "fold into an unnamed 'other' rather than show figures about fewer than 10"
         )
         _step(f"{events} events stored; no IP address, user agent, e-mail, name or subject in plaintext at rest")
+        await _history(state, base, sender, analyst)
+        privacy = await create_api_token(state.store, Role.PRIVACY)
         print()
         print("Explore it yourself:")
         serve_cmd = (
@@ -282,8 +303,14 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
             print(f"  the tracker keeps running at {base} until Ctrl-C")
         else:
             print(f"  .venv/bin/{serve_cmd}")
+        print(f"  the dashboard: {base}/ui/")
+        print(f"    analyst sign-in token: {analyst}")
+        print(f"    privacy sign-in token: {privacy}")
+        print("    paste a token into the dashboard's sign-in form (analysts see the messages, privacy officers")
+        print("    the subject-rights forms and the audit log); tokens never go in a URL")
         print(f'  curl -s -H "Authorization: Bearer {analyst}" {base}/api/v1/messages/{created["id"]}/report')
         print(f"  curl -s {base}/metrics | grep polite_")
+        sys.stdout.flush()  # a pipe buffers: whoever reads `demo --serve` sees the lines before it waits
         if keep_serving:
             stop = asyncio.Event()
             try:
