@@ -30,6 +30,8 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+from politetenant.tracker.ui.layout import table_open
+
 HOUR_MS = 3_600_000
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -149,7 +151,7 @@ def time_series(series: Mapping[str, Sequence[tuple[int, int, int]]], *, title: 
     windows = [w for ws in series.values() for w in ws]
     if not windows:
         return _empty("time-series", (400, 48), title, "No activity yet")
-    x0, x1, top, base = 48, 390, 30, 176
+    x0, x1, top, base = 48, 370, 30, 176  # room on the right for the last time label
     t0, t1 = min(w[0] for w in windows), max(w[1] for w in windows)
     t1 = max(t1, t0 + HOUR_MS)
     rates = [v / max((end - start) / HOUR_MS, 1e-9) for start, end, v in windows]
@@ -389,7 +391,4 @@ def as_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], caption: st
 
     head = "".join(f'<th scope="col">{e(h)}</th>' for h in headers)
     body = "".join("<tr>" + "".join(cell(v, i == 0) for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return (
-        f'<div class="table-wrap"><table><caption>{e(caption)}</caption>'
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-    )
+    return f"{table_open(caption)}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"

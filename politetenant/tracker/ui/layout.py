@@ -103,6 +103,13 @@ def fewer_than(k: int) -> str:
     return f'<span class="hidden-figure">fewer than {int(k)}</span>'
 
 
+def table_open(caption: str) -> str:
+    """A table's start inside its sideways-scrolling wrapper, captioned. The wrapper is a focusable,
+    labelled region, so a keyboard user can scroll a table wider than a 360-px screen."""
+    label = e(caption)
+    return f'<div class="table-wrap" role="region" tabindex="0" aria-label="{label}"><table><caption>{label}</caption>'
+
+
 def empty_state(text: str, action_html: str = "") -> str:
     """What a page shows when there is nothing yet; ``action_html`` (already safe HTML) says what to do."""
     return f'<div class="empty-state"><p>{e(text)}</p>{action_html}</div>'

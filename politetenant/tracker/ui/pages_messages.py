@@ -140,10 +140,7 @@ def table(caption: str, headers: Sequence[str], rows: Sequence[Sequence[str]], *
     for row in rows:
         cells = [f'<th scope="row">{row[0]}</th>' if first_is_header else f"<td>{row[0]}</td>"]
         body.append("<tr>" + "".join(cells + [f"<td>{cell}</td>" for cell in row[1:]]) + "</tr>")
-    return (
-        f'<div class="table-wrap"><table><caption>{e(caption)}</caption><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+    return f"{layout.table_open(caption)}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def with_table(chart: str, data: str) -> str:
@@ -344,10 +341,11 @@ def list_rows(messages: Sequence[Mapping[str, Any]], k: int) -> str:
 def filters_form(filters: ListFilters, names: Sequence[str]) -> str:
     return (
         '<form method="get" action="/ui/messages" class="filters">'
-        f'<label for="list">List</label><select id="list" name="list">'
-        f"{options(names, filters.list_name, 'All lists')}</select>"
-        f'<label for="from">From</label><input type="date" id="from" name="from" value="{e(filters.day_from)}">'
-        f'<label for="to">To</label><input type="date" id="to" name="to" value="{e(filters.day_to)}">'
+        f'<p class="field"><label for="list">List</label><select id="list" name="list">'
+        f"{options(names, filters.list_name, 'All lists')}</select></p>"
+        f'<p class="field"><label for="from">From</label><input type="date" id="from" name="from"'
+        f' value="{e(filters.day_from)}"></p><p class="field"><label for="to">To</label>'
+        f'<input type="date" id="to" name="to" value="{e(filters.day_to)}"></p>'
         '<button type="submit">Filter</button></form>'
     )
 

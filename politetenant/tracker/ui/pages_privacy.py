@@ -29,6 +29,7 @@ from politetenant.tracker.ui.layout import (
     error_state,
     html_response,
     page,
+    table_open,
     ui_handler,
 )
 from politetenant.tracker.ui.session import check_csrf, read_form, require_session
@@ -165,7 +166,7 @@ def _facts(pairs: list[tuple[str, object]]) -> str:
 def _table(caption: str, head: list[str], rows: Sequence[Sequence[object]]) -> str:
     ths = "".join(f'<th scope="col">{e(h)}</th>' for h in head)
     trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<div class="table-wrap"><table><caption>{e(caption)}</caption><thead><tr>{ths}</tr></thead>' \
+    return f'{table_open(caption)}<thead><tr>{ths}</tr></thead>' \
         f"<tbody>{trs}</tbody></table></div>"  # fmt: skip
 
 
