@@ -109,3 +109,29 @@ async def test_the_list_filters_by_list_name_and_dates_and_pages_by_cursor(
 
     with pytest.raises(InvalidCursor):
         await filtered_messages(tracker.state, 5, "not-a-cursor")
+
+
+@pytest.mark.settings(min_segment_size=5)
+async def test_the_medians_beside_a_page_reuse_other_messages_headlines_for_a_while(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await register(tracker, 10), await register(tracker, 10)
+    for token in tokens_of(a)[:6]:
+        await hit(tracker, f"/o/{token}.gif")
+    await tracker.flush()
+    state, message_a = tracker.state, await message_row(tracker, a["id"])
+
+    def opens(headlines: list[dict[str, Any]]) -> dict[str, int]:
+        return {h["id"]: h["opens"]["unique"] for h in headlines}
+
+    page_report = await report_for(state, message_a, None)
+    assert opens(await dashboard.context_headlines(state, 20, {a["id"]: page_report})) == {a["id"]: 6, b["id"]: 0}
+    for token in tokens_of(b)[:7]:  # message b moves on meanwhile
+        await hit(tracker, f"/o/{token}.gif")
+    await tracker.flush()
+    # Another view of a's page within the TTL: b's headline is the one read before; a's is the page's own.
+    assert opens(await dashboard.context_headlines(state, 20, {a["id"]: page_report})) == {a["id"]: 6, b["id"]: 0}
+    # The list itself always reads current figures.
+    assert opens(await recent_headlines(state, 20)) == {a["id"]: 6, b["id"]: 7}
+    monkeypatch.setattr(dashboard, "HEADLINE_TTL_SECONDS", 0.0)
+    assert opens(await dashboard.context_headlines(state, 20, {a["id"]: page_report})) == {a["id"]: 6, b["id"]: 7}

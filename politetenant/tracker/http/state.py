@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
 from aiohttp import web
 
@@ -36,6 +37,8 @@ class TrackerState:
     read_streams: int = 0
     # (record id, link number) -> where it goes; links never change once a message is stored.
     click_cache: dict[tuple[bytes, int], ClickTarget] = field(default_factory=dict)
+    # message id -> (monotonic time read, its report's headline): the medians beside a message page.
+    headline_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sealer = Sealer(self.keyring)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ SEGMENT = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # the attribute names messages 
 MESSAGE_CURSOR = re.compile(r"^([0-9]{1,15})\.(msg_[0-9a-f]{20})$")
 SCAN_BATCH = 200  # messages read per query while filtering by list name
 SCAN_BUDGET = 10_000  # messages one filtered page may scan before it hands back a cursor
+HEADLINE_TTL_SECONDS = 300.0  # how long a message's headline serves as context for another message's page
 MEDIAN_FIGURES = ("recipients", "opens_unique", "open_rate", "clicks_unique", "click_rate", "click_to_open",
                   "read_rate")  # fmt: skip
 
@@ -129,6 +131,25 @@ async def recent_headlines(
     them; ``known``: reports already read, by message id."""
     rows = await message_page(state.store, limit, None if before is None else (before.created_at, before.id))
     return [await summary(state, message, (known or {}).get(message.id)) for message in rows]
+
+
+async def context_headlines(
+    state: TrackerState, limit: int, known: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``recent_headlines`` for context figures (the medians beside a message page): each other message's
+    headline is reused for HEADLINE_TTL_SECONDS, so a page costs one report, not ``limit`` of them; the
+    list page itself always reads current figures."""
+    now, cache = time.monotonic(), state.headline_cache
+    rows = await message_page(state.store, limit, None)
+    out = []
+    for message in rows:
+        hit = cache.get(message.id)
+        if message.id in known or hit is None or now - hit[0] > HEADLINE_TTL_SECONDS:
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[message.id] = (now, await summary(state, message, known.get(message.id)))
+        out.append(cache[message.id][1])
+    return out
 
 
 def _figures(item: dict[str, Any]) -> dict[str, float | None]:

@@ -419,7 +419,7 @@ async def message_page(request: web.Request) -> web.Response:
         return _problem(session, "Message", refused.status, refused.message)
     medians: Mapping[str, float | None] = {}
     if not report["suppressed"]:  # the medians read the recent messages' headlines: the list's read
-        medians = dashboard.medians(await dashboard.recent_headlines(state, PAGE_SIZE, known={message.id: report}))
+        medians = dashboard.medians(await dashboard.context_headlines(state, PAGE_SIZE, {message.id: report}))
         await dashboard.record_list_read(state, session.token_id, session.role)
     subject = state.sealer.open_text("message.subject", message.subject, row=message.id)
     list_name = state.sealer.open_text("message.list_name", message.list_name, row=message.id)
