@@ -20,7 +20,7 @@ from politetenant.crypto import Keyring
 from politetenant.tracker.http.auth import Role
 from politetenant.tracker.http.errors import BadRequest
 from politetenant.tracker.http.openapi import Operation
-from politetenant.tracker.http.state import STATE
+from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.privacy import audit
 from politetenant.tracker.storage.base import Store
 
@@ -195,9 +195,8 @@ async def list_audit(request: web.Request) -> web.Response:
     )
 
 
-async def verify_audit(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    await state.auth.require(request, Role.PRIVACY)
+async def audit_verdict(state: TrackerState) -> AuditVerdict:
+    """The chain's verdict with the anchor file of the settings: what the API and the dashboard show."""
     path = state.settings.audit_anchor_path
     problem: str | None = None
     try:
@@ -208,7 +207,7 @@ async def verify_audit(request: web.Request) -> web.Response:
     message = verdict_text(check, path)[1]
     if problem is not None:
         message = "\n".join([message.splitlines()[0], problem])
-    verdict = AuditVerdict(
+    return AuditVerdict(
         entries=check.entries,
         ok=check.ok and problem is None,
         first_broken_id=check.first_broken_id,
@@ -221,6 +220,12 @@ async def verify_audit(request: web.Request) -> web.Response:
         ),
         message=message,
     )
+
+
+async def verify_audit(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    await state.auth.require(request, Role.PRIVACY)
+    verdict = await audit_verdict(state)
     return web.Response(
         body=verdict.model_dump_json(), content_type="application/json", headers={"Cache-Control": "no-store"}
     )

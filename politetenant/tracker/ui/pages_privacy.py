@@ -284,28 +284,6 @@ async def subject_action(request: web.Request) -> web.Response:
 # -- the audit chain's verdict -------------------------------------------------------------------------------
 
 
-async def chain_verdict(state: TrackerState) -> api_audit.AuditVerdict:
-    """The verdict ``GET /api/v1/audit/verify`` gives (chain, then the anchor file of the settings)."""
-    path = state.settings.audit_anchor_path
-    problem: str | None = None
-    try:
-        check = await audit.verify_chain(state.store, state.keyring, path)
-    except audit.AnchorError as exc:  # as the API: the chain is still worth checking without the anchor
-        problem = str(exc)
-        check = await audit.verify_chain(state.store, state.keyring)
-    message = api_audit.verdict_text(check, path)[1]
-    if problem is not None:
-        message = "\n".join([message.splitlines()[0], problem])
-    anchor = api_audit.AnchorVerdict(
-        configured=path is not None, lines=check.anchor.lines, ok=check.anchor.ok and problem is None,
-        truncated_after=check.anchor.truncated_after, problem=problem,
-    )  # fmt: skip
-    return api_audit.AuditVerdict(
-        entries=check.entries, ok=check.ok and problem is None, first_broken_id=check.first_broken_id,
-        anchor=anchor, message=message,
-    )  # fmt: skip
-
-
 def verdict_section(verdict: api_audit.AuditVerdict) -> str:
     status = "Intact" if verdict.ok else "Tampering detected"
     advice = "" if verdict.ok else (
@@ -324,7 +302,7 @@ def verdict_section(verdict: api_audit.AuditVerdict) -> str:
 async def privacy_page(request: web.Request) -> web.Response:
     """``GET /ui/privacy``: the five forms and the audit chain's verification result."""
     session = await require_session(request, Role.PRIVACY)
-    verdict = await chain_verdict(request.app[STATE])
+    verdict = await api_audit.audit_verdict(request.app[STATE])
     intro = (
         "<p>Answer a person's request about their data. Type their e-mail address in the form of the right they"
         " asked for: it is sent in the form's body, never in an address, and the audit log keeps only a blind"
