@@ -28,8 +28,10 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support.ui import WebDriverWait
 
 from politetenant.tracker.http.auth import Role, create_api_token
 from tests.conftest import Tracker, start_tracker
@@ -139,6 +141,26 @@ axe.run(document, {resultTypes: ["violations"]}).then(
     nodes: v.nodes.map((n) => n.target.join(" "))}))),
   (error) => done({error: String(error)}));
 """
+
+
+def navigate_by(driver: webdriver.Chrome, act: Callable[[], None], timeout: float = 10) -> None:
+    """Do ``act`` (a click, an Enter) and wait until the document it leads to has loaded.
+
+    The old document is marked and the wait is for one without the mark. No element of the old page is
+    queried meanwhile: while a page is being replaced, chromedriver may answer such a query with an
+    inspector error ("Node with given id does not belong to the document") rather than the stale-element
+    error selenium's staleness_of expects, which made that wait fail now and then.
+    """
+    driver.execute_script("window.__politeOldDocument = true")
+    act()
+
+    def arrived(d: webdriver.Chrome) -> bool:
+        try:
+            return d.execute_script("return document.readyState === 'complete' && !window.__politeOldDocument") is True
+        except WebDriverException:  # between the two documents
+            return False
+
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(arrived)
 
 
 def run_axe(driver: webdriver.Chrome) -> list[dict[str, Any]]:

@@ -17,11 +17,11 @@ from typing import Any, Final
 from urllib.parse import urljoin
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from politetenant.tracker.http.auth import Role
@@ -34,7 +34,7 @@ from tests.browser.dashboard_data import (
     K,
     register_history,
 )
-from tests.browser.harness import NARROW, REPO_ROOT, Browser, LiveTracker, live_tracker, run_axe
+from tests.browser.harness import NARROW, REPO_ROOT, Browser, LiveTracker, live_tracker, navigate_by, run_axe
 from tests.browser.harness import screenshot as save_screenshot
 
 COOKIE: Final = "polite_session"
@@ -80,7 +80,12 @@ def focused(browser: Browser) -> WebElement:
 
 
 def wait_for_title(browser: Browser, title: str) -> None:
-    WebDriverWait(browser.driver, 10, poll_frequency=0.05).until(lambda driver: driver.title == title)
+    WebDriverWait(
+        browser.driver,
+        10,
+        poll_frequency=0.05,
+        ignored_exceptions=(WebDriverException,),  # mid-navigation
+    ).until(lambda driver: driver.title == title)
 
 
 def answered_403(browser: Browser) -> bool:
@@ -91,10 +96,9 @@ def answered_403(browser: Browser) -> bool:
 
 def submit_token(browser: Browser, token: str) -> None:
     """Type ``token`` into the sign-in form and send it, as a person does; wait for the next page."""
-    field = browser.driver.find_element(By.ID, "token")
-    field.send_keys(token)
-    browser.driver.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]").click()
-    WebDriverWait(browser.driver, 10, poll_frequency=0.05).until(expected_conditions.staleness_of(field))
+    browser.driver.find_element(By.ID, "token").send_keys(token)
+    button = browser.driver.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]")
+    navigate_by(browser.driver, button.click)
     browser.collect()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -87,7 +88,12 @@ def focused(browser: Browser) -> tuple[str, str]:
 
 
 def wait_for_title(browser: Browser, title: str) -> None:
-    WebDriverWait(browser.driver, 10, poll_frequency=0.05).until(lambda driver: driver.title == title)
+    WebDriverWait(
+        browser.driver,
+        10,
+        poll_frequency=0.05,
+        ignored_exceptions=(WebDriverException,),  # mid-navigation
+    ).until(lambda driver: driver.title == title)
 
 
 # -- the page in each mode ----------------------------------------------------------------------------------

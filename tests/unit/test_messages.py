@@ -456,7 +456,7 @@ def test_report_at_the_minimum_segment_shows_every_figure_it_safely_can() -> Non
         "bots": {"opens": 10, "clicks": 20},  # Apple's two fetches are hidden, so not added in
         "content": {"links": 2, "word_count": 13, "flesch_reading_ease": 117.8},
     }
-    assert report["rates"] == {"open": 0.7, "click": 0.4, "click_to_open": 0.5714}
+    assert report["rates"] == {"open": 0.7, "click": 0.4, "click_to_open": 0.5714, "read": 0.7143}
 
 
 def test_report_threshold_follows_the_tenant_setting() -> None:
