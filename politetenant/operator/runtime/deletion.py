@@ -54,7 +54,11 @@ def _deleting(body: Mapping[str, Any], rt: Runtime, *checks: Check) -> dict[str,
     keys = status.get("keys") or {}
     facts = Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"))
     generation = (body.get("metadata") or {}).get("generation")
-    return status_body(status, [*kept, *checks], facts, generation=generation, now=rt.clock(), deleting=True)
+    result = status_body(status, [*kept, *checks], facts, generation=generation, now=rt.clock(), deleting=True)
+    # What the alerts read (polite_tenant_condition) follows a tenant being deleted too: legal hold, not Ready.
+    name, region = (body.get("metadata") or {}).get("name"), (body.get("spec") or {}).get("region")
+    rt.metrics.tenant_conditions(str(name), str(region), result.get("conditions") or [])
+    return result
 
 
 def _showing(body: Mapping[str, Any], reason: Reason) -> bool:

@@ -197,6 +197,7 @@ def _finish(
     rollout: str | None = None,
 ) -> Outcome:
     rt.metrics.tenant(seen.tenant.name, seen.tenant.spec.region, str(body.get("phase")))
+    rt.metrics.tenant_conditions(seen.tenant.name, seen.tenant.spec.region, body.get("conditions") or [])
     if rollout is not None and not retry:
         return Outcome(body, why=f"waiting for the rollout: {rollout}", rolling_out=True)
     return Outcome(body, retry=retry, why=why, needs_action=needs_action)

@@ -54,6 +54,25 @@ async def test_a_legal_hold_blocks_deletion_visibly(kube: FakeKube, keys: FakeKe
     assert [e["reason"] for e in kube.events[events:]] == ["LegalHold"]
 
 
+async def test_the_alerts_metric_follows_the_status_through_reconcile_and_a_held_deletion(
+    kube: FakeKube, keys: FakeKeys, rt: Runtime
+) -> None:
+    def shown(condition: str) -> set[tuple[str, str]]:
+        """(status, reason) of the condition as polite_tenant_condition shows it now (what the alerts read)."""
+        return {
+            (sample.labels["status"], sample.labels["reason"])
+            for metric in rt.metrics.conditions.collect()
+            for sample in metric.samples
+            if sample.labels["tenant"] == "acme" and sample.labels["type"] == condition and sample.value == 1
+        }
+
+    body = await provisioned(rt, legalHold=True)
+    assert shown("RetentionReady") == {("True", "LegalHold")}  # PoliteTenantLegalHold
+    assert len(shown("Ready")) == 1  # one series per condition: the one the status holds now
+    await attempt(body, rt)  # deletion held: Ready False, LegalHold (PoliteTenantNotReady leaves it out)
+    assert shown("Ready") == {("False", "LegalHold")}
+
+
 async def test_releasing_the_hold_lets_a_retained_tenant_go_with_its_data_kept(
     kube: FakeKube, keys: FakeKeys, rt: Runtime
 ) -> None:
