@@ -1,6 +1,10 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: dependencies are installed from the hashed lock file in a build stage, and only the
-# virtualenv is copied into a slim runtime that runs as a non-root user with a read-only root FS.
+# Multi-stage: dependencies are installed from the hashed runtime lock file in a build stage, and only
+# the virtualenv is copied into a slim runtime that runs as a non-root user with a read-only root FS.
+# requirements-runtime.lock holds the tracker and operator extras alone (no test or lint tools), with
+# the same pins and hashes as requirements.lock (`make lock` writes both).
+# PYTHON_IMAGE: any Debian bookworm image with python3 (>= 3.11) and its venv module; `make images`
+# passes a debootstrap-made one where no registry is reachable.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -8,9 +12,9 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY requirements.lock ./
+COPY requirements-runtime.lock ./
 # The same install steps as `make venv`: every dependency pinned by hash.
-RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements-runtime.lock
 COPY pyproject.toml README.md ./
 COPY politetenant ./politetenant
 RUN /opt/venv/bin/pip install --no-deps .
@@ -34,7 +38,7 @@ ENTRYPOINT ["polite-tracker"]
 CMD ["serve"]
 
 FROM runtime-base AS operator
-# Same virtualenv and non-root user as the tracker (the lock file holds every extra). These defaults
+# Same virtualenv and non-root user as the tracker (the runtime lock holds both extras). These defaults
 # run one cluster-wide operator with kopf's liveness endpoint on 8080; metrics are on 9090. The Helm
 # chart passes its own arguments and sets POLITE_OPERATOR_CONFIG to its mounted ConfigMap; without
 # it the built-in defaults apply, so `docker run IMAGE render -f tenant.yaml` needs no file.

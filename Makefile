@@ -8,7 +8,7 @@ TOOLS  := .tools
 KUBE_TOOLS := $(TOOLS)/.kube-tools-version
 PROMTOOL   := $(TOOLS)/.promtool-version
 
-.PHONY: venv demo test e2e lint bench lock clean
+.PHONY: venv demo test e2e lint bench images lock clean
 
 venv: $(STAMP) $(KUBE_TOOLS)
 
@@ -59,11 +59,21 @@ bench: $(STAMP)
 		(apt-get update -q && apt-get install -y -q wrk nginx-light)
 	$(BIN)/python -m bench
 
-## make lock: re-resolve requirements.lock from pyproject.toml (the resolver's default package index)
+## make images: the tracker and operator images, tagged with the version, without a daemon or a
+## registry (root; buildah, podman, debootstrap and runc installed here when missing)
+images:
+	command -v buildah >/dev/null && command -v podman >/dev/null && command -v debootstrap >/dev/null \
+		&& command -v runc >/dev/null || (apt-get update -q && apt-get install -y -q buildah podman debootstrap runc)
+	scripts/build-images.sh
+
+## make lock: re-resolve requirements.lock from pyproject.toml (the resolver's default package index),
+## then the images' requirements-runtime.lock: the runtime extras alone, at the same pins
 lock:
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 \
 		--no-header -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra tracker --extra operator --constraint requirements.lock \
+		--generate-hashes --python-version 3.11 --no-header -o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) $(TOOLS) polite-demo .mypy_cache .ruff_cache .pytest_cache

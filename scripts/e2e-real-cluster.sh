@@ -17,7 +17,8 @@
 #      where the tests put their tenants; tenant pods are pinned to it. Set POLITE_E2E_LABEL_NODES=0
 #      to leave the nodes alone (then tenants only become Ready on nodes already in that region).
 #   4. With POLITE_E2E_LOAD_IMAGE=1: builds the tracker image (Dockerfile target "tracker") as
-#      politetenant/polite-tracker:0.1.0, the operator's default, and loads it into the kind or k3d
+#      politetenant/polite-tracker:0.1.0, the operator's default, with docker, or without a Docker
+#      engine with `make images` (buildah) and `podman save`, and loads it into the kind or k3d
 #      cluster. Without it the image must be pullable, or tracker pods never become ready.
 #   5. Runs pytest with POLITE_E2E_KUBECONFIG set, which switches the test module to the real API:
 #      tests that count the emulator's requests or need an emulator of their own are skipped, waits
@@ -71,12 +72,27 @@ fi
 
 if [ "${POLITE_E2E_LOAD_IMAGE:-0}" = 1 ]; then
     echo "==> image: $TRACKER_IMAGE"
-    docker build --target tracker -t "$TRACKER_IMAGE" .
-    case "$context" in
-        kind-*) kind load docker-image "$TRACKER_IMAGE" --name "${context#kind-}" ;;
-        k3d-*) k3d image import "$TRACKER_IMAGE" --cluster "${context#k3d-}" ;;
-        *) echo "context $context is neither kind nor k3d: push $TRACKER_IMAGE where the cluster pulls from" >&2 ;;
-    esac
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+        docker build --target tracker -t "$TRACKER_IMAGE" .
+        case "$context" in
+            kind-*) kind load docker-image "$TRACKER_IMAGE" --name "${context#kind-}" ;;
+            k3d-*) k3d image import "$TRACKER_IMAGE" --cluster "${context#k3d-}" ;;
+            *) echo "context $context is neither kind nor k3d: push $TRACKER_IMAGE where the cluster pulls from" >&2 ;;
+        esac
+    else
+        # No Docker engine: the image `make images` builds with buildah, saved as an archive the
+        # cluster's containerd imports under the name the operator uses by default.
+        make images
+        archive="$(mktemp --suffix=.tar)"
+        trap 'rm -f "$archive"' EXIT
+        podman tag "localhost/$TRACKER_IMAGE" "docker.io/$TRACKER_IMAGE"
+        podman save --format docker-archive -o "$archive" "docker.io/$TRACKER_IMAGE"
+        case "$context" in
+            kind-*) kind load image-archive "$archive" --name "${context#kind-}" ;;
+            k3d-*) k3d image import "$archive" --cluster "${context#k3d-}" ;;
+            *) echo "context $context is neither kind nor k3d: push $TRACKER_IMAGE where the cluster pulls from" >&2 ;;
+        esac
+    fi
 fi
 
 echo "==> tests: tests/e2e/test_operator_e2e.py against $context"
