@@ -400,7 +400,7 @@ async def messages_page(request: web.Request) -> web.Response:
     except dashboard.InvalidCursor as problem:
         return _problem(session, "Messages", 400, str(problem))
     # The first page, unfiltered, is the recent messages: no second read of the same reports.
-    recent = messages if filters == ListFilters() else await dashboard.recent_headlines(state, PAGE_SIZE)
+    recent = messages if filters == ListFilters() else await dashboard.context_headlines(state, PAGE_SIZE, {})
     trend = dashboard.open_rate_trend(recent)
     names = await dashboard.list_names(state)
     body = list_body(messages, next_cursor, filters, names, trend, state.settings.min_segment_size)
