@@ -6,8 +6,6 @@ indexes within a tenant and key version, and nothing without the key links an in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import unicodedata
 
 from politetenant.crypto.keys import Keyring
@@ -20,11 +18,9 @@ def normalise_email(email: str) -> str:
 
 def blind_index(keyring: Keyring, email: str, version: int | None = None) -> bytes:
     """Index of ``email`` under one key version (the newest by default)."""
-    keys = keyring.current if version is None else keyring.get(version)
-    if keys is None:
-        raise ValueError(f"key version {version} is not loaded")
-    message = keyring.tenant_bytes + b"\x00" + normalise_email(email).encode("utf-8")
-    return hmac.new(keys.index_key, message, hashlib.sha256).digest()
+    mac = keyring.index_mac(keyring.current.version if version is None else version).copy()
+    mac.update(normalise_email(email).encode("utf-8"))
+    return bytes(mac.digest())
 
 
 def blind_indexes(keyring: Keyring, email: str) -> list[bytes]:

@@ -72,9 +72,12 @@ class Sealer:
         self._aead = {v: AESGCM(keyring.get(v).dek) for v in keyring.versions}  # type: ignore[union-attr]
         self._prefix = b"politetenant/seal/" + keyring.tenant_bytes + b"\x00"
         self._memo: dict[tuple[str, str], bytes] = {}
+        self._field_aad: dict[str, bytes] = {}  # prefix || field, built once per field name
 
     def _aad(self, field: str, row: RowId | None) -> bytes:
-        aad = self._prefix + field.encode("utf-8")
+        aad = self._field_aad.get(field)
+        if aad is None:
+            aad = self._field_aad[field] = self._prefix + field.encode("utf-8")
         if row is None:
             return aad
         return aad + b"\x00" + (row.encode("utf-8") if isinstance(row, str) else bytes(row))
