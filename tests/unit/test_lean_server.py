@@ -82,6 +82,10 @@ def test_an_empty_content_length_body_is_still_a_beacon() -> None:
         head(request_line=f"GET /c/{TOKEN}/x HTTP/1.1"),
         head(request_line=f"GET /c/{TOKEN} HTTP/1.1"),
         head(request_line=f"GET /c/{TOKEN}/1/2 HTTP/1.1"),
+        head(request_line=f"GET /c/{TOKEN}/1?a\x01b HTTP/1.1"),  # a control byte in the query
+        head(request_line=f"GET /o/{TOKEN}.gif?a b HTTP/1.1"),
+        head(request_line=f"GET /o/{TOKEN}.gif HTTP/1.1 "),
+        head("Host: t", ""),  # an empty line inside the head
         head("Content-Length: 5"),
         head("Transfer-Encoding: chunked"),
         head("Expect: 100-continue"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -16,8 +17,8 @@ from politetenant.tracker.ingest.buffer import Ingest
 from politetenant.tracker.judging.judge import Judge
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.click_cache import ClickCache
 from politetenant.tracker.storage.click_lookups import ClickLookups
-from politetenant.tracker.storage.rows import ClickTarget
 
 
 @dataclass
@@ -35,8 +36,10 @@ class TrackerState:
     click_lookups: ClickLookups = field(init=False)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     read_streams: int = 0
-    # (record id, link number) -> where it goes; links never change once a message is stored.
-    click_cache: dict[tuple[bytes, int], ClickTarget] = field(default_factory=dict)
+    # record -> message and (message, link) -> where it goes: bounded, each fact for a while (click_cache.py).
+    click_cache: ClickCache = field(default_factory=ClickCache)
+    # token -> the record it names, for tokens that verified (the same token always does): bounded, oldest out.
+    verified_tokens: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     # message id -> (monotonic time read, its report's headline): the medians beside a message page.
     headline_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 

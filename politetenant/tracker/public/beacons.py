@@ -22,7 +22,8 @@ from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.judging.client_ip import Peer, forwarded_for
 from politetenant.tracker.judging.judge import Verdict, fetch_purpose
 from politetenant.tracker.public import gif
-from politetenant.tracker.storage.rows import ClickTarget, Event, EventKind
+from politetenant.tracker.storage.click_cache import LinkTarget
+from politetenant.tracker.storage.rows import Event, EventKind
 
 _GIF = {"type": "string", "contentMediaType": "image/gif"}
 OPERATIONS = [
@@ -39,7 +40,7 @@ GIF_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store, max-age=
 HONEYPOT_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
 REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}  # plus Location
 _SAFE_URL_CHARS = ":/?#[]@!$&'()*+,;=%~"
-_CLICK_CACHE_MAX = 100_000
+_VERIFIED_TOKENS_MAX = 50_000  # ~200 bytes each
 
 
 def _judge(
@@ -87,10 +88,20 @@ def _event(
 
 
 def _verify(state: TrackerState, token: str) -> bytes:
+    """The record a genuine token names. A recipient's token comes back (every open, each click:
+    the beacon and the links carry the same one) and its HMAC gives the same answer each time, so
+    tokens that verified are remembered (bounded); a forged one is checked, and refused, every time."""
+    known = state.verified_tokens
+    record_id = known.get(token)
+    if record_id is not None:
+        return record_id
     verified = state.tokens.verify(token)
     if verified is None:
         state.metrics.rejected_tokens.inc()
         raise NotFound("unknown tracking token")
+    known[token] = verified.record_id
+    if len(known) > _VERIFIED_TOKENS_MAX:
+        known.popitem(last=False)
     return verified.record_id
 
 
@@ -117,42 +128,52 @@ def verify_click(state: TrackerState, token: str, link: str) -> tuple[bytes, int
     return record_id, int(link)
 
 
-def cached_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget | None:
-    """The link's target when this worker has looked it up before (links never change)."""
-    return state.click_cache.get((record_id, link_no))
+def cached_click_target(state: TrackerState, record_id: bytes, link_no: int) -> LinkTarget | None:
+    """The link's target when this worker knows it: a message it registered, a link looked up before."""
+    return state.click_cache.get(record_id, link_no)
 
 
-async def load_click_target(state: TrackerState, record_id: bytes, link_no: int) -> ClickTarget:
+async def load_click_target(state: TrackerState, record_id: bytes, link_no: int) -> LinkTarget:
     """Read the link's target from the database and remember it; NotFound for a link never stored."""
     target = await state.click_lookups.get(record_id, link_no)  # batched with this turn's other misses
     if target is None:
         raise NotFound("unknown link")
-    if len(state.click_cache) >= _CLICK_CACHE_MAX:
-        state.click_cache.clear()
-    state.click_cache[(record_id, link_no)] = target
-    return target
+    return state.click_cache.learn(record_id, link_no, target)
+
+
+def click_location(state: TrackerState, link_no: int, target: LinkTarget) -> str:
+    """The quoted URL a (non-honeypot) link redirects to, opened once per worker and kept with the link.
+    NotFound when its sealed URL does not open for this link (copied from another) or is not http(s)."""
+    location = target.location
+    if location is not None:
+        return location
+    assert target.sealed_url is not None, "the honeypot link has no URL"
+    try:
+        url = state.sealer.open_text("link.url", target.sealed_url, row=link_row(target.message_id, link_no))
+    except SealError:  # a URL copied in from another link or message: never redirect to it
+        state.click_cache.forget_link(target.message_id, link_no)
+        raise NotFound("unknown link") from None
+    if not url.lower().startswith(("http://", "https://")):
+        raise NotFound("unknown link")
+    location = target.location = quote(url, safe=_SAFE_URL_CHARS)
+    return location
 
 
 def record_click(
-    state: TrackerState, record_id: bytes, link_no: int, target: ClickTarget, peer: Peer,
+    state: TrackerState, record_id: bytes, link_no: int, target: LinkTarget, peer: Peer,
     forwarded_for: str | None, user_agent: str | None, *, method: str = "GET", purpose: str | None = None,
 ) -> str | None:  # fmt: skip
     """Judge and enqueue one click; returns the ``Location`` to redirect to, or None for the honeypot
     link (answered 200 with an empty page: only machines follow it). A HEAD or a prefetch gets the
     same answer and is stored with its reason."""
-    if target.url is None:
+    if target.sealed_url is None:
         verdict = _judge(state, peer, forwarded_for, user_agent, honeypot=True, method=method, purpose=purpose)
         _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=0))
         return None
-    try:
-        url = state.sealer.open_text("link.url", target.url, row=link_row(target.message_id, link_no))
-    except SealError:  # a URL copied in from another link or message: never redirect to it
-        raise NotFound("unknown link") from None
-    if not url.lower().startswith(("http://", "https://")):
-        raise NotFound("unknown link")
+    location = click_location(state, link_no, target)
     verdict = _judge(state, peer, forwarded_for, user_agent, method=method, purpose=purpose)
     _accept(state, _event(state, record_id, EventKind.CLICK, verdict, link_no=link_no))
-    return quote(url, safe=_SAFE_URL_CHARS)
+    return location
 
 
 # -- aiohttp handlers -----------------------------------------------------------------------------

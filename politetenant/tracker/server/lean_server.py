@@ -42,7 +42,7 @@ from politetenant.tracker.public.beacons import (
     verify_click,
 )
 from politetenant.tracker.storage.base import StorageUnavailable
-from politetenant.tracker.storage.rows import ClickTarget
+from politetenant.tracker.storage.click_cache import LinkTarget
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,16 @@ MAX_PIPELINED_BYTES = 64 * 1024  # buffered behind an answer that waits on the d
 KEEPALIVE_SECONDS = 75.0
 _SWEEP_SECONDS = 5.0
 
-# A head the lean path takes: CRLF line ends only, no control characters, no obs-fold (a line that
-# starts with a blank is not a field name); anything else goes to aiohttp's parser, which knows every
-# way to refuse it.
-_PRINTABLE = bytes(b for b in range(256) if b == 0x09 or (b >= 0x20 and b != 0x7F))
-_FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
-_TOKEN = re.compile(rb"[A-Za-z0-9_=-]{1,200}")  # what a base64url token can be; the rest is aiohttp's
+# A head the lean path takes, read by one regular expression: ``GET``, an open or click path (a
+# base64url token, a decimal link number; a query string is ignored), HTTP/1.0 or 1.1, then field
+# lines ending in CRLF whose names are RFC 9110 tokens and whose values hold no control byte. No
+# obs-fold (a line that starts with a blank has no field name), no bare CR or LF, no absolute form,
+# no percent-encoding in the path: anything else goes to aiohttp's parser, which knows every way to
+# refuse it.
+_REQUEST = re.compile(
+    rb"GET /(?:o/([A-Za-z0-9_=-]{1,200})\.gif|c/([A-Za-z0-9_=-]{1,200})/([0-9]+))(?:\?[\x21-\x7e\x80-\xff]*)?"
+    rb" HTTP/1\.([01])((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*)"
+)
 _REASONS = {200: b"OK", 302: b"Found", 404: b"Not Found", 500: b"Internal Server Error", 503: b"Service Unavailable"}
 
 
@@ -97,32 +101,17 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
     Sec-Purpose and Purpose lines (``beacons.request_purpose``). A HEAD is aiohttp's: it answers it
     with the same handler, which judges it as a HEAD.
     """
-    lines = head.split(b"\r\n")
-    if head.translate(None, _PRINTABLE) != b"\r\n" * (len(lines) - 1):
-        return None  # a control byte, or a CR or LF that is not one of the line breaks
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[0] != b"GET" or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+    match = _REQUEST.fullmatch(head)
+    if match is None:
         return None
-    path = parts[1].partition(b"?")[0]
-    if path.startswith(b"/o/") and path.endswith(b".gif"):
-        token, link = path[3:-4], None
-    elif path.startswith(b"/c/"):
-        token, slash, link_bytes = path[3:].partition(b"/")
-        if not slash or not link_bytes.isdigit():
-            return None
-        link = link_bytes.decode()
-    else:
-        return None
-    if _TOKEN.fullmatch(token) is None:
-        return None
+    token, click_token, link_bytes, minor, fields = match.groups()
+    link = None if link_bytes is None else link_bytes.decode()
     user_agent = connection = None
     forwarded: list[str] = []
     sec_purpose: list[str] = []
     purpose: list[str] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or _FIELD_NAME.fullmatch(name) is None:
-            return None
+    for line in fields.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
         key = name.lower()
         if key == b"user-agent":
             if user_agent is not None:
@@ -139,12 +128,14 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
         elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
             if key != b"content-length" or value.strip(b" \t") != b"0":
                 return None
-    if parts[2] == b"HTTP/1.1":
-        keep_alive = connection != b"close"
-    else:
-        keep_alive = connection == b"keep-alive"
+    keep_alive = connection != b"close" if minor == b"1" else connection == b"keep-alive"
     return PublicRequest(
-        token.decode(), link, user_agent, forwarded_for(forwarded), keep_alive, fetch_purpose(sec_purpose, purpose)
+        (token or click_token).decode(),
+        link,
+        user_agent,
+        forwarded_for(forwarded),
+        keep_alive,
+        fetch_purpose(sec_purpose, purpose),
     )
 
 
@@ -348,7 +339,7 @@ class LeanProtocol(asyncio.Protocol):
             if not self._writing_paused and not self._waiting:
                 self._set_reading(True)
 
-    def _click(self, request: PublicRequest, record_id: bytes, link_no: int, target: ClickTarget) -> None:
+    def _click(self, request: PublicRequest, record_id: bytes, link_no: int, target: LinkTarget) -> None:
         state = self.server.state
         location = record_click(
             state, record_id, link_no, target, self._peer, request.forwarded_for, request.user_agent,
