@@ -94,8 +94,7 @@ def prepare(
     settings: TrackerSettings = SETTINGS,
 ) -> PreparedMessage:
     message = message or body()
-    indexes = [blind_index(keyring, r.email) for r in message.recipients]
-    return prepare_message(message, mode, settings, sealer, codec, indexes, objected or set(), "tok_sender1")
+    return prepare_message(message, mode, settings, sealer, codec, objected or set(), "tok_sender1")
 
 
 # Records keep the department (5 recipients each in body(15)); "site" is not a segment: dropped.

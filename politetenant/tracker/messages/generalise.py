@@ -49,21 +49,34 @@ def _settle(
     return {combination: final(combination) for combination in moved}
 
 
+def combination_of(attributes: Mapping[str, str], names: Sequence[str]) -> Combination:
+    """The segment pairs of one attribute map; ``names`` sorted (the order every combination keeps)."""
+    return tuple((a, attributes[a]) for a in names if a in attributes)
+
+
+def generalised_classes(classes: Mapping[Combination, int], k: int) -> dict[Combination, Combination]:
+    """Where each combination ends up, given how many tracked records hold it: the second half of
+    ``generalise`` for callers that counted the combinations on a first pass and map records in batches
+    on a second (a message too large to hold every attribute map at once)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    counted: Counter[Combination] = Counter({c: n for c, n in classes.items() if n > 0})
+    frequency: Counter[tuple[str, str]] = Counter()
+    for combination, members in counted.items():
+        for pair in combination:
+            frequency[pair] += members
+    moved = _settle(counted, frequency, k)
+    return {c: moved.get(c, c) for c in classes}
+
+
 def generalise(attribute_maps: Sequence[Mapping[str, str]], segments: Sequence[str], k: int) -> list[dict[str, str]]:
     """The attribute map each record keeps, in input order: one input map per TRACKED recipient
     (objectors left out, they get no record). Only ``segments`` survive, and every non-empty result
     is shared, exactly, by at least ``k`` of the results."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
     names = sorted(set(segments))
-    combinations: list[Combination] = [tuple((a, m[a]) for a in names if a in m) for m in attribute_maps]
-    classes = Counter(combinations)
-    frequency: Counter[tuple[str, str]] = Counter()
-    for combination, members in classes.items():
-        for pair in combination:
-            frequency[pair] += members
-    moved = _settle(classes, frequency, k)
-    return [dict(moved.get(c, c)) for c in combinations]
+    combinations: list[Combination] = [combination_of(m, names) for m in attribute_maps]
+    kept = generalised_classes(Counter(combinations), k)
+    return [dict(kept[c]) for c in combinations]
 
 
 def record_attributes(

@@ -1,35 +1,47 @@
 """Registering a message: from the sender's request to the rows stored and the tokens returned.
 
-``prepare_message`` is pure apart from randomness: it decides the tracking mode, rewrites the HTML,
-seals every personal field and builds one tracking record per recipient as the mode dictates:
+A message decides its tracking mode, rewrites the HTML, seals every personal field and builds one
+tracking record per recipient as the mode dictates:
 - individual: a record per recipient, carrying a keyed pseudonym (blind index) of the recipient;
-- anonymous: a record per recipient with its segment attributes, stored in shuffled order and with
-  no column pointing back at the recipient row;
+- anonymous: a record per recipient with its segment attributes, stored in an order shuffled over the
+  whole message and with no column pointing back at the recipient row;
 - in both, a record keeps only the tenant's segment attributes, generalised so that each record's
   combination is shared by at least ``min_segment_size`` tracked recipients (``generalise``);
 - aggregate: one record for the whole message; every recipient gets the same token.
 Recipients on the objection list get no record and a ``null`` token.
 Every sealed value is bound to its row (the identities are listed in ``crypto.sealing``), so a value
 copied into another row of its column does not open.
+
+A message may name 100,000 recipients, so nothing here needs them all in memory at once. A first pass
+(``Census``) keeps a few dozen bytes per recipient: blind indexes and segment class. From that,
+``plan_message`` settles everything decided for the message as a whole (objectors, generalised
+classes, record ids, storage order), ``record_rows`` yields the records, and a second pass over the
+recipients (``RecipientRows``) builds each recipient's row and token in request order, batch by batch.
+``prepare_message`` runs the same steps in memory for a message already parsed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import random
+import os
 import secrets
 import time
-from collections.abc import Sequence
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from politetenant.crypto import Sealer, TokenCodec, blind_index, link_row, new_record_id, recipient_row
+from politetenant.crypto import Keyring, Sealer, TokenCodec, blind_index, link_row, recipient_row
+from politetenant.crypto.tokens import RECORD_ID_BYTES
 from politetenant.settings import TrackerSettings, TrackingMode
 from politetenant.tracker.http.errors import PayloadTooLarge, Unprocessable
-from politetenant.tracker.messages.api_models import MessageIn
-from politetenant.tracker.messages.generalise import record_attributes
+from politetenant.tracker.messages.api_models import MessageIn, RecipientIn
+from politetenant.tracker.messages.generalise import Combination, combination_of, generalised_classes
 from politetenant.tracker.messages.html_rewrite import HONEYPOT_LINK, TOKEN_PLACEHOLDER, rewrite_html
 from politetenant.tracker.messages.notice import notice_for
 from politetenant.tracker.messages.readability import measure, text_of_html
+from politetenant.tracker.storage.base import Store
 from politetenant.tracker.storage.rows import LinkRow, MessageRow, RecipientRow, RecordRow
 
 
@@ -47,28 +59,24 @@ def resolve_mode(requested: TrackingMode | None, settings: TrackerSettings) -> T
     return requested
 
 
-def check_limits(body: MessageIn, settings: TrackerSettings) -> None:
+def check_limits(body: MessageIn, settings: TrackerSettings, recipients: int | None = None) -> None:
+    """The tenant's ceilings; ``recipients`` counts them when ``body`` was read batch by batch."""
+    count = len(body.recipients) if recipients is None else recipients
     html_bytes = len(body.html.encode("utf-8"))
     if html_bytes > settings.max_html_bytes:
         raise PayloadTooLarge(f"html: {html_bytes} bytes; this tenant accepts at most {settings.max_html_bytes}")
     if TOKEN_PLACEHOLDER in body.html:
         # Substitution would hand each recipient's token to whatever URL the sender put it in.
         raise Unprocessable(f"html: must not contain {TOKEN_PLACEHOLDER}; the tracker inserts it", code="invalid_field")
-    if len(body.recipients) > settings.max_recipients:
+    if count > settings.max_recipients:
         raise Unprocessable(
-            f"recipients: {len(body.recipients)} given; at most {settings.max_recipients} per message",
+            f"recipients: {count} given; at most {settings.max_recipients} per message",
             code="too_many_recipients",
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    message: MessageRow
-    recipients: list[RecipientRow]
-    records: list[RecordRow]
-    links: list[LinkRow]
-    html_template: str
-    tokens: list[str | None]  # in request order
+BATCH_ROWS = 5_000  # rows per COPY / executemany: large enough to amortise, small enough to stay bounded
+_INDEX_BYTES = 32  # a blind index (HMAC-SHA256)
 
 
 def new_message_id() -> str:
@@ -80,7 +88,7 @@ class _AttributeEncoder:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[tuple[str, str], ...], bytes] = {}
-        self._encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+        self._encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 
     def __call__(self, attributes: dict[str, str]) -> bytes | None:
         if not attributes:
@@ -88,78 +96,147 @@ class _AttributeEncoder:
         key = tuple(sorted(attributes.items()))
         encoded = self._cache.get(key)
         if encoded is None:
-            if len(self._cache) > 100_000:
+            if len(self._cache) >= 10_000:  # all distinct: the memo would only cost memory
                 self._cache.clear()
             encoded = self._cache[key] = self._encode(attributes).encode()
         return encoded
 
 
-def prepare_message(
+class Census:
+    """The first pass over a message's recipients: per recipient, its blind index under each loaded key
+    version (for the objection list, and the stored ``email_index``) and its segment class (for
+    ``generalise``), packed in arrays: about 40 bytes a recipient and nothing readable.
+
+    Past ``limit`` recipients it only counts, so an oversized message is refused without the work."""
+
+    def __init__(self, keyring: Keyring, segments: Sequence[str], limit: int | None = None) -> None:
+        self._keyring = keyring
+        self._names = sorted(set(segments))
+        self._limit = limit
+        self.count = 0
+        self.indexes = bytearray()  # newest key version, _INDEX_BYTES per recipient
+        self._older = {v: bytearray() for v in keyring.versions if v != keyring.current.version}
+        self._class_ids: dict[Combination, int] = {}
+        self.class_of = array("i")
+
+    def add(self, recipient: RecipientIn) -> None:
+        self.count += 1
+        if self._limit is not None and self.count > self._limit:
+            return
+        self.indexes += blind_index(self._keyring, recipient.email)
+        for version, indexes in self._older.items():
+            indexes += blind_index(self._keyring, recipient.email, version)
+        combination = combination_of(recipient.attributes, self._names)
+        self.class_of.append(self._class_ids.setdefault(combination, len(self._class_ids)))
+
+    @property
+    def classes(self) -> list[Combination]:
+        """Segment combinations by class id."""
+        return list(self._class_ids)
+
+    def index(self, position: int) -> bytes:
+        """The recipient's blind index under the newest key version."""
+        return bytes(self.indexes[position * _INDEX_BYTES : (position + 1) * _INDEX_BYTES])
+
+    def all_indexes(self, position: int) -> list[bytes]:
+        """Its indexes under every loaded version: the objection list may predate a rotation."""
+        at = slice(position * _INDEX_BYTES, (position + 1) * _INDEX_BYTES)
+        return [self.index(position), *(bytes(older[at]) for older in self._older.values())]
+
+
+_LIST_WHOLE = 100_000  # objection lists up to this size are read whole: one query, not one per batch
+_SELECT_OBJECTIONS = "SELECT subject_index FROM objections LIMIT $1"
+
+
+async def find_objected(census: Census, store: Store, batch: int = BATCH_ROWS) -> set[int]:
+    """Positions of the recipients on the objection list (every one, if an address is listed twice).
+
+    A tenant's objection list is short next to a big message: read whole (blind indexes, nothing
+    readable), it answers 100,000 recipients in one query; a longer one is asked batch by batch."""
+    listed = {bytes(row[0]) for row in await store.fetch(_SELECT_OBJECTIONS, _LIST_WHOLE + 1)}
+    if len(listed) <= _LIST_WHOLE:
+        if not listed:
+            return set()
+        return {p for p in range(census.count) if not listed.isdisjoint(census.all_indexes(p))}
+    del listed
+    found: set[int] = set()
+    for start in range(0, census.count, batch):
+        wanted: dict[bytes, list[int]] = {}
+        for position in range(start, min(start + batch, census.count)):
+            for index in census.all_indexes(position):
+                wanted.setdefault(index, []).append(position)
+        for index in await store.objected(list(wanted)):
+            found.update(wanted[index])
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything decided for the message as a whole before any recipient's row is built."""
+
+    message: MessageRow
+    links: list[LinkRow]
+    html_template: str
+    mode: TrackingMode
+    objected: frozenset[int]
+    record_ids: bytes  # RECORD_ID_BYTES per recipient position (aggregate: the one record's id)
+    kept: list[bytes | None]  # per census class: canonical JSON of the attributes its records keep
+    order: Sequence[int]  # tracked positions in the order their records are stored
+    shared_token: str | None  # aggregate
+
+    def record_id(self, position: int) -> bytes:
+        return _slice(self.record_ids, RECORD_ID_BYTES, position)
+
+
+def _slice(packed: bytes, size: int, position: int) -> bytes:
+    return packed[position * size : (position + 1) * size]
+
+
+def _kept_attributes(census: Census, objected: frozenset[int], settings: TrackerSettings) -> list[bytes | None]:
+    """Records keep only segment attributes, generalised to classes of min_segment_size (k-anonymity at
+    rest), counted over the tracked recipients only; the recipient row keeps the whole map (the
+    person's own data, for subject access)."""
+    tracked: Counter[int] = Counter(census.class_of)
+    for position in objected:
+        tracked[census.class_of[position]] -= 1
+    classes = census.classes
+    settled = generalised_classes({classes[c]: tracked[c] for c in range(len(classes))}, settings.min_segment_size)
+    encode = _AttributeEncoder()
+    return [encode(dict(settled[combination])) for combination in classes]
+
+
+def plan_message(
     body: MessageIn,
+    census: Census,
+    objected: set[int],
     mode: TrackingMode,
     settings: TrackerSettings,
     sealer: Sealer,
     codec: TokenCodec,
-    email_indexes: Sequence[bytes],
-    objected: set[int],
     created_by: str,
-) -> PreparedMessage:
-    """Build every row of a message. ``objected`` holds positions of recipients who objected."""
+) -> Plan:
+    """Rewrite the HTML, seal the message's own fields and settle the records (ids, attributes, order)."""
     message_id = new_message_id()
     rewritten = rewrite_html(
         body.html, settings.public_base_url, body.no_track_urls, notice=notice_for(settings, body.language)
     )
     readability = measure(text_of_html(body.html))
-    keyring = sealer.keyring
-
-    recipients: list[RecipientRow] = []
-    records: list[RecordRow] = []
-    tokens: list[str | None] = []
-    shared_token: str | None = None
-    if mode is TrackingMode.AGGREGATE and len(objected) < len(body.recipients):
-        record_id = new_record_id()
-        records.append(RecordRow(record_id, message_id, None, None))
-        shared_token = codec.issue(record_id)
-
-    encode_attributes = _AttributeEncoder()
-    # Records keep only segment attributes, generalised to classes of min_segment_size (k-anonymity at
-    # rest); the recipient row keeps the whole map: it is the person's own data, for subject access.
-    kept = (
-        []
-        if mode is TrackingMode.AGGREGATE
-        else record_attributes(
-            [r.attributes for r in body.recipients], objected, settings.segment_attributes, settings.min_segment_size
-        )
-    )
-    for position, recipient in enumerate(body.recipients):
-        attributes = encode_attributes(recipient.attributes)
-        email_index = email_indexes[position]
-        row = recipient_row(message_id, email_index)
-        recipients.append(
-            RecipientRow(
-                message_id,
-                email_index,
-                sealer.seal_text("recipient.email", recipient.email, row=row),
-                sealer.seal_optional("recipient.name", recipient.name, row=row),
-                None if attributes is None else sealer.seal("recipient.attributes", attributes, row=row),
-            )
-        )
-        if position in objected:
-            tokens.append(None)
-        elif mode is TrackingMode.AGGREGATE:
-            tokens.append(shared_token)
-        else:
-            record_id = new_record_id()
-            pseudonym = blind_index(keyring, recipient.email) if mode is TrackingMode.INDIVIDUAL else None
-            kept_map = encode_attributes(kept[position] or {})
-            attrs = None if kept_map is None else sealer.seal("record.attributes", kept_map, row=record_id)
-            records.append(RecordRow(record_id, message_id, attrs, pseudonym))
-            tokens.append(codec.issue(record_id))
-
-    if mode is TrackingMode.ANONYMOUS:
-        # Row order must not pair records with recipients.
-        random.SystemRandom().shuffle(records)
-
+    tracked = census.count - len(objected)
+    shared_token = None
+    order: Sequence[int] = array("i")
+    if mode is TrackingMode.AGGREGATE:
+        record_ids = os.urandom(RECORD_ID_BYTES)
+        kept: list[bytes | None] = []
+        shared_token = codec.issue(record_ids) if tracked else None
+    else:
+        record_ids = os.urandom(RECORD_ID_BYTES * census.count)
+        kept = _kept_attributes(census, frozenset(objected), settings)
+        # Storage order must not pair records with recipients (anonymous mode): records go in the order
+        # of their ids, which are random (os.urandom), so the order is a uniform shuffle over the whole
+        # message, settled before any record is written. Index order also keeps the primary key's
+        # B-tree growing at its end instead of being written all over.
+        record_id = functools.partial(_slice, record_ids, RECORD_ID_BYTES)
+        order = array("i", sorted((p for p in range(census.count) if p not in objected), key=record_id))
     links = [LinkRow(message_id, HONEYPOT_LINK, None, None)]
     links += [
         LinkRow(
@@ -178,11 +255,88 @@ def prepare_message(
         from_name=sealer.seal_text("message.from_name", body.from_name, row=message_id),
         from_email=sealer.seal_text("message.from_email", body.from_email, row=message_id),
         list_name=sealer.seal_text("message.list_name", body.list_name, row=message_id),
-        recipients=len(body.recipients),
-        tracked=len(body.recipients) - len(objected),
+        recipients=census.count,
+        tracked=tracked,
         word_count=readability.words,
         flesch=readability.flesch_reading_ease,
         link_count=len(rewritten.links),
         created_by=created_by,
     )
-    return PreparedMessage(message, recipients, records, links, rewritten.template, tokens)
+    return Plan(message, links, rewritten.template, mode, frozenset(objected), record_ids, kept, order, shared_token)
+
+
+def record_rows(plan: Plan, census: Census, sealer: Sealer) -> Iterator[RecordRow]:
+    """The message's records in storage order. They depend on the census alone, not on the second pass."""
+    message_id = plan.message.id
+    if plan.mode is TrackingMode.AGGREGATE:
+        if plan.shared_token is not None:
+            yield RecordRow(plan.record_ids, message_id, None, None)
+        return
+    individual = plan.mode is TrackingMode.INDIVIDUAL
+    for position in plan.order:
+        record_id = plan.record_id(position)
+        kept = plan.kept[census.class_of[position]]
+        attributes = None if kept is None else sealer.seal("record.attributes", kept, row=record_id)
+        # The pseudonym is the blind index under the newest key version, as the recipient row's.
+        yield RecordRow(record_id, message_id, attributes, census.index(position) if individual else None)
+
+
+class RecipientRows:
+    """The second pass: called with each recipient in request order, returns its row and its token."""
+
+    def __init__(self, plan: Plan, census: Census, sealer: Sealer, codec: TokenCodec) -> None:
+        self._plan, self._census, self._sealer, self._codec = plan, census, sealer, codec
+        self._encode = _AttributeEncoder()
+        self._position = 0
+
+    def __call__(self, recipient: RecipientIn) -> tuple[RecipientRow, str | None]:
+        position, plan, seal = self._position, self._plan, self._sealer
+        self._position += 1
+        email_index = self._census.index(position)
+        row = recipient_row(plan.message.id, email_index)
+        attributes = self._encode(recipient.attributes)
+        stored = RecipientRow(
+            plan.message.id,
+            email_index,
+            seal.seal_text("recipient.email", recipient.email, row=row),
+            seal.seal_optional("recipient.name", recipient.name, row=row),
+            None if attributes is None else seal.seal("recipient.attributes", attributes, row=row),
+        )
+        if position in plan.objected:
+            return stored, None
+        if plan.mode is TrackingMode.AGGREGATE:
+            return stored, plan.shared_token
+        return stored, self._codec.issue(plan.record_id(position))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    message: MessageRow
+    recipients: list[RecipientRow]
+    records: list[RecordRow]
+    links: list[LinkRow]
+    html_template: str
+    tokens: list[str | None]  # in request order
+
+
+def prepare_message(
+    body: MessageIn,
+    mode: TrackingMode,
+    settings: TrackerSettings,
+    sealer: Sealer,
+    codec: TokenCodec,
+    objected: set[int],
+    created_by: str,
+) -> PreparedMessage:
+    """Every row of a message already parsed, in memory (the route streams the same steps instead).
+    ``objected`` holds positions of recipients who objected."""
+    census = Census(sealer.keyring, settings.segment_attributes)
+    for recipient in body.recipients:
+        census.add(recipient)
+    plan = plan_message(body, census, objected, mode, settings, sealer, codec, created_by)
+    build = RecipientRows(plan, census, sealer, codec)
+    built = [build(recipient) for recipient in body.recipients]
+    records = list(record_rows(plan, census, sealer))
+    return PreparedMessage(
+        plan.message, [row for row, _ in built], records, plan.links, plan.html_template, [t for _, t in built]
+    )

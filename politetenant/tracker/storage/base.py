@@ -7,6 +7,7 @@ to ``?n``, which SQLite also understands, so the two cannot drift apart.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -78,6 +79,35 @@ def bootstrap_outcome(existing: Sequence[Any] | None, row: ApiTokenRow) -> str |
     return "revoked" if revoked_at is not None else "unchanged"
 
 
+class MessageWriter(abc.ABC):
+    """The rows of one message going in batch by batch inside one open transaction (``message_writer``):
+    a message of 100,000 recipients never has to be in memory at once, and nothing of it is kept unless
+    all of it is."""
+
+    # Whether the database does a batch's work outside this process (PostgreSQL): then building the
+    # next batch while it stores this one is a gain. SQLite works in-process and takes the GIL back
+    # after every row, so a thread building rows meanwhile would only make both wait.
+    overlaps: bool = False
+
+    @abc.abstractmethod
+    async def add_recipients(self, rows: Sequence[RecipientRow]) -> None: ...
+
+    @abc.abstractmethod
+    async def add_records(self, rows: Sequence[RecordRow]) -> None: ...
+
+
+class _BufferingWriter(MessageWriter):
+    def __init__(self) -> None:
+        self.recipients: list[RecipientRow] = []
+        self.records: list[RecordRow] = []
+
+    async def add_recipients(self, rows: Sequence[RecipientRow]) -> None:
+        self.recipients.extend(rows)
+
+    async def add_records(self, rows: Sequence[RecordRow]) -> None:
+        self.records.extend(rows)
+
+
 class Store(abc.ABC):
     """What the tracker needs from a database. Implementations: SQLite and PostgreSQL."""
 
@@ -106,6 +136,16 @@ class Store(abc.ABC):
         links: Sequence[LinkRow],
     ) -> None:
         """Store a message with everything that belongs to it, atomically."""
+
+    @contextlib.asynccontextmanager
+    async def message_writer(self, message: MessageRow, links: Sequence[LinkRow]) -> AsyncIterator[MessageWriter]:
+        """Store a message in batches, atomically: the message row and its links when entered, recipients
+        and records as they are added, all committed on a clean exit and none on an exception.
+
+        This fallback buffers and calls ``insert_message``; the backends stream into one transaction."""
+        writer = _BufferingWriter()
+        yield writer
+        await self.insert_message(message, writer.recipients, writer.records, links)
 
     @abc.abstractmethod
     async def objected(self, indexes: Sequence[bytes]) -> set[bytes]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
 
 from politetenant.tracker.storage import base
-from politetenant.tracker.storage.base import StorageUnavailable, Store
+from politetenant.tracker.storage.base import MessageWriter, StorageUnavailable, Store
 from politetenant.tracker.storage.rows import (
     EVENT_COLUMNS,
     ApiTokenRow,
@@ -51,6 +52,35 @@ _CLICK_TARGETS = (
     " JOIN records r ON r.id = k.id JOIN links l ON l.message_id = r.message_id AND l.link_no = k.link_no"
 )
 _MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time across workers
+
+
+@contextlib.contextmanager
+def _as_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+
+
+class _PostgresWriter(MessageWriter):
+    overlaps = True
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.closed = False
+
+    async def _copy(self, table: str, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
+        if self.closed:
+            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        if rows:
+            with _as_unavailable():
+                await self.conn.copy_records_to_table(table, records=rows, columns=columns)
+
+    async def add_recipients(self, rows: Sequence[RecipientRow]) -> None:
+        await self._copy("recipients", rows, RecipientRow._fields)
+
+    async def add_records(self, rows: Sequence[RecordRow]) -> None:
+        await self._copy("records", rows, RecordRow._fields)
 
 
 class PostgresStore(Store):
@@ -121,19 +151,40 @@ class PostgresStore(Store):
         records: Sequence[RecordRow],
         links: Sequence[LinkRow],
     ) -> None:
+        async with self.message_writer(message, links) as writer:
+            await writer.add_recipients(recipients)
+            await writer.add_records(records)
+
+    @contextlib.asynccontextmanager
+    async def message_writer(self, message: MessageRow, links: Sequence[LinkRow]) -> AsyncIterator[MessageWriter]:
+        """One pooled connection and one transaction for the whole message; each batch is a COPY."""
+        with _as_unavailable():
+            conn = await self._pool_or_fail().acquire()
         try:
-            async with self._pool_or_fail().acquire() as conn, conn.transaction():
-                await conn.execute(
-                    base.INSERT_MESSAGE,
-                    message.id, message.created_at, message.mode, message.subject, message.from_name,
-                    message.from_email, message.list_name, message.recipients, message.tracked,
-                    message.word_count, message.flesch, message.link_count, message.created_by,
-                )  # fmt: skip
-                await conn.copy_records_to_table("recipients", records=recipients, columns=RecipientRow._fields)
-                await conn.copy_records_to_table("records", records=records, columns=RecordRow._fields)
-                await conn.copy_records_to_table("links", records=links, columns=LinkRow._fields)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
+            with _as_unavailable():
+                transaction = conn.transaction()
+                await transaction.start()
+            writer = _PostgresWriter(conn)
+            try:
+                with _as_unavailable():
+                    await conn.execute(
+                        base.INSERT_MESSAGE,
+                        message.id, message.created_at, message.mode, message.subject, message.from_name,
+                        message.from_email, message.list_name, message.recipients, message.tracked,
+                        message.word_count, message.flesch, message.link_count, message.created_by,
+                    )  # fmt: skip
+                    await conn.copy_records_to_table("links", records=links, columns=LinkRow._fields)
+                yield writer
+            except BaseException:
+                writer.closed = True
+                with contextlib.suppress(Exception):  # the connection may be gone: releasing it ends the rest
+                    await transaction.rollback()
+                raise
+            writer.closed = True
+            with _as_unavailable():
+                await transaction.commit()
+        finally:
+            await self._pool_or_fail().release(conn)
 
     async def objected(self, indexes: Sequence[bytes]) -> set[bytes]:
         if not indexes:

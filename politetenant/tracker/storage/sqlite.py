@@ -7,16 +7,17 @@ several tracker workers (processes) share the file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from politetenant.tracker.storage import base
-from politetenant.tracker.storage.base import StorageUnavailable, Store
+from politetenant.tracker.storage.base import MessageWriter, StorageUnavailable, Store
 from politetenant.tracker.storage.rows import (
     ApiTokenRow,
     BootstrapImport,
@@ -35,6 +36,53 @@ _PARAM = re.compile(r"\$(\d+)")
 
 def _q(sql: str) -> str:
     return _PARAM.sub(r"?\1", sql)
+
+
+_Runner = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+
+
+def _open_connection(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process crash; fsync at checkpoints
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _unavailable_on_error(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    try:
+        return fn(conn)
+    except sqlite3.OperationalError as exc:
+        # "database is locked", "disk I/O error", missing file...: retryable, spool meanwhile.
+        raise StorageUnavailable(f"SQLite: {exc}") from exc
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class _SqliteWriter(MessageWriter):
+    def __init__(self, run: _Runner) -> None:
+        self.run = run
+        self.closed = False
+
+    async def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        if self.closed:
+            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        if rows:
+            await self.run(lambda conn: conn.executemany(sql, rows))
+
+    async def add_recipients(self, rows: Sequence[RecipientRow]) -> None:
+        await self._insert(_q(base.INSERT_RECIPIENT), rows)
+
+    async def add_records(self, rows: Sequence[RecordRow]) -> None:
+        await self._insert(_q(base.INSERT_RECORD), rows)
 
 
 class SqliteStore(Store):
@@ -63,12 +111,7 @@ class SqliteStore(Store):
                 return
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process crash; fsync at checkpoints
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._conn = conn
+            self._conn = _open_connection(self.path)
 
         await asyncio.get_running_loop().run_in_executor(self._executor, open_db)
 
@@ -112,7 +155,44 @@ class SqliteStore(Store):
         records: Sequence[RecordRow],
         links: Sequence[LinkRow],
     ) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+        async with self.message_writer(message, links) as writer:
+            await writer.add_recipients(recipients)
+            await writer.add_records(records)
+
+    @contextlib.asynccontextmanager
+    async def message_writer(self, message: MessageRow, links: Sequence[LinkRow]) -> AsyncIterator[MessageWriter]:
+        """One transaction on a connection of its own, on a thread of its own: the transaction stays open
+        while the rows are built, and on the shared connection every other query of the tracker would
+        fall into it. Its BEGIN IMMEDIATE takes the write lock, so other writers wait (busy_timeout), as
+        they would for one long insert. An in-memory database has no second connection: it uses the
+        shared one."""
+        if self.path == ":memory:":
+            async with self._message_transaction(self._run, message, links) as writer:
+                yield writer
+            return
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-message")
+        try:
+            conn = await loop.run_in_executor(executor, _open_connection, self.path)
+        except sqlite3.OperationalError as exc:
+            executor.shutdown(wait=False)
+            raise StorageUnavailable(f"SQLite: {exc}") from exc
+
+        async def run(fn: Callable[[sqlite3.Connection], T]) -> T:
+            return await loop.run_in_executor(executor, _unavailable_on_error, fn, conn)
+
+        try:
+            async with self._message_transaction(run, message, links) as writer:
+                yield writer
+        finally:
+            await loop.run_in_executor(executor, conn.close)
+            executor.shutdown(wait=False)
+
+    @contextlib.asynccontextmanager
+    async def _message_transaction(
+        self, run: _Runner, message: MessageRow, links: Sequence[LinkRow]
+    ) -> AsyncIterator[MessageWriter]:
+        def begin(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
@@ -123,15 +203,22 @@ class SqliteStore(Store):
                         message.word_count, message.flesch, message.link_count, message.created_by,
                     ),
                 )  # fmt: skip
-                conn.executemany(_q(base.INSERT_RECIPIENT), recipients)
-                conn.executemany(_q(base.INSERT_RECORD), records)
                 conn.executemany(_q(base.INSERT_LINK), links)
-                conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
 
-        await self._run(run)
+        await run(begin)
+        writer = _SqliteWriter(run)
+        try:
+            yield writer
+        except BaseException:
+            writer.closed = True
+            with contextlib.suppress(Exception):
+                await run(lambda conn: conn.execute("ROLLBACK"))
+            raise
+        writer.closed = True
+        await run(_commit)
 
     async def objected(self, indexes: Sequence[bytes]) -> set[bytes]:
         def run(conn: sqlite3.Connection) -> set[bytes]:
