@@ -90,10 +90,14 @@ class LocalTenantKeys:
         self._delete = delete_secret
 
     def ensure(self, tenant_name: str, namespace: str, service_account: str) -> None:
-        """Create the tenant's KEK and empty master copy once; the namespace and account play no part."""
+        """Create the tenant's KEK and master copy, with its first version, once (so the
+        ``new_wrapped_version`` that follows finds the master ahead and writes nothing); the namespace and
+        account play no part."""
         key_name = vault_name(tenant_name)
         if self._get(master_secret_name(key_name)) is None:
-            self._store(key_name, os.urandom(KEY_BYTES), _Versions({}, {}))
+            master = _Versions({}, {})
+            self._add_version(master)
+            self._store(key_name, os.urandom(KEY_BYTES), master)
         else:
             self._load(key_name)  # refuse a damaged master Secret now, not at the next rotation
 

@@ -107,10 +107,15 @@ class SecretOutcome:
     error: KubeError | None = None
 
 
-async def ensure_secret(kube: KubeApi, tenant: PoliteTenant, owned: OwnedSecret) -> SecretOutcome:
-    """Create ``owned`` with generated values when it is missing; an existing one is left untouched."""
+async def ensure_secret(
+    kube: KubeApi, tenant: PoliteTenant, owned: OwnedSecret, *, absent: bool = False
+) -> SecretOutcome:
+    """Create ``owned`` with generated values when it is missing; an existing one is left untouched.
+
+    ``absent``: the caller knows there is nothing to read (the namespace was made moments ago), so the
+    create is sent at once; a 409 still means another writer's Secret, which stands."""
     try:
-        if await kube.get("v1", "Secret", owned.name, tenant.namespace) is not None:
+        if not absent and await kube.get("v1", "Secret", owned.name, tenant.namespace) is not None:
             return SecretOutcome(owned.name, created=False)
         await kube.create(secret_body(tenant, owned, generated_values(owned)))
     except KubeError as exc:

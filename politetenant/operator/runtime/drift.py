@@ -2,9 +2,10 @@
 
 A watch event on a child (deleted by hand, edited, or a workload's status moving during a rollout)
 ``poke``s its tenant. Pokes arriving within ``delay`` of each other make one reconcile, which reads
-the watched state (``watched``) and so costs no request when nothing needs doing: the events of the
-operator's own writes come back as pokes too, and find nothing to do. A reconcile that asks to be
-retried pokes itself again after its delay.
+the watched state (``watched``) and so costs no request when nothing needs doing. The event of one of
+the operator's own writes (the very resourceVersion it wrote, ``Written.observed``) pokes nothing: a
+tenant being brought up would otherwise be reconciled again for each child it just made. A reconcile
+that asks to be retried pokes itself again after its delay.
 """
 
 from __future__ import annotations

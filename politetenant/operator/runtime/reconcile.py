@@ -30,6 +30,7 @@ from politetenant.operator.keys.secret import (
 )
 from politetenant.operator.kube.apply import (
     Applied,
+    Create,
     apply_object,
     describe,
     owner_reference,
@@ -95,8 +96,8 @@ class Runtime:
     # version and time they held (``_secrets_known``); a resync of the
     # same tenant reads none of them (Secrets are not watched; see ``watched``).
     secrets_checked: dict[str, tuple[tuple[Any, ...], int, str | None]] = field(default_factory=dict)
-    # Per tenant, its last render and what it was rendered from (``_render``).
-    renders: dict[str, tuple[str, RenderResult]] = field(default_factory=dict)
+    # Per tenant, its last render, what it was rendered from, and the endpoint it gives (``_render``).
+    renders: dict[str, tuple[str, RenderResult, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,17 +210,20 @@ def _facts_from(status: Mapping[str, Any]) -> Facts:
     return Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"), engine)
 
 
-def _render(rt: Runtime, tenant: PoliteTenant, cnpg: bool, engine: DatabaseEngine) -> RenderResult:
-    """``render_tenant``, remembered per tenant for the same inputs: a render (templates to YAML to
-    objects) is most of a reconcile's work, and a child's event or a resync renders the same again.
+def _render(rt: Runtime, tenant: PoliteTenant, cnpg: bool, engine: DatabaseEngine) -> tuple[RenderResult, str | None]:
+    """``render_tenant`` and the endpoint it gives, remembered per tenant for the same inputs: a render
+    (templates to YAML to objects) is most of a reconcile's work, and a child's event or a resync
+    renders the same again. The inputs are the name and the spec, not the whole object: render reads
+    nothing else, and kopf's annotations and the resourceVersion change with every write to the tenant.
     The objects are shared, never changed: every later step builds new ones."""
-    key = json.dumps([tenant.model_dump(mode="json"), cnpg, engine.value], sort_keys=True)
+    key = json.dumps([tenant.name, tenant.spec.model_dump(mode="json"), cnpg, engine.value], sort_keys=True)
     remembered = rt.renders.get(tenant.name)
     if remembered is not None and remembered[0] == key:
-        return remembered[1]
+        return remembered[1], remembered[2]
     result = render_tenant(tenant, rt.config, cnpg_available=cnpg, recorded_engine=engine)
-    rt.renders[tenant.name] = (key, result)
-    return result
+    endpoint = _endpoint(result.objects)
+    rt.renders[tenant.name] = (key, result, endpoint)
+    return result, endpoint
 
 
 def secrets_mark(seen: Seen) -> tuple[Any, ...]:
@@ -248,7 +252,7 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
     recorded = await recorded_engine(rt.kube, seen.status, tenant.namespace)
     engine = database_engine(tenant, cnpg, recorded)
     try:
-        result = _render(rt, tenant, cnpg, engine)
+        result, endpoint = _render(rt, tenant, cnpg, engine)
     except RenderError as exc:
         checks = [placed, failed("Ready", Reason.INVALID_SPEC, str(exc).replace("\n", "; "))]
         facts = _facts_from(seen.status)  # what was provisioned before the spec went wrong is still there
@@ -281,7 +285,9 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
             rt.metrics.api_error("kubernetes", key_error.reason)
         if not keys.usable:  # the namespace alone: nothing in it needs keys yet
             return await _without_keys(rt, seen, placed, keys, now)
-    secrets = [] if quiet else [await ensure_secret(rt.kube, tenant, secret) for secret in owned.values()]
+    # A namespace created by this very reconcile holds no Secret yet: they are created without a read.
+    fresh = isinstance(namespace.action, Create)
+    secrets = [] if quiet else [await ensure_secret(rt.kube, tenant, s, absent=fresh) for s in owned.values()]
     if keys.check.ok and not any(s.error for s in secrets):  # all there (or written just now)
         if keys.version is not None:
             rt.secrets_checked[tenant.name] = (secrets_mark(seen), keys.version, keys.issued_at)
@@ -304,7 +310,7 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
     await tell(rt, tenant, seen.ref, seen.status, applied, secrets, keys)
     judged = _judge(tenant, applied, secrets, keys, engine, engine_check)
     checks = [placed, *(_held_back(check, volumes) for check in judged)]
-    facts = Facts(tenant.namespace, _endpoint(result.objects), keys.version, keys.issued_at, engine.value)
+    facts = Facts(tenant.namespace, endpoint, keys.version, keys.issued_at, engine.value)
     body = status_body(seen.status, checks, facts, generation=seen.generation, now=now)
     errors = [a.error for a in applied if a.error] + [s.error for s in secrets if s.error]
     errors += [v.error for v in volumes if v.error]

@@ -8,7 +8,8 @@ the rendered objects with the indices and sends no request at all.
 
 What the operator itself just created or patched is answered as written (``Written``) until the watch
 shows that version or a later one (a deletion is not: it may take a while), so a reconcile that runs
-before its own write's event arrives does not write again. A create refused as AlreadyExists (the
+before its own write's event arrives does not write again; that event itself, the very
+resourceVersion written, is no news and reconciles nothing. A create refused as AlreadyExists (the
 index had not seen the object yet) makes the next read of that object go to the API.
 
 Watching costs the operator cluster-wide ``list``/``watch`` on each kind in RBAC (label selectors
@@ -108,6 +109,13 @@ def _newer_or_same(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     return True
 
 
+def _same_version(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """The event shows exactly the object as written (the same resourceVersion, which the API server
+    changes on every write)."""
+    seen_rv = (seen.get("metadata") or {}).get("resourceVersion")
+    return bool(seen_rv) and seen_rv == (written.get("metadata") or {}).get("resourceVersion")
+
+
 class Written:
     """The operator's own writes its watches have not shown yet (None: it deleted the object)."""
 
@@ -131,16 +139,21 @@ class Written:
             return True, self._objects[key]
         return False, None
 
-    def observed(self, key: Key, body: Mapping[str, Any], *, deleted: bool) -> None:
-        """A watch event: forget the write it shows (or outdates)."""
+    def observed(self, key: Key, body: Mapping[str, Any], *, deleted: bool) -> bool:
+        """A watch event: forget the write it shows (or outdates). True when the event is that very
+        write coming back (its resourceVersion): it tells the operator nothing it did not do itself, so
+        it need not reconcile the tenant again."""
         if key not in self._objects:
-            return
+            return False
         written = self._objects[key]
         if written is None:
             if deleted:
                 del self._objects[key]
-        elif _newer_or_same(body, written):
-            del self._objects[key]
+            return False
+        if not _newer_or_same(body, written):
+            return False  # an event from before the write: someone else's change, or an older one of ours
+        del self._objects[key]
+        return not deleted and _same_version(body, written)
 
 
 def key_of(api_version: str, kind: str, name: str, namespace: str | None) -> Key:

@@ -5,6 +5,7 @@ moments ago."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ import pytest
 from politetenant.operator.kube.client import KubeError
 from politetenant.operator.model.reasons import Reason
 from politetenant.operator.model.status import failed, passed, rolling_out
-from politetenant.operator.runtime.handlers import Watching, _handle
+from politetenant.operator.runtime.handlers import CONCURRENT_RECONCILES, Watching, _handle
 from politetenant.operator.runtime.reconcile import Outcome, Runtime, reconcile
 from politetenant.operator.runtime.retries import Reconciled
 from tests.unit.operator.test_reconcile import FakeKube, make_available, run, tenant_body
@@ -62,7 +63,8 @@ async def test_a_tenant_failed_for_a_missing_cnpg_is_not_rechecked_early(rt: Run
 
 
 def memo_for(rt: Runtime) -> Any:
-    return SimpleNamespace(runtime=rt, locks={}, reconciled=Reconciled(), watch=Watching())
+    slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
+    return SimpleNamespace(runtime=rt, locks={}, slots=slots, reconciled=Reconciled(), watch=Watching())
 
 
 async def handle(body: dict[str, Any], rt: Runtime, retry: int | None, memo: Any = None) -> kopf.Patch:

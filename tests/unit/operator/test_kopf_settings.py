@@ -48,3 +48,29 @@ def test_configure_installs_the_filter_once_on_kopfs_object_logger() -> None:
         settings.configure(kopf.OperatorSettings(), instance="x")
     filters = [f for f in logging.getLogger("kopf.objects").filters if isinstance(f, settings.ExpectedWaitsAreInfo)]
     assert len(filters) == 1
+
+
+def _kopf_info(message: str) -> logging.LogRecord:
+    return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
+
+
+@pytest.mark.parametrize("message", ["Handler 'drift.watched.services.core' succeeded.", "Timer 'resync' succeeded."])
+def test_routine_successes_of_every_child_event_and_resync_are_debug(message: str) -> None:
+    record = _kopf_info(message)
+    logger = logging.getLogger("kopf.objects")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert not settings.RoutineSuccessesAreDebug().filter(record)  # dropped at INFO
+    finally:
+        logger.setLevel(level)
+    assert record.levelno == logging.DEBUG
+
+
+@pytest.mark.parametrize(
+    "message", ["Handler 'reconcile' succeeded.", "Handler 'drift.watched.services.core' failed with an exception."]
+)
+def test_the_reconcile_and_failures_stay_as_kopf_says(message: str) -> None:
+    record = _kopf_info(message)
+    assert settings.RoutineSuccessesAreDebug().filter(record)
+    assert record.levelno == logging.INFO

@@ -186,3 +186,16 @@ async def test_a_poke_during_a_reconcile_schedules_another() -> None:
     await asyncio.sleep(0.1)
     assert runs == ["a", "a"]
     await trigger.close()
+
+
+async def test_the_event_of_an_own_write_pokes_nothing_but_anyone_elses_change_does() -> None:
+    api, index, written = Api(), Index(), Written()
+    kube = cache(api, index, written)
+    created = await kube.create(configmap("settings", ""))
+    key = key_of("v1", "ConfigMap", "settings", "polite-a")
+    assert not written.observed(key, configmap("settings", "50"), deleted=False)  # from before our write
+    assert written.observed(key, created, deleted=False)  # our create coming back: nothing to reconcile
+    edited = configmap("settings", str(int(created["metadata"]["resourceVersion"]) + 1), data="by hand")
+    assert not written.observed(key, edited, deleted=False)  # someone's edit after it: reconcile
+    patched = await kube.patch("v1", "ConfigMap", "settings", {"data": {"k": "x"}}, "polite-a")
+    assert not written.observed(key, {**patched, "metadata": {**patched["metadata"]}}, deleted=True)  # deleted
