@@ -532,3 +532,37 @@ def test_csv_carries_the_heatmap_and_the_read_rate() -> None:
     assert cells[("heatmap", "(other)", "", "records")] == "8"
     assert not [r for r in rows if r[1] == "heatmap" and r[2] in ("Wed", "Thu")]
     assert cells[("summary", "", "", "read_rate")] == "0.3"
+
+
+def test_the_sql_verdict_lists_are_the_verdict_classes_of_every_reason() -> None:
+    """The SQL path classes stored reasons with lists built from ``verdicts``: every reason is in the
+    list of its class, a number no version knows in none (so it counts as machine)."""
+    from politetenant.tracker.judging.verdicts import VerdictClass, counts_as_person, verdict_class
+    from politetenant.tracker.reports import report_sql
+
+    def listed(sql_list: str) -> set[int]:
+        return {int(n) for n in sql_list.split(", ")}
+
+    for reason in [*Reason, 99]:
+        verdict = verdict_class(reason)
+        assert (reason in listed(report_sql.PEOPLE)) == counts_as_person(reason)
+        assert (reason in listed(report_sql.PERSON)) == (verdict is VerdictClass.PERSON)
+        assert (reason in listed(report_sql.PROXIED)) == (verdict is VerdictClass.PROXIED)
+        assert (reason in listed(report_sql.PRIVACY)) == (verdict is VerdictClass.PRIVACY_PROXY)
+        assert (reason not in listed(report_sql.NOT_MACHINE)) == (verdict is VerdictClass.MACHINE)
+
+
+def test_a_record_summed_in_sql_counts_as_the_same_record_folded_hit_by_hit() -> None:
+    """One record (an unknown reason's bit 63 arrives negative from SQL) gives the Accumulator's tally."""
+    from politetenant.tracker.reports.report_sql import summary
+
+    hits = [ev(1, minutes=30, country="DE", city=b"sealed-cork"), ev(1, 2, minutes=31, read_ms=5_000),
+            ev(1, 3, minutes=32, link=2), ev(1, 3, minutes=33, link=2), ev(1, minutes=34, bot=99)]  # fmt: skip
+    folded = accumulator()
+    folded.add(hits)
+    place = ("mobile", "iOS", "Apple Mail", "DE", b"sealed-cork")
+    per_hit = (1, 0, 0, 1, 0, 2)  # opens, proxied opens, privacy opens, machine opens, machine clicks, clicks
+    row = (rid(1), 0, hits[0][3], hits[2][3], 5_000, -(1 << 63), 0, 0, *per_hit, 0, 2, Reason.PERSON, *place)
+    summed = accumulator()
+    summed.add_record(summary(row, 2))
+    assert summed.finish({ALL: 1}) == folded.finish({ALL: 1})

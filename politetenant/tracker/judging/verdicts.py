@@ -93,3 +93,14 @@ def reason_label(reason: int) -> str:
         return Reason(reason).name.lower()
     except ValueError:
         return "unknown"
+
+
+def reasons_of(verdict: VerdictClass) -> tuple[Reason, ...]:
+    """The known reasons of one class, by value: SQL that classes stored reasons is built from this,
+    so a class is never spelt twice (an unknown number is in no list: it counts as machine)."""
+    return tuple(reason for reason in Reason if verdict_class(reason) is verdict)
+
+
+def person_reasons() -> tuple[Reason, ...]:
+    """The reasons whose hits count as people's (``counts_as_person``), by value."""
+    return tuple(reason for reason in Reason if counts_as_person(reason))

@@ -1,10 +1,12 @@
 """What a report is made of, from the database: the message's links, its records' segment values,
-and its events streamed and folded per record. No threshold is applied here (see ``thresholds``).
+and its records' figures folded into tallies. No threshold is applied here (see ``thresholds``).
 
-Events arrive ordered by (record, time); each record's hits are judged together when its run ends
-(``judging.behaviour.judge_copy``: the reason stored on arrival, then the burst, honeypot, gateway
-and early-window rules), so memory holds one record's hits, and each distinct sealed city is opened
-once. Definitions, by the class of each hit's reason (``judging.verdicts``):
+Most records are judged and aggregated in SQL (``report_sql``, ``report_load``); the records a
+per-copy rule may fire on arrive here as events ordered by (record, time), and each record's hits
+are judged together when its run ends (``judging.behaviour.judge_copy``: the reason stored on
+arrival, then the burst, honeypot, gateway and early-window rules), so memory holds one record's
+hits, and each distinct sealed city is opened once. Definitions, by the class of each hit's reason
+(``judging.verdicts``):
 - people's figures (``opens``, ``clicks``) count ``person`` and ``proxied`` hits; an *opener* is a
   record with a person's open or read; device, OS, browser, country and city are those of its first
   open (a proxy's fetch tells none of them: "(unknown)"), so every breakdown is a partition of the
@@ -30,6 +32,7 @@ from politetenant.crypto import Sealer, link_row
 from politetenant.settings import TrackerSettings, TrackingMode
 from politetenant.tracker.judging.behaviour import CLICK, OPEN, CopyRules, Hit, judge_copy
 from politetenant.tracker.judging.verdicts import Reason, VerdictClass, verdict_class
+from politetenant.tracker.reports.report_sql import Place, RecordSummary
 from politetenant.tracker.reports.thresholds import ALL
 from politetenant.tracker.storage.base import SELECT_MESSAGE, Store
 from politetenant.tracker.storage.rows import MessageRow
@@ -43,7 +46,6 @@ UNKNOWN = "(unknown)"
 
 # record_id, kind, link_no, occurred_at, country, city (sealed), os, device, browser, bot, read_ms
 EventRow = tuple[bytes, int, int | None, int, str | None, bytes | None, str, str, str, int, int | None]
-Place = tuple[str, str, str, str | None, bytes | None]  # device, os, browser, country, city (sealed)
 
 
 class LinkInfo(NamedTuple):
@@ -72,8 +74,9 @@ def read_bucket(read_ms: int) -> str:
     return "skimmed" if read_ms < SKIMMED_BELOW_MS else "read"
 
 
-class _Record:
-    """What the copy being folded contributes; bounded whatever the number of its events."""
+class RecordFigures:
+    """What one copy contributes once its hits are judged; bounded whatever the number of its events.
+    Filled hit by hit here, or from one aggregated row per record (``report_sql``)."""
 
     __slots__ = ("first_click", "first_open", "links", "place", "privacy", "proxied", "read_ms", "reasons")
 
@@ -129,7 +132,7 @@ class Tally:
 
 
 _COUNTS = tuple(name for name, kind in Tally.__annotations__.items() if kind == "int")
-_NOWHERE: Place = ("", "", "", None, None)  # a proxy's fetch says nothing of the person's device or place
+NOWHERE: Place = ("", "", "", None, None)  # a proxy's fetch says nothing of the person's device or place
 _VERDICT = {int(reason): verdict_class(reason) for reason in Reason}  # one look-up per hit, on the hot path
 _CHUNK = 4096  # per_copy=False: hits are judged on their own, so they need not wait for the run's end
 
@@ -159,7 +162,7 @@ class Accumulator:
         self.seen: Counter[str] = Counter()  # records with events, per segment
         self.run: list[EventRow] = []  # the current record's hits not judged yet
         self._record_id: bytes | None = None
-        self._record = _Record()
+        self._record = RecordFigures()
         self._tally = Tally()
         self._places: dict[Place, Place] = {}
         self._cities: dict[bytes, str] = {}
@@ -177,7 +180,7 @@ class Accumulator:
                 if self._record_id is not None and record_id < self._record_id:
                     raise ValueError("events must be streamed ordered by record id, then time")
                 self._close()
-                self._record_id, self._record = record_id, _Record()
+                self._record_id, self._record = record_id, RecordFigures()
                 segment = ALL if self.segment_of is None else self.segment_of.get(record_id, UNKNOWN)
                 self.seen[segment] += 1
                 self._tally = self._population(segment)
@@ -219,7 +222,7 @@ class Accumulator:
                 record.read_ms = read_ms or 0
             if record.first_open is None or at < record.first_open:
                 record.first_open = at
-                place = _NOWHERE if proxied else (device, os_, browser, country, city)
+                place = NOWHERE if proxied else (device, os_, browser, country, city)
                 record.place = self._places.setdefault(place, place)  # shared: few distinct places
 
     def _close(self) -> None:
@@ -227,7 +230,41 @@ class Accumulator:
         if self._record_id is None:
             return
         self._judge_run()
-        record, tally = self._record, self._tally
+        self._count(self._record, self._tally)
+        self._record_id = None
+
+    def add_record(self, summary: RecordSummary) -> None:
+        """A record judged and folded in SQL (``report_sql``): its figures are counted as a run's are."""
+        self._close()
+        segment = ALL if self.segment_of is None else self.segment_of.get(summary.record_id, UNKNOWN)
+        self.seen[segment] += 1
+        tally = self._population(segment)
+        opens, proxied_opens, privacy_opens, machine_opens, machine_clicks, clicks = summary.per_hit  # PER_HIT
+        tally.opens_total += opens
+        tally.proxied_opens_total += proxied_opens
+        tally.privacy_opens_total += privacy_opens
+        tally.machine_opens += machine_opens
+        tally.machine_clicks += machine_clicks
+        tally.clicks_total += clicks
+        record = RecordFigures()
+        for link, n in summary.link_clicks.items():
+            tally.link_clicks[link] += n
+            record.links |= 1 << link
+        record.first_open, record.first_click, record.read_ms = summary.first_open, summary.first_click, summary.read_ms
+        record.reasons, record.proxied, record.privacy = summary.reasons, summary.proxied, summary.privacy
+        if summary.first_open is not None:
+            place = NOWHERE if summary.place is None else summary.place
+            record.place = self._places.setdefault(place, place)
+        self._count(record, tally)
+
+    def add_tally(self, segment: str, tally: Tally, records: int) -> None:
+        """Figures of ``records`` records (with events) judged and counted in SQL (``report_sql_pg``)."""
+        self._close()
+        self.seen[segment] += records
+        self._population(segment).merge(tally)
+
+    def _count(self, record: RecordFigures, tally: Tally) -> None:
+        """Count one record, its hits judged, in its population once."""
         if record.first_open is not None and record.place is not None:
             tally.opens_unique += 1
             tally.first_opens[record.first_open // HOUR_MS] += 1
@@ -255,7 +292,6 @@ class Accumulator:
             tally.reason_masks[record.reasons] += 1
             for reason in bits(record.reasons):
                 tally.reason_records[reason] += 1
-        self._record_id = None
 
     def _city(self, sealed: bytes) -> str:
         city = self._cities.get(sealed)
@@ -298,7 +334,7 @@ class ReportInputs:
 EVENTS_OF_MESSAGE = (
     "SELECT e.record_id, e.kind, e.link_no, e.occurred_at, e.country, e.city, e.os, e.device, e.browser,"
     " e.bot, e.read_ms FROM records r JOIN events e ON e.record_id = r.id WHERE r.message_id = $1"
-    " ORDER BY e.record_id, e.occurred_at, e.kind"
+    " ORDER BY e.record_id, e.occurred_at, e.kind, e.event_id"
 )
 FIRST_HIT = "SELECT MIN(e.occurred_at) FROM records r JOIN events e ON e.record_id = r.id WHERE r.message_id = $1"
 RECORD_ATTRIBUTES = "SELECT id, attributes FROM records WHERE message_id = $1"
@@ -386,19 +422,10 @@ async def first_hit(store: Store, message_id: str) -> int | None:
 async def load_report_inputs(
     store: Store, sealer: Sealer, message: MessageRow, rules: CopyRules, attribute: str | None = None
 ) -> ReportInputs:
-    """Stream the message's events through an Accumulator; CPU work runs off the event loop."""
-    segment_of = None if attribute is None else await load_segments(store, sealer, message.id, attribute)
-    populations = {ALL: message.tracked} if segment_of is None else Counter(segment_of.values())
-    accumulator = Accumulator(
-        rules,
-        await first_hit(store, message.id),
-        segment_of=segment_of,
-        open_city=SealedTexts(sealer, "event.city"),
-    )
-    async for rows in stream_events(store, message.id):
-        await asyncio.to_thread(accumulator.add, rows)
-    tallies = await asyncio.to_thread(accumulator.finish, populations)
-    return ReportInputs(tallies, await load_links(store, sealer, message.id), attribute)
+    """The message's tallies and links: see ``report_load`` (imported here, as it builds on this module)."""
+    from politetenant.tracker.reports.report_load import load_inputs
+
+    return await load_inputs(store, sealer, message, rules, attribute)
 
 
 async def message_page(
