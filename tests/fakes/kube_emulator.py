@@ -16,8 +16,10 @@ OpenAPI v3 paths, Tables of printer columns.
 
 Every state change happens synchronously between two awaits of the server's event loop, so each write
 is atomic and a watch subscribes at the very instant it takes its snapshot: no event falls between.
-Served requests are forgotten (kmock checks each new request against its whole history); what a test
-may count of them (verb, path, User-Agent) stays in ``request_log``.
+Served requests are forgotten (kmock checks each new request against its whole history), and the
+reaction answering a request is chosen with its filters seeing that request alone, not every watch
+still open (``tests/fakes/kube_reactions.py``); what a test may count of them (verb, path, User-Agent)
+stays in ``request_log``.
 
 Approximated, and said so where it is done: strategic merge patch (the common merge keys only),
 server-side apply (create-or-merge, no field ownership), a list's continue token (pages come from the
@@ -47,7 +49,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp.web
 import attrs
@@ -59,8 +61,10 @@ import yaml
 from kmock._internal.rendering import Response, StreamingError
 
 from tests.fakes.kube_pods import GRACEFUL_HOLD, Allowed, deletion_grace, held_by_grace, judge_eviction
+from tests.fakes.kube_reactions import ReactionChooser
 
 Body = dict[str, Any]
+_J = TypeVar("_J")
 Key = tuple[kmock.resource, str | None, str]
 
 API_CONCEPTS = "https://kubernetes.io/docs/reference/using-api/api-concepts/"
@@ -169,7 +173,7 @@ def _patch_rejected(message: str) -> ApiError:
 def merge_patch(target: Any, patch: Any) -> Any:
     """JSON merge patch, RFC 7386 section 2: objects merge recursively, null removes a key, the rest replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return _copy_json(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -184,7 +188,7 @@ def json_patch(target: Body, operations: Any) -> Body:
     if not isinstance(operations, list):
         raise bad_request("a JSON patch must be a list of operations")
     try:
-        result = jsonpatch.apply_patch(copy.deepcopy(target), operations, in_place=False)
+        result = jsonpatch.apply_patch(_copy_json(target), operations, in_place=False)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError) as exc:
         raise _patch_rejected(str(exc)) from None
     if not isinstance(result, dict):
@@ -221,9 +225,9 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
     sig-api-machinery's strategic-merge-patch.md. ``$setElementOrder`` and ``$retainKeys`` are ignored.
     """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return _copy_json(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: _copy_json(v) for k, v in patch.items() if k != "$patch"}
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key.startswith("$deleteFromPrimitiveList/"):
@@ -245,7 +249,7 @@ def _merge_list(name: str, current: list[Any], patch: list[Any]) -> list[Any]:
         return list(current) + [item for item in patch if item not in current]
     keys = [k for k in _SMP_MERGE_KEYS.get(name, ()) if all(isinstance(i, dict) and k in i for i in patch)]
     if not keys:
-        return copy.deepcopy(patch)
+        return _copy_json(patch)
     key = keys[0]
     merged = list(current)
     for item in patch:
@@ -419,7 +423,7 @@ def default_and_prune(
             dropped.append(_join(path, key))
     for key, sub in properties.items():
         if key not in result and "default" in sub and not (root and key == "metadata"):
-            result[key] = default_and_prune(copy.deepcopy(sub["default"]), sub)
+            result[key] = default_and_prune(_copy_json(sub["default"]), sub)
     return result
 
 
@@ -598,7 +602,13 @@ class Change:
 class _Watcher:
     selection: Selection
     since: int
-    queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
+    # The events it is to stream, decided as each change commits (None: the stream ends).
+    queue: asyncio.Queue[Body | None] = field(default_factory=asyncio.Queue)
+
+    def offer(self, change: Change) -> None:
+        """Queue the change's event if this watcher sees one: a change it does not see never wakes it."""
+        if (event := self.event(change)) is not None:
+            self.queue.put_nowait(event)
 
     def event(self, change: Change) -> Body | None:
         """The event this watcher sees for a change, or None: selection transitions become ADDED/DELETED.
@@ -714,7 +724,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _changes: collections.deque[Change] = attrs.field(factory=collections.deque, init=False)
-    _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
+    # Open watches by resource: a write wakes only the watches of its resource that see it.
+    _watchers: dict[kmock.resource, set[_Watcher]] = attrs.field(factory=dict, init=False)
     _schemas: dict[kmock.resource, Body] = attrs.field(factory=dict, init=False)
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
     _outcomes: dict[int, Response] = attrs.field(factory=dict, init=False)
@@ -734,6 +745,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     # Validation and admission of writes, in order (strategy validation first, then admission plugins).
     validators: list[Validator] = attrs.field(factory=list)
     _user: UserInfo = attrs.field(default=SYSTEM, init=False)
+    _reactions: ReactionChooser = attrs.field(factory=ReactionChooser, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -776,8 +788,9 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     def close_watches(self) -> None:
         """End every open watch, as an API server does when it shuts down; new ones end at once."""
         self._closing = True
-        for watcher in list(self._watchers):
-            watcher.queue.put_nowait(None)
+        for watchers in list(self._watchers.values()):
+            for watcher in list(watchers):
+                watcher.queue.put_nowait(None)
 
     # --- requests
 
@@ -879,8 +892,9 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             reaction._requests[:] = [r for r in reaction._requests if r is not request]
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        # State changes first (as kmock does), then kmock's reactions; the emulated fallbacks below
-        # answer with the outcome. kmock.KubernetesEmulator's own state handling is skipped.
+        # State changes first (as kmock does), then kmock's reactions (chosen as kmock chooses them, at a
+        # cost independent of the open watches); the emulated fallbacks below answer with the outcome.
+        # kmock.KubernetesEmulator's own state handling is skipped.
         res = request.resource
         self._authorize(request)
         if res is not None and res.plural is not None and self._serves(res):
@@ -896,7 +910,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             if outcome is not None:
                 self._outcomes[id(request)] = outcome
         try:
-            return await super(kmock.KubernetesEmulator, self)._handle(request)
+            return await self._reactions.react(self, request, alone=not self.keep_requests)
         finally:
             self._outcomes.pop(id(request), None)
 
@@ -1029,7 +1043,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         assert res is not None
         selection = self._selection(request)
         found = sorted(
-            ((key, obj) for key, obj in self._live_items() if key[0] == res and selection(obj)),
+            ((key, obj) for key, obj in self._live_items_of(res) if selection(obj)),
             key=lambda item: (item[0][1] or "", item[0][2]),
         )
         meta: Body = {"resourceVersion": str(self._revision)}
@@ -1165,7 +1179,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         initial = params.get("sendInitialEvents") == "true"
         if initial or version in ("", "0"):
             found = sorted(
-                ((k, o) for k, o in self._live_items() if k[0] == res and selection(o)),
+                ((k, o) for k, o in self._live_items_of(res) if selection(o)),
                 key=lambda item: (item[0][1] or "", item[0][2]),
             )
             backlog = [{"type": "ADDED", "object": obj} for _, obj in found]
@@ -1190,7 +1204,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         watcher = _Watcher(selection, since)
         if self._closing or (backlog and backlog[-1]["type"] == "ERROR"):
             watcher.queue.put_nowait(None)
-        self._watchers.add(watcher)
+        self._watchers.setdefault(res, set()).add(watcher)
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
         deadline = asyncio.get_running_loop().time() + timeout if timeout else None
         try:
@@ -1199,19 +1213,18 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
                 yield event
             while True:
                 if deadline is None:
-                    change = await watcher.queue.get()
+                    live_event = await watcher.queue.get()
                 else:
                     remaining = deadline - asyncio.get_running_loop().time()
                     try:
-                        change = await asyncio.wait_for(watcher.queue.get(), max(remaining, 0))
+                        live_event = await asyncio.wait_for(watcher.queue.get(), max(remaining, 0))
                     except TimeoutError:
                         return
-                if change is None:
+                if live_event is None:
                     return
-                if (live_event := watcher.event(change)) is not None:
-                    yield live_event
+                yield live_event
         finally:
-            self._watchers.discard(watcher)
+            self._watchers.get(res, set()).discard(watcher)
 
     def _selection(self, request: kmock.Request) -> Selection:
         assert request.resource is not None
@@ -1394,6 +1407,12 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             if not obj.deleted:
                 yield key, obj.raw
 
+    def _live_items_of(self, res: kmock.resource) -> list[tuple[Key, Body]]:
+        """The live objects of one resource, from its index (a list or a watch of one resource must not
+        walk every object of every resource: the bench lists its tenants twice a second)."""
+        found = ((key, self._live(key)) for key in list(self._by_resource.get(res, ())))
+        return [(key, obj) for key, obj in found if obj is not None]
+
     def live_of(self, res: kmock.resource | str) -> list[Body]:
         """Every live object of one resource, without walking the whole store (admission reads
         bindings, policies and classes on every write)."""
@@ -1429,8 +1448,8 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         self._changes.append(change)
         while len(self._changes) > self.event_window:
             self._compacted = self._changes.popleft().revision
-        for watcher in list(self._watchers):
-            watcher.queue.put_nowait(change)
+        for watcher in list(self._watchers.get(key[0], ())):
+            watcher.offer(change)
         if key[0] == CRDS:
             self._serve_crd(obj, removed=kind == "DELETED")
         if kind == "DELETED":
@@ -1462,7 +1481,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         namespaced object needs its namespace to exist and not be terminating (admission plugin
         NamespaceLifecycle). With a status subresource, the status of a new object is ignored.
         """
-        obj = copy.deepcopy(body)
+        obj = _copy_json(body)
         self._check_type_meta(res, obj)
         if not isinstance(obj.setdefault("metadata", {}), dict):
             raise bad_request("metadata must be an object")
@@ -1733,22 +1752,22 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
 
     def _merge_subresource(self, res: kmock.resource, current: Body, candidate: Body, subresource: str | None) -> Body:
         if subresource == "status":
-            new = copy.deepcopy(current)
+            new = _copy_json(current)
             if "status" in candidate:
-                new["status"] = copy.deepcopy(candidate["status"])
+                new["status"] = _copy_json(candidate["status"])
             else:
                 new.pop("status", None)
             return new
         if subresource == "finalize" and res == NAMESPACES:
-            new = copy.deepcopy(current)
+            new = _copy_json(current)
             new.setdefault("spec", {})["finalizers"] = list((candidate.get("spec") or {}).get("finalizers") or [])
             return new
         if subresource is not None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
-        new = copy.deepcopy(candidate)
+        new = _copy_json(candidate)
         if "status" in self.resources[res].subresources:
             if "status" in current:
-                new["status"] = copy.deepcopy(current["status"])
+                new["status"] = _copy_json(current["status"])
             else:
                 new.pop("status", None)
         if res == NAMESPACES:  # spec.finalizers change only through /finalize
@@ -1794,14 +1813,14 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
         if meta.get("deletionTimestamp"):
             if res != PODS or grace >= int(meta.get("deletionGracePeriodSeconds") or 0):
                 return current, False
-            shorter = copy.deepcopy(current)
+            shorter = _copy_json(current)
             shorter["metadata"]["deletionGracePeriodSeconds"] = grace
             if dry_run:
                 return shorter, False
             if not self._finalizers(res, shorter):
                 return self._commit(key, "DELETED", shorter, current), True
             return self._commit(key, "MODIFIED", shorter, current), False
-        new = copy.deepcopy(current)
+        new = _copy_json(current)
         finalizers = list(_meta(new).get("finalizers") or [])
         extra = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
         if extra and extra not in finalizers:
@@ -1814,7 +1833,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = grace
             return (new, False) if dry_run else (self._commit(key, "MODIFIED", new, current), False)
-        return (current, True) if dry_run else (self._commit(key, "DELETED", copy.deepcopy(current), current), True)
+        return (current, True) if dry_run else (self._commit(key, "DELETED", _copy_json(current), current), True)
 
     # --- controllers: namespace lifecycle and garbage collection
 
@@ -1871,7 +1890,7 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
     def _system_update(self, key: Key, change: Callable[[Body], object], subresource: str | None = None) -> None:
         current = self._live(key)
         if current is not None:
-            new = copy.deepcopy(current)
+            new = _copy_json(current)
             change(new)
             self._update(key, new, subresource=subresource, system=True)
 
@@ -1948,6 +1967,22 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
                 self._schemas[res] = schema
             self._columns[res] = list(version.get("additionalPrinterColumns") or [])
             self._custom.add(res)
+
+
+def _copy_json(value: _J) -> _J:
+    """A deep copy of JSON data (plain dicts, lists, scalars), several times faster than ``copy.deepcopy``,
+    which every write spends on the object; anything else (subclasses too) goes to ``copy.deepcopy``."""
+    copied: Any
+    kind = type(value)
+    if kind is dict:
+        copied = {key: _copy_json(item) for key, item in value.items()}  # type: ignore[attr-defined]
+    elif kind is list:
+        copied = [_copy_json(item) for item in value]  # type: ignore[attr-defined]
+    elif value is None or kind in (str, int, float, bool):
+        return value
+    else:
+        return copy.deepcopy(value)
+    return cast(_J, copied)
 
 
 def _set_owners(obj: Body, refs: list[Any]) -> None:
