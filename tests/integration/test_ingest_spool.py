@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import threading
@@ -12,13 +13,19 @@ from pathlib import Path
 import pytest
 
 from politetenant.tracker.ingest.buffer import Ingest
-from politetenant.tracker.ingest.spool import Spool, encode_event
+from politetenant.tracker.ingest.framing import MAGIC, encode_event, encode_record, read_events
+from politetenant.tracker.ingest.spool import PATTERNS, Spool
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.storage import open_store
 from politetenant.tracker.storage.rows import Event, EventKind
 from tests.conftest import Tracker
 from tests.fakes.flaky_store import FlakyStore
 from tests.integration.test_beacons_and_report import hit, register
+
+
+def room_for(ingest: Ingest, events: int) -> int:
+    """A spool budget that holds one write of ``events`` events and no more."""
+    return len(MAGIC) + len(encode_record([make_event(ingest, n) for n in range(events)]))
 
 
 def make_event(ingest: Ingest, n: int) -> Event:
@@ -77,16 +84,35 @@ async def test_replaying_a_spool_twice_does_not_count_twice(flaky: tuple[FlakySt
     assert await store.inner.count_rows("events") == 120
 
 
-async def test_spool_of_a_dead_worker_is_adopted_and_a_torn_line_skipped(
+async def test_spool_of_a_dead_worker_is_adopted_and_a_torn_record_skipped(
     flaky: tuple[FlakyStore, Ingest], tmp_path: Path
 ) -> None:
     store, ingest = flaky
-    orphan = tmp_path / "spool" / "spool-dead-123.jsonl"
-    lines = b"".join(encode_event(make_event(ingest, n)) for n in range(30))
-    orphan.write_bytes(lines + b'["deadbeef", "torn li')  # the worker died mid-write
+    orphan = tmp_path / "spool" / "spool-dead-123.spool"
+    whole = encode_record([make_event(ingest, n) for n in range(30)])
+    torn = encode_record([make_event(ingest, n) for n in range(30, 40)])
+    orphan.write_bytes(MAGIC + whole + torn[:-7])  # the worker died mid-write
     await ingest._replay_spool()
     assert await store.inner.count_rows("events") == 30
     assert not orphan.exists()
+
+
+async def test_json_spool_left_by_the_previous_version_is_replayed_after_an_upgrade(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    store, ingest = flaky
+    old = tmp_path / "spool" / "spool-old-7.jsonl"
+    lines = b"".join(encode_event(make_event(ingest, n)) for n in range(30))
+    old.write_bytes(lines + b'["deadbeef", "torn li')  # that worker died mid-write, too
+    store.down = True
+    for n in range(30, 50):  # and this one spools in its own format meanwhile
+        ingest.submit(make_event(ingest, n))
+    await ingest._flush(final=True)
+    store.down = False
+    ingest._retry_at = 0
+    await ingest._flush(final=True)  # recovery: replays both files
+    assert await store.inner.count_rows("events") == 50
+    assert not old.exists() and ingest.spool.size_bytes() == 0
 
 
 async def test_events_in_the_buffer_are_written_on_stop(flaky: tuple[FlakyStore, Ingest]) -> None:
@@ -140,14 +166,17 @@ async def test_when_neither_database_nor_disk_can_keep_events_hits_are_refused(
 
 
 def spooled_events(spool_dir: Path) -> int:
-    return sum(path.read_bytes().count(b"\n") for path in spool_dir.glob("spool-*.jsonl"))
+    """Events on disk in every spool file (journal segments too), whatever their format."""
+    paths = (path for pattern in PATTERNS for path in spool_dir.glob(pattern))
+    return sum(len(events) for path in paths for events in read_events(path))
 
 
 async def test_events_that_wait_while_the_database_lags_are_made_durable_on_the_spool(
     flaky: tuple[FlakyStore, Ingest], tmp_path: Path
 ) -> None:
     """A database that answers, but slower than hits arrive: what waits longer than two flush
-    intervals goes to the spool (a crash now loses none of it), and is replayed from there."""
+    intervals is written ahead to the spool (a crash now loses none of it), and still stored from
+    memory: nothing is read back, and the journal is gone once everything is stored."""
     store, ingest = flaky
     ingest.flush_interval = 0.01
     for n in range(300):
@@ -159,20 +188,105 @@ async def test_events_that_wait_while_the_database_lags_are_made_durable_on_the_
     for n in range(300, 350):  # hits keep coming meanwhile
         ingest.submit(make_event(ingest, n))
     store.gate.set()  # the first batch (100) lands; the flusher sees how old the rest is
-    original_append = ingest.spool.append
-    durable_at_spill: list[int] = []
+    original_journal = ingest.spool.journal
+    durable_at_spill: list[tuple[int, int]] = []
 
-    def append_and_count(events: list[Event], **kwargs: bool) -> None:
-        original_append(events, **kwargs)
-        durable_at_spill.append(spooled_events(tmp_path / "spool"))
+    def journal_and_count(events: list[Event], upto: int) -> None:
+        original_journal(events, upto)
+        durable_at_spill.append((spooled_events(tmp_path / "spool"), ingest.buffered))
 
-    ingest.spool.append = append_and_count  # type: ignore[method-assign]
+    ingest.spool.journal = journal_and_count  # type: ignore[method-assign]
     await flushing
-    assert durable_at_spill and durable_at_spill[0] == 250  # everything waiting went to disk at once
+    assert durable_at_spill and durable_at_spill[0] == (250, 250)  # on disk at once, and still in memory
     assert ingest.metrics.events_spilled._value.get() == 250
     assert ingest.buffered == 0
-    assert await store.inner.count_rows("events") == 350  # and was replayed while the database caught up
+    assert await store.inner.count_rows("events") == 350  # stored while the database caught up
+    assert ingest.spool.events_read == 0  # from memory: nothing was read back from the disk
+    assert spooled_events(tmp_path / "spool") == 0 and not list((tmp_path / "spool").glob("*.j*.spool"))
+
+
+async def test_events_written_ahead_survive_a_crash_and_the_next_worker_stores_them(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    store, ingest = flaky
+    ingest.flush_interval = 0.01
+    for n in range(300):
+        ingest.submit(make_event(ingest, n))
+    store.gate.clear()  # the database hangs on the first batch ...
+    flushing = asyncio.create_task(ingest._flush(final=False))
+    await store.inserting.wait()
+    await asyncio.sleep(0.05)
+    loop, journal = asyncio.get_running_loop(), ingest.spool.journal
+
+    def journal_then_hang(events: list[Event], upto: int) -> None:
+        journal(events, upto)
+        loop.call_soon_threadsafe(store.gate.clear)  # ... and again on the batch after the journal write
+
+    ingest.spool.journal = journal_then_hang  # type: ignore[method-assign]
+    store.inserting.clear()
+    store.gate.set()
+    await store.inserting.wait()  # the batch after the journal write, hanging
+    assert ingest.metrics.events_spilled._value.get() == 200 and ingest.buffered == 200
+    assert spooled_events(tmp_path / "spool") == 200  # on disk and in memory
+    flushing.cancel()  # SIGKILL: nothing more runs, the memory is gone, the locks die with the process
+    with contextlib.suppress(asyncio.CancelledError):
+        await flushing
+    ingest._buffer.clear()
+    ingest.spool.close()
+    store.gate.set()
+    successor = Ingest(store, Spool(tmp_path / "spool", "w1"), Metrics(), batch_size=100)  # type: ignore[arg-type]
+    await successor.start()  # adopts the dead worker's journal
+    await successor.stop()
+    successor.spool.close()
+    assert await store.inner.count_rows("events") == 300
     assert spooled_events(tmp_path / "spool") == 0
+    ingest.spool = Spool(tmp_path / "spool", "w0")  # for the fixture's teardown
+
+
+async def test_a_full_buffer_lets_journaled_events_go_and_replays_them_so_hits_are_still_accepted(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    """Written-ahead events wait in memory; when they fill their share of it (JOURNALED_IN_MEMORY times
+    max_buffered besides the events in memory only) while the database lags, they leave memory (their
+    journal is on disk) and are replayed, instead of hits being refused."""
+    store, ingest = flaky
+    ingest.flush_interval = 0.01
+    for n in range(300):
+        ingest.submit(make_event(ingest, n))
+    store.gate.clear()
+    flushing = asyncio.create_task(ingest._flush(final=False))
+    await store.inserting.wait()
+    await asyncio.sleep(0.05)
+    ingest.max_buffered = 50  # the 200 waiting behind the batch in flight: over the cap, and 4 x 50 once journaled
+    assert not ingest.accepting
+    store.gate.set()
+    await flushing
+    assert ingest.accepting and ingest.metrics.events_spilled._value.get() == 200
+    assert await store.inner.count_rows("events") == 300  # what left memory was replayed from the spool
+    assert ingest.spool.events_read == 200 and spooled_events(tmp_path / "spool") == 0
+
+
+async def test_journaled_events_within_their_share_of_memory_are_stored_from_memory_and_never_read_back(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    """Journaled events are durable: they do not count against max_buffered (hits keep being accepted)
+    and, within their share of memory, go to the database from memory, written to disk once."""
+    store, ingest = flaky
+    ingest.flush_interval = 0.01
+    for n in range(300):
+        ingest.submit(make_event(ingest, n))
+    store.gate.clear()
+    flushing = asyncio.create_task(ingest._flush(final=False))
+    await store.inserting.wait()
+    await asyncio.sleep(0.05)
+    ingest.max_buffered = 150  # 200 in memory only behind the batch in flight: refused for now
+    assert not ingest.accepting
+    store.gate.set()
+    await flushing
+    assert ingest.metrics.events_spilled._value.get() == 200  # journaled: on disk once
+    assert ingest.spool.events_read == 0  # and stored from memory, never read back
+    assert await store.inner.count_rows("events") == 300 and spooled_events(tmp_path / "spool") == 0
+    assert ingest.accepting
 
 
 async def test_events_spilled_during_a_replay_are_not_truncated_with_the_replayed_file(
@@ -189,8 +303,8 @@ async def test_events_spilled_during_a_replay_are_not_truncated_with_the_replaye
     await asyncio.sleep(0.05)
     store.gate.set()
     await replaying
-    assert ingest.buffered == 0  # spilled between replayed batches ...
-    assert spooled_events(tmp_path / "spool") == 60  # ... into the fresh file, which the replay left alone
+    assert ingest.buffered == 60  # still in memory ...
+    assert spooled_events(tmp_path / "spool") == 60  # ... and written ahead to a journal the replay left alone
     await ingest._flush(final=False)
     assert await store.inner.count_rows("events") == 260
     assert spooled_events(tmp_path / "spool") == 0
@@ -234,7 +348,7 @@ async def test_a_spool_at_its_budget_refuses_hits_during_an_outage_and_loses_not
     flaky: tuple[FlakyStore, Ingest], caplog: pytest.LogCaptureFixture
 ) -> None:
     store, ingest = flaky
-    ingest.spool.max_bytes = 50 * len(encode_event(make_event(ingest, 0)))  # room for about 50 events
+    ingest.spool.max_bytes = room_for(ingest, 50)
     store.down = True
     assert all(ingest.submit(make_event(ingest, n)) for n in range(40))
     await ingest._flush(final=False)  # 40 fit: on disk
@@ -260,7 +374,7 @@ async def test_shutdown_writes_what_is_in_memory_past_the_spool_budget(
     """The budget keeps the volume from filling up during an outage; on SIGTERM what was accepted
     must still reach the disk, so the last write may go past it (the volume is larger)."""
     store, ingest = flaky
-    ingest.spool.max_bytes = 10 * len(encode_event(make_event(ingest, 0)))
+    ingest.spool.max_bytes = room_for(ingest, 10)
     store.down = True
     for n in range(30):
         ingest.submit(make_event(ingest, n))

@@ -27,7 +27,8 @@ SETTINGS_FIELDS = (
 )  # fmt: skip
 # The audit chain's anchor must outlive the pod, as the database it vouches for does: it lives on the
 # spool volume (the StatefulSet's claim, the only writable disk of a read-only-root tracker that is
-# not an emptyDir). The spool reads only its own spool-*.jsonl files there.
+# not an emptyDir). The spool reads only its own spool-*.spool files there (and an older version's
+# spool-*.jsonl).
 AUDIT_ANCHOR_PATH = f"{SPOOL_DIR}/audit-anchor"
 # The spool's byte budget, as a share of its volume: the rest is headroom for the file being written
 # and the filesystem's own blocks, so the disk never fills before the tracker stops accepting.

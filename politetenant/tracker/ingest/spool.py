@@ -1,12 +1,23 @@
-"""An append-only file of events the database could not take yet.
+"""Events on disk: what the database could not take yet, and a journal of what waits in memory.
 
-Each worker owns one file (held with an exclusive flock); a worker that starts later adopts files
-whose owner died. Lines are JSON, one event each; a torn last line from a crash is skipped, and
-replay is idempotent because every event carries a unique id. Before a replay the worker sets its
-file aside (``seal_own``) and appends to a fresh one, so events spooled while the replay runs are
-never truncated with the file being replayed.
+Each worker writes files of its own (held with an exclusive flock); a worker that starts later
+adopts files whose owner died and replays them. Records are framed binary (``framing``); files left
+by the previous version (JSON lines) are read too. Replay is idempotent because every event carries
+a unique id, so a file replayed twice, or holding events also stored from memory, counts once.
 
-The directory has a budget (``max_bytes``, all workers' files together): an append that would go
+Two kinds of file, both replayed by whoever adopts them after a crash:
+
+- the outage spool (``append``): events that left memory because the database refused them. Before a
+  replay the worker sets this file aside (``seal_own``) and appends to a fresh one, so events spooled
+  while the replay runs are never truncated with the file being replayed.
+- journal segments (``journal``): events that have waited too long in memory while the database
+  lags. They stay in memory and go to the database from there; the segment is deleted (``retire``)
+  once every event in it has left memory. One segment per journal write: a write happens at most
+  once per two flush intervals, so that is a file a second at most, and deleting a whole file needs
+  no bookkeeping inside it. Under memory pressure ``evict_journal`` turns the live segments into
+  files to replay, and the events can leave memory without being written again.
+
+The directory has a budget (``max_bytes``, all workers' files together): a write that would go
 beyond it raises ``SpoolFull`` instead of writing, unless it is the last write before the process
 exits (``beyond_budget``), which must never lose what was accepted. Every method here waits on the
 disk; the ingest buffer calls them on a thread of their own, one at a time, never on the event loop.
@@ -15,40 +26,23 @@ disk; the ingest buffer calls them on a thread of their own, one at a time, neve
 from __future__ import annotations
 
 import fcntl
-import json
+import itertools
 import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from politetenant.tracker.ingest.framing import MAGIC, encode_record, read_events
 from politetenant.tracker.storage.rows import Event
 
 log = logging.getLogger(__name__)
 
+PATTERNS = ("spool-*.spool", "spool-*.jsonl")  # this version's files, and the previous version's
+
 
 class SpoolFull(Exception):
     """The spool directory holds its budget (``spool_max_bytes``) already: nothing was written."""
-
-
-def encode_event(event: Event) -> bytes:
-    fields = [v.hex() if isinstance(v, bytes) else v for v in event]
-    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
-
-
-def _unhex(value: str | None) -> bytes | None:
-    return None if value is None else bytes.fromhex(value)
-
-
-def decode_event(line: bytes) -> Event | None:
-    try:
-        f = json.loads(line)
-        return Event(
-            bytes.fromhex(f[0]), bytes.fromhex(f[1]), int(f[2]), f[3], int(f[4]), f[5], _unhex(f[6]),
-            _unhex(f[7]), f[8], f[9], f[10], int(f[11]), f[12],
-        )  # fmt: skip
-    except (ValueError, TypeError, IndexError, KeyError):
-        return None
 
 
 class SpoolFile:
@@ -62,9 +56,19 @@ class SpoolFile:
         except BlockingIOError:
             os.close(self.fd)
             raise
+        self.upto = 0  # a journal segment: the ingest sequence number just past its last event
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
+
+    def write_durably(self, record: bytes) -> int:
+        """Append ``record`` (after ``MAGIC`` if the file is empty) and fsync; returns the bytes written."""
+        data = MAGIC + record if self.size() == 0 else record
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        os.fsync(self.fd)
+        return len(data)
 
     def close(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -72,54 +76,91 @@ class SpoolFile:
 
 
 class Spool:
-    """This worker's spool plus any orphaned spools it can adopt, all under one directory."""
+    """This worker's spool files plus any orphaned ones it can adopt, all under one directory."""
 
     def __init__(self, directory: str | os.PathLike[str], worker_tag: str, max_bytes: int | None = None) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.worker_tag = worker_tag
-        self.own = SpoolFile(self.directory / f"spool-{worker_tag}.jsonl")
+        self.own = SpoolFile(self.directory / f"spool-{worker_tag}.spool")
         self._adopted: dict[Path, SpoolFile] = {}
+        self._journal: list[SpoolFile] = []  # live segments, oldest first
+        self._segments = itertools.count(1)
+        self.bytes_written = 0  # what this process wrote (benchmarks, tests)
+        self.events_read = 0  # what it read back to replay
 
     def seal_own(self) -> None:
         """Set this worker's non-empty file aside for replay (still locked, so no other worker takes
         it; adopted after a crash like any orphan) and start a new, empty one for appends."""
         if self.own.size() == 0:
             return
-        sealed = self.directory / f"spool-{self.worker_tag}.{time.time_ns()}.jsonl"
+        sealed = self.directory / f"spool-{self.worker_tag}.{time.time_ns()}.spool"
         os.rename(self.own.path, sealed)
         self.own.path = sealed
         self._adopted[sealed] = self.own
-        self.own = SpoolFile(self.directory / f"spool-{self.worker_tag}.jsonl")
+        self.own = SpoolFile(self.directory / f"spool-{self.worker_tag}.spool")
+
+    def _record_within_budget(self, events: Sequence[Event], beyond_budget: bool) -> bytes:
+        record = encode_record(events)
+        if not beyond_budget and self.max_bytes is not None and self.size_bytes() + len(record) > self.max_bytes:
+            raise SpoolFull(f"the spool holds its budget of {self.max_bytes} bytes")
+        return record
 
     def append(self, events: Sequence[Event], *, beyond_budget: bool = False) -> None:
-        """Write and fsync: after this returns, the events survive a crash of this process.
+        """Write and fsync events that leave memory: after this returns, they survive a crash of
+        this process and are replayed from here.
 
         Raises SpoolFull, having written nothing, when the directory would grow past ``max_bytes``
         (unless ``beyond_budget``: the final write on shutdown)."""
-        data = b"".join(encode_event(e) for e in events)
-        if not beyond_budget and self.max_bytes is not None and self.size_bytes() + len(data) > self.max_bytes:
-            raise SpoolFull(f"the spool holds its budget of {self.max_bytes} bytes")
-        view = memoryview(data)
-        while view:
-            written = os.write(self.own.fd, view)
-            view = view[written:]
-        os.fsync(self.own.fd)
+        self.bytes_written += self.own.write_durably(self._record_within_budget(events, beyond_budget))
+
+    def journal(self, events: Sequence[Event], upto: int) -> None:
+        """Write and fsync events that stay in memory, in a new segment; ``upto`` is the caller's
+        sequence number just past the last of them, for ``retire``. Raises SpoolFull like ``append``."""
+        record = self._record_within_budget(events, False)
+        # Unique across restarts too: a container's process often gets the same pid (hence worker tag)
+        # again, and a dead predecessor's segment of the same name may still wait to be replayed.
+        name = f"spool-{self.worker_tag}.j{time.time_ns()}-{next(self._segments)}.spool"
+        segment = SpoolFile(self.directory / name)
+        try:
+            self.bytes_written += segment.write_durably(record)
+        except OSError:
+            segment.path.unlink(missing_ok=True)
+            segment.close()
+            raise
+        segment.upto = upto
+        self._journal.append(segment)
+
+    def retire(self, left_upto: int) -> None:
+        """Events before sequence number ``left_upto`` have left memory (stored, or appended to the
+        outage spool): delete the journal segments that hold nothing else."""
+        while self._journal and self._journal[0].upto <= left_upto:
+            segment = self._journal.pop(0)
+            segment.path.unlink(missing_ok=True)  # before the unlock: no other worker adopts it meanwhile
+            segment.close()
+
+    def evict_journal(self) -> None:
+        """Every live journal segment becomes a file to replay: its events may leave memory unstored."""
+        for segment in self._journal:
+            self._adopted[segment.path] = segment
+        self._journal.clear()
 
     def size_bytes(self) -> int:
         total = 0
-        for path in self.directory.glob("spool-*.jsonl"):
-            try:
-                total += path.stat().st_size
-            except FileNotFoundError:
-                continue
+        for pattern in PATTERNS:
+            for path in self.directory.glob(pattern):
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:
+                    continue
         return total
 
     def _adopt(self) -> None:
         """Lock spool files whose worker is gone; they stay ours until drained."""
-        for path in sorted(self.directory.glob("spool-*.jsonl")):
-            if path == self.own.path or path in self._adopted:
+        live = {self.own.path, *self._adopted, *(s.path for s in self._journal)}
+        for path in sorted(p for pattern in PATTERNS for p in self.directory.glob(pattern)):
+            if path in live:
                 continue
             try:
                 self._adopted[path] = SpoolFile(path)
@@ -127,7 +168,8 @@ class Spool:
                 continue  # a live worker owns it, or it was just drained
 
     def pending(self) -> bool:
-        return self.size_bytes() > 0
+        """Something to replay: any spool file but this worker's live journal segments."""
+        return self.size_bytes() > sum(s.size() for s in self._journal)
 
     def drain_batches(self, batch_size: int) -> Iterator[tuple[list[Event], SpoolFile]]:
         """Yield stored events in batches, own file first; call ``done(file)`` after storing a file."""
@@ -138,19 +180,12 @@ class Spool:
                     self._remove(spool_file)
                 continue
             batch: list[Event] = []
-            skipped = 0
-            with open(spool_file.path, "rb") as fh:
-                for line in fh:
-                    event = decode_event(line)
-                    if event is None:
-                        skipped += 1
-                        continue
-                    batch.append(event)
-                    if len(batch) >= batch_size:
-                        yield batch, spool_file
-                        batch = []
-            if skipped:
-                log.warning("spool %s: skipped %d torn line(s)", spool_file.path.name, skipped)
+            for events in read_events(spool_file.path):
+                self.events_read += len(events)
+                batch.extend(events)
+                while len(batch) >= batch_size:
+                    yield batch[:batch_size], spool_file
+                    del batch[:batch_size]
             yield batch, spool_file
 
     def done(self, spool_file: SpoolFile) -> None:
@@ -167,11 +202,13 @@ class Spool:
         self._adopted.pop(spool_file.path, None)
 
     def close(self) -> None:
+        """Release every file; journal segments still live stay on disk, for the next start to replay."""
         empty = self.own.size() == 0
         path = self.own.path
         self.own.close()
-        for adopted in list(self._adopted.values()):
-            adopted.close()
+        for spool_file in [*self._adopted.values(), *self._journal]:
+            spool_file.close()
         self._adopted.clear()
+        self._journal.clear()
         if empty:
             path.unlink(missing_ok=True)
