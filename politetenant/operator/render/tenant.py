@@ -28,6 +28,7 @@ import yaml
 from politetenant.operator.model import names
 from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.tenant import DatabaseEngine, PoliteTenant
+from politetenant.operator.render import skeleton
 from politetenant.operator.render.database_roles import (
     ROLES_DATA,
     ROLES_DIR,
@@ -96,8 +97,6 @@ TEMPLATE_NAMES = {
     "operator_secrets": names.OPERATOR_SECRETS_BINDING,
 }
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
-# libyaml's safe loader when PyYAML has it (five times faster, same objects), else the Python one.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +341,8 @@ def _yaml_safe_json(obj: Any, **kwargs: Any) -> str:
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def _environment(layout: bool = False) -> jinja2.Environment:
+    """The templates' environment; ``layout``: the one whose ``tojson`` prints placeholders (``skeleton``)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
@@ -351,12 +351,22 @@ def _environment() -> jinja2.Environment:
     )
     env.policies["json.dumps_function"] = _yaml_safe_json
     env.policies["json.dumps_kwargs"] = {"sort_keys": True}
+    if layout:
+        env.filters["tojson"] = skeleton.slot_filter(_yaml_safe_json)
     return env
 
 
 def _render(template: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    docs = skeleton.render(lambda: _environment(layout=True).get_template(template).render(values))
+    if docs is not None:
+        return docs
+    return _render_yaml(template, values)
+
+
+def _render_yaml(template: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The template's text parsed as YAML: what ``skeleton`` gives faster, and its fallback."""
     text = _environment().get_template(template).render(values)
-    return [doc for doc in yaml.load_all(text, Loader=_SAFE_LOADER) if doc is not None]
+    return [doc for doc in yaml.load_all(text, Loader=skeleton.SAFE_LOADER) if doc is not None]
 
 
 def spec_hash(obj: dict[str, Any]) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,6 +44,7 @@ from politetenant.operator.runtime.events import announce
 from politetenant.operator.runtime.metrics import Metrics
 from politetenant.operator.runtime.reconcile import Outcome, Runtime, reconcile, tenant_ref
 from politetenant.operator.runtime.retries import Reconciled, backoff
+from politetenant.operator.runtime.storage import json_copy
 from politetenant.operator.runtime.watched import (
     WATCHED_CRDS,
     WATCHED_KINDS,
@@ -197,7 +197,7 @@ def _watch(registry: kopf.OperatorRegistry, kind: WatchedKind) -> None:
     # every child that cost more than the copy itself.
     @kopf.index(kind.group, kind.version, kind.plural, id=kind.index_id, registry=registry, **filters)
     async def index(body: kopf.Body, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
-        return {index_key(body): copy.deepcopy(dict(body))}
+        return {index_key(body): json_copy(body)}
 
     @kopf.on.event(kind.group, kind.version, kind.plural, id=f"drift.{kind.index_id}", registry=registry, **filters)
     async def changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
@@ -269,7 +269,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 
     @kopf.index(GROUP, VERSION, PLURAL, id=TENANTS_INDEX, registry=registry)
     async def tenants_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-        return {_name(body): copy.deepcopy(dict(body))}
+        return {_name(body): json_copy(body)}
 
     for kind in WATCHED_KINDS:
         _watch(registry, kind)

@@ -54,6 +54,7 @@ from politetenant.operator.model.status import (
     utc_now,
 )
 from politetenant.operator.model.tenant import API_VERSION, KIND, DatabaseEngine, PoliteTenant
+from politetenant.operator.render.skeleton import SAFE_LOADER
 from politetenant.operator.render.summary import tracker_settings_yaml
 from politetenant.operator.render.tenant import RenderError, RenderResult, render_tenant, spec_hash
 from politetenant.operator.render.wiring import database_engine, engine_conflict
@@ -439,7 +440,7 @@ def _held_back(check: Check, volumes: list[VolumeOutcome]) -> Check:
 def _endpoint(objects: list[dict[str, Any]]) -> str | None:
     """The tracker's public base URL, as its own settings file says."""
     try:
-        settings = yaml.safe_load(tracker_settings_yaml(objects))
+        settings = yaml.load(tracker_settings_yaml(objects), Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
     except ValueError:
         return None
     url = settings.get("public_base_url") if isinstance(settings, dict) else None

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import kopf
 
+from politetenant.operator.runtime import storage
+
 # Our own finalizer name, so `kubectl get ptenant -o yaml` says whose it is, and a tenant's deletion
 # is visibly held by the PoliteTenant operator (not by "kopf.zalando.org/KopfFinalizerMarker").
 FINALIZER = "polite.io/finalizer"
@@ -89,8 +91,8 @@ def peering_priority() -> int:
 def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
     """Apply the operator's settings (called from the startup handler)."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.progress_storage = storage.ProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = storage.DiffBaseStorage(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
