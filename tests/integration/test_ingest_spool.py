@@ -415,3 +415,17 @@ async def test_hits_beyond_the_spool_budget_get_a_json_503_and_readiness_says_so
     assert (await hit(tracker, f"/o/{tokens[2]}.gif")).status == 200
     await tracker.flush()
     assert await tracker.state.store.count_rows("events") == 2
+
+
+async def test_accepted_events_are_on_the_counter_by_the_next_turn_of_the_loop(
+    flaky: tuple[FlakyStore, Ingest],
+) -> None:
+    """The counter is added to once per loop turn, not per event: a scrape (a later turn) sees them all."""
+    _, ingest = flaky
+    for n in range(25):
+        assert ingest.submit(make_event(ingest, n))
+    await asyncio.sleep(0)
+    assert ingest.metrics.events_accepted._value.get() == 25
+    ingest.submit(make_event(ingest, 25))
+    await ingest.stop()  # stop counts what this turn accepted too
+    assert ingest.metrics.events_accepted._value.get() == 26

@@ -115,6 +115,7 @@ class Ingest:
         self._spooled_since_replay = False
         self._disk: ThreadPoolExecutor | None = None  # the one thread that touches the spool
         self.spool_full = False  # the last append found the spool at its budget
+        self._accepted = 0  # accepted in this turn of the event loop, not yet on the counter
 
     # -- the hot path ---------------------------------------------------------------------------
     def submit(self, event: Event) -> bool:
@@ -128,10 +129,22 @@ class Ingest:
         if len(self._buffer) == self._journaled:
             self._unjournaled_since = time.monotonic()
         self._buffer.append(event)
-        self.metrics.events_accepted.inc()
+        self._accepted += 1
+        if self._accepted == 1:  # counted once per turn of the loop, before any scrape can be answered
+            try:
+                asyncio.get_running_loop().call_soon(self._count_accepted)
+            except RuntimeError:  # no loop (a test submitting directly): count now
+                self._count_accepted()
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
         return True
+
+    def _count_accepted(self) -> None:
+        """Add this turn's accepted events to the counter: one ``inc`` (a lock, and a file write in
+        multi-worker mode) per turn instead of per event, 6% of a flood's ingest time."""
+        accepted, self._accepted = self._accepted, 0
+        if accepted:
+            self.metrics.events_accepted.inc(accepted)
 
     @property
     def accepting(self) -> bool:
@@ -167,6 +180,7 @@ class Ingest:
         if self._task is not None:
             await self._task  # lets a batch in flight finish instead of cancelling it mid-COPY
             self._task = None
+        self._count_accepted()
         await self._flush(final=True)
         if self._disk is not None:
             self._disk.shutdown(wait=True)  # every write asked for is done; a later call starts a new thread
