@@ -243,13 +243,9 @@ async def test_events_written_ahead_survive_a_crash_and_the_next_worker_stores_t
     ingest.spool = Spool(tmp_path / "spool", "w0")  # for the fixture's teardown
 
 
-async def test_a_full_buffer_lets_journaled_events_go_and_replays_them_so_hits_are_still_accepted(
-    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
-) -> None:
-    """Written-ahead events wait in memory; when they fill their share of it (JOURNALED_IN_MEMORY times
-    max_buffered besides the events in memory only) while the database lags, they leave memory (their
-    journal is on disk) and are replayed, instead of hits being refused."""
-    store, ingest = flaky
+async def _lagging_behind_a_hung_batch(store: FlakyStore, ingest: Ingest) -> asyncio.Task[None]:
+    """300 events accepted, the first batch hanging in the database, the other 200 waiting long enough
+    to be written ahead once the flush goes on (when the store's gate opens)."""
     ingest.flush_interval = 0.01
     for n in range(300):
         ingest.submit(make_event(ingest, n))
@@ -257,6 +253,17 @@ async def test_a_full_buffer_lets_journaled_events_go_and_replays_them_so_hits_a
     flushing = asyncio.create_task(ingest._flush(final=False))
     await store.inserting.wait()
     await asyncio.sleep(0.05)
+    return flushing
+
+
+async def test_a_full_buffer_lets_journaled_events_go_and_replays_them_so_hits_are_still_accepted(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    """Written-ahead events wait in memory; when they fill their share of it (JOURNALED_IN_MEMORY times
+    max_buffered besides the events in memory only) while the database lags, they leave memory (their
+    journal is on disk) and are replayed, instead of hits being refused."""
+    store, ingest = flaky
+    flushing = await _lagging_behind_a_hung_batch(store, ingest)
     ingest.max_buffered = 50  # the 200 waiting behind the batch in flight: over the cap, and 4 x 50 once journaled
     assert not ingest.accepting
     store.gate.set()
@@ -272,13 +279,7 @@ async def test_journaled_events_within_their_share_of_memory_are_stored_from_mem
     """Journaled events are durable: they do not count against max_buffered (hits keep being accepted)
     and, within their share of memory, go to the database from memory, written to disk once."""
     store, ingest = flaky
-    ingest.flush_interval = 0.01
-    for n in range(300):
-        ingest.submit(make_event(ingest, n))
-    store.gate.clear()
-    flushing = asyncio.create_task(ingest._flush(final=False))
-    await store.inserting.wait()
-    await asyncio.sleep(0.05)
+    flushing = await _lagging_behind_a_hung_batch(store, ingest)
     ingest.max_buffered = 150  # 200 in memory only behind the batch in flight: refused for now
     assert not ingest.accepting
     store.gate.set()

@@ -56,6 +56,7 @@ _MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time acro
 
 @contextlib.contextmanager
 def _as_unavailable() -> Iterator[None]:
+    """A lost or refused connection, in whatever form asyncpg raises it, becomes StorageUnavailable."""
     try:
         yield
     except _UNAVAILABLE as exc:
@@ -94,13 +95,11 @@ class PostgresStore(Store):
     async def connect(self) -> None:
         if self._pool is not None:
             return
-        try:
+        with _as_unavailable():
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self._sizes[0], max_size=self._sizes[1], command_timeout=60, timeout=10,
                 reset=_end_open_transaction,
             )  # fmt: skip
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -113,11 +112,9 @@ class PostgresStore(Store):
         return self._pool
 
     async def _call(self, method: str, sql: str, *args: Any) -> Any:
-        try:
+        with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn:
                 return await getattr(conn, method)(sql, *args)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def migrate(self) -> list[int]:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
@@ -203,15 +200,13 @@ class PostgresStore(Store):
         """COPY the batch; if some were stored before (a replay after a crash), merge instead."""
         if not events:
             return
-        try:
+        with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn:
                 try:
                     await conn.copy_records_to_table("events", records=events, columns=EVENT_COLUMNS)
                 except asyncpg.exceptions.UniqueViolationError:
                     async with conn.transaction():
                         await conn.executemany(base.INSERT_EVENT_IGNORING_DUPLICATES, events)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def click_targets(self, keys: Sequence[base.ClickKey]) -> dict[base.ClickKey, ClickTarget]:
         if not keys:
@@ -231,7 +226,7 @@ class PostgresStore(Store):
         return None if row is None else ApiTokenRow(row[0], row[1], bytes(row[2]), row[3])
 
     async def import_bootstrap_token(self, row: ApiTokenRow) -> BootstrapImport:
-        try:
+        with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn, conn.transaction():
                 # Other importers (replicas, workers) wait here; readers (token checks) do not.
                 await conn.execute("LOCK TABLE api_tokens IN SHARE ROW EXCLUSIVE MODE")
@@ -243,8 +238,6 @@ class PostgresStore(Store):
                 await conn.execute(base.REVOKE_BOOTSTRAP_IN_FORCE, row.role, row.created_at)
                 await conn.execute(base.INSERT_BOOTSTRAP_TOKEN, row.id, row.role, row.secret_hash, row.created_at)
                 return BootstrapImport("imported", revoked)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def count_rows(self, table: str) -> int:
         if table not in base.TABLES:
@@ -264,14 +257,12 @@ class PostgresStore(Store):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        try:
+        with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn, conn.transaction():
                 await conn.executemany(sql, rows)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def stream(self, sql: str, *args: Any, batch: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
-        try:
+        with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn, conn.transaction():
                 cursor = await conn.cursor(sql, *args)  # server-side cursor: bounded memory
                 while True:
@@ -279,8 +270,6 @@ class PostgresStore(Store):
                     if not rows:
                         return
                     yield [tuple(r) for r in rows]
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
 
     async def append_chained(
         self, table: str, columns: Sequence[str], values: Sequence[Any], link: Callable[[bytes | None], bytes]
@@ -289,7 +278,7 @@ class PostgresStore(Store):
             raise ValueError(f"unknown table {table!r}")
         names = ", ".join([*columns, "prev_hash", "hash"])
         marks = ", ".join(f"${i}" for i in range(1, len(columns) + 3))
-        try:
+        with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn, conn.transaction():
                 # Blocks other appenders (not readers) until commit: the chain never forks.
                 await conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
@@ -302,5 +291,3 @@ class PostgresStore(Store):
                     link(prev),
                 )
                 return int(new_id)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(f"PostgreSQL: {exc.__class__.__name__}") from exc
