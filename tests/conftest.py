@@ -44,9 +44,10 @@ async def _empty_pg(dsn: str) -> None:
         exists = await conn.fetchval("SELECT to_regclass('public.events') IS NOT NULL")
         if exists:
             await conn.execute(
-                "TRUNCATE events, links, records, recipients, messages, objections, api_tokens, audit, ui_sessions"
-                " RESTART IDENTITY"
+                "TRUNCATE events, links, records, recipients, messages, objections, api_tokens, audit, ui_sessions,"
+                " record_figures RESTART IDENTITY"
             )
+            await conn.execute("UPDATE figures_folded SET seq = 0")  # events.seq starts again at 1
     finally:
         await conn.close()
 

@@ -26,11 +26,11 @@ from politetenant.tracker.http.auth import Role
 from politetenant.tracker.http.state import TrackerState
 from politetenant.tracker.privacy import audit
 from politetenant.tracker.privacy.reseal import (
-    SEALED_TABLES,
     ResealProgress,
     needs_reseal,
     reseal,
     sealed_heads,
+    sealed_tables,
     sealed_versions,
     unbound_values,
 )
@@ -125,7 +125,7 @@ def retired(keyring: Keyring, version: int) -> Keyring:
 async def open_all(store: Store, sealer: Sealer) -> dict[tuple[str, str, tuple[Any, ...]], bytes]:
     """Every sealed value in the database, opened with its row's identity: (table, column, key) -> plaintext."""
     opened = {}
-    for spec in SEALED_TABLES:
+    for spec in sealed_tables(store):
         for row in await store.fetch(spec.page_sql(first=True), 10**9):
             key, identity, values = spec.split(row)
             for value, (column, field) in zip(values, spec.columns, strict=True):
@@ -143,7 +143,7 @@ async def rewrite_in_legacy_format(store: Store, sealer: Sealer) -> int:
     """Re-seal every row-bound value without its row, as values were written before rows were bound
     (same key version, field-only associated data); return how many values were rewritten."""
     rewritten = 0
-    for spec in SEALED_TABLES:
+    for spec in sealed_tables(store):
         if spec.repeated:
             continue
         updates = []
@@ -211,6 +211,8 @@ async def test_reseal_moves_everything_to_the_newest_version_and_the_old_dek_can
     sparse_token = (await resp.json())["recipients"][0]["token"]
     singapore = {"User-Agent": UA_IPHONE_MAIL, "X-Forwarded-For": SAMPLE_ADDRESSES["Singapore"]}
     assert (await tracker.client.get(f"/o/{sparse_token}.gif", headers=singapore)).status == 200
+    await tracker.flush()
+    assert (await report(tracker, old_id))["opens"]["unique"] == 3  # PostgreSQL: cities copied into figures
 
     LocalKeyProvider(key_file(tmp_path)).rotate()
     async with restarted(tracker, tmp_path, db_url, geoip_path) as t2:

@@ -120,13 +120,18 @@ def _comparable(tallies: Any) -> dict[str, Tally]:
 
 
 async def _sql_path(db: str, message: MessageRow, records: list[RecordRow], events: list[Event], rules: CopyRules,
-                    attribute: str | None) -> dict[str, Tally]:  # fmt: skip
+                    attribute: str | None, *, first: int = 0) -> dict[str, Tally]:  # fmt: skip
+    """The report's tallies; with ``first``, a report is made after that many events (PostgreSQL folds
+    them into its figures) and the rest arrive after it, so the figures are folded in two goes."""
     store = open_store(db)
     await store.connect()
     try:
         await store.migrate()
         await store.insert_message(message, [], records, [])
-        await store.insert_events(events)
+        if first:
+            await store.insert_events(events[:first])
+            await load_report_inputs(store, SEALER, message, rules, attribute)
+        await store.insert_events(events[first:])
         inputs = await load_report_inputs(store, SEALER, message, rules, attribute)
         return _comparable(inputs.tallies)
     finally:
@@ -141,11 +146,14 @@ async def _sql_path(db: str, message: MessageRow, records: list[RecordRow], even
     segmented=st.booleans(),
     link_count=st.integers(0, 3),
     early_s=st.sampled_from([0, 2, 30]),
+    arrival=st.randoms(use_true_random=False),
+    split=st.floats(0, 1),
 )
 def test_sql_aggregation_gives_the_reference_tallies_on_both_databases(
     databases: list[str], copies: list[tuple[str, int, list[Any]]], per_copy: bool, segmented: bool,
-    link_count: int, early_s: int,
+    link_count: int, early_s: int, arrival: Any, split: float,
 ) -> None:  # fmt: skip
+    """Also when the events arrive in any order, part of them before an earlier report."""
     message_id = f"msg_{next(_ids):020d}"
     records, events = _events(message_id, copies)
     message = MessageRow(message_id, CREATED, "anonymous" if per_copy else "aggregate", b"s", b"s", b"s", b"s",
@@ -155,8 +163,10 @@ def test_sql_aggregation_gives_the_reference_tallies_on_both_databases(
     segment_of = {r.id: json.loads(SEALER.open("record.attributes", r.attributes or b"", row=r.id))["team"]
                   for r in records} if segmented else None  # fmt: skip
     expected = _reference(rules, events, segment_of, len(records))
+    arrival.shuffle(events)
+    first = int(len(events) * split)
     for db in databases:
-        got = asyncio.run(_sql_path(db, message, records, events, rules, "team" if segmented else None))
+        got = asyncio.run(_sql_path(db, message, records, events, rules, "team" if segmented else None, first=first))
         assert got == expected, db.split(":")[0]
 
 

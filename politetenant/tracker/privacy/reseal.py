@@ -48,6 +48,7 @@ class SealedTable:
     identity: tuple[str, ...] = ()  # columns the row identity is made of
     row_of: Callable[[tuple[Any, ...]], RowId | None] = _no_row
     repeated: bool = False  # values sealed with Sealer.seal_repeated (places): never row-bound
+    only: str | None = None  # the one backend (Store.url_scheme) that has the table
 
     def split(self, row: Sequence[Any]) -> tuple[list[Any], RowId | None, list[bytes | None]]:
         """(key, row identity, sealed values) of a row read with ``page_sql``."""
@@ -105,7 +106,15 @@ SEALED_TABLES: tuple[SealedTable, ...] = (
         row_of=lambda v: link_row(str(v[0]), int(v[1])),
     ),
     SealedTable("events", ("event_id",), (("region", "event.region"), ("city", "event.city")), repeated=True),
+    # The first open's city, copied from its event by reports.figures (after events: a fold copies
+    # what the events hold, so once both are walked no old version is left).
+    SealedTable("record_figures", ("record_id",), (("city", "event.city"),), repeated=True, only="postgresql"),
 )
+
+
+def sealed_tables(store: Store) -> tuple[SealedTable, ...]:
+    """The sealed tables this store has."""
+    return tuple(spec for spec in SEALED_TABLES if spec.only in (None, store.url_scheme))
 
 
 @dataclass(slots=True)
@@ -190,10 +199,10 @@ ResealCallback = Callable[[ResealProgress], None]
 
 async def sealed_heads(store: Store, table: str | None = None) -> dict[tuple[int, bool], int]:
     """How many sealed values there are per (key version, bound to its row), in one table or all."""
-    if table is not None and not any(spec.name == table for spec in SEALED_TABLES):
+    if table is not None and not any(spec.name == table for spec in sealed_tables(store)):
         raise ValueError(f"{table!r} holds no sealed column")
     counts: dict[tuple[int, bool], int] = {}
-    for spec in SEALED_TABLES:
+    for spec in sealed_tables(store):
         if table is not None and spec.name != table:
             continue
         for column, _ in spec.columns:
@@ -219,7 +228,7 @@ async def sealed_versions(store: Store, table: str | None = None) -> dict[int, i
 async def unbound_values(store: Store, table: str | None = None) -> int:
     """Values still in the legacy format, not bound to their row (events' places never are: not counted)."""
     total = 0
-    for spec in SEALED_TABLES:
+    for spec in sealed_tables(store):
         if not spec.repeated and table in (None, spec.name):
             total += sum(n for (_, bound), n in (await sealed_heads(store, spec.name)).items() if not bound)
     return total
@@ -326,7 +335,7 @@ async def reseal(
     started = time.monotonic()
     resealer = _Resealer(Sealer(keyring))
     result = ResealResult(current_version=keyring.current.version, loaded_versions=keyring.versions)
-    for spec in SEALED_TABLES:
+    for spec in sealed_tables(store):
         tally = TableReseal(spec.name)
         result.tables.append(tally)
         last_key: tuple[Any, ...] | None = None

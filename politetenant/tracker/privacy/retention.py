@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from politetenant.crypto import Keyring
 from politetenant.settings import TrackerSettings
 from politetenant.tracker.privacy import audit
+from politetenant.tracker.reports import figures
 from politetenant.tracker.storage.base import Store
 
 DAY_MS = 86_400_000
 # Ids bound into one IN list at most: well inside SQLite's (32766 since 3.32) and PostgreSQL's limits.
 MAX_BATCH = 10_000
 
-_OLD_EVENTS = "SELECT event_id FROM events WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2"
+_OLD_EVENTS = "SELECT event_id, record_id FROM events WHERE occurred_at < $1 ORDER BY occurred_at LIMIT $2"
 _OLD_MESSAGES_PAGE = "SELECT id, link_count FROM messages WHERE created_at < $1 ORDER BY created_at, id LIMIT $2"
 
 _OF_OLD_MESSAGES = "message_id IN (SELECT id FROM messages WHERE created_at < $1)"
@@ -185,7 +186,9 @@ class _Deleter:
         self.progress = progress
 
     async def run(self) -> None:
-        await self._in_batches("events", "events", "event_id", _OLD_EVENTS, self.result.interaction_cutoff_ms)
+        await self._in_batches(
+            "events", "events", "event_id", _OLD_EVENTS, self.result.interaction_cutoff_ms, deleted=self._refold
+        )
         while True:
             page = await self._select(_OLD_MESSAGES_PAGE, self.result.message_cutoff_ms, self.batch)
             if not page:
@@ -205,15 +208,26 @@ class _Deleter:
         if self.progress is not None:
             self.progress(PurgeProgress(result_field, deleted, total))
 
-    async def _in_batches(self, table: str, result_field: str, key: str, select_sql: str, *args: Any) -> None:
-        """Select keys a batch at a time (``select_sql`` ends in LIMIT of the next parameter), delete them."""
+    async def _in_batches(
+        self, table: str, result_field: str, key: str, select_sql: str, *args: Any,
+        deleted: Callable[[list[tuple[Any, ...]]], Awaitable[None]] | None = None,
+    ) -> None:  # fmt: skip
+        """Select keys a batch at a time (``select_sql`` ends in LIMIT of the next parameter), delete
+        them; then ``deleted`` is given the selected rows."""
         while True:
-            keys = [row[0] for row in await self._select(select_sql, *args, self.batch)]
+            rows = await self._select(select_sql, *args, self.batch)
+            keys = [row[0] for row in rows]
             if not keys:
                 return
             await self._delete(table, result_field, f"{key} IN ({_marks(1, len(keys))})", *keys)
+            if deleted is not None:
+                await deleted(rows)
             if len(keys) < self.batch:
                 return
+
+    async def _refold(self, rows: list[tuple[Any, ...]]) -> None:
+        """Old events went while their records stay: those records' report figures are rebuilt."""
+        await figures.refold(self.store, [bytes(row[1]) for row in rows])
 
     async def _delete_messages(self, ids: Sequence[str]) -> None:
         n = len(ids)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from politetenant.crypto import Sealer
 from politetenant.tracker.judging.behaviour import CopyRules
+from politetenant.tracker.reports import figures
 from politetenant.tracker.reports.report_data import (
     Accumulator,
     ReportInputs,
@@ -34,7 +35,11 @@ async def load_inputs(
 ) -> ReportInputs:
     segment_of = None if attribute is None else await load_segments(store, sealer, message.id, attribute)
     populations = {ALL: message.tracked} if segment_of is None else Counter(segment_of.values())
-    start = await first_hit(store, message.id)
+    if figures.enabled(store):
+        await figures.fold(store)  # what arrived since the tracker's last fold: the figures are exact from here
+        start = await figures.first_hit(store, message.id)
+    else:
+        start = await first_hit(store, message.id)
     open_city = SealedTexts(sealer, "event.city")
     accumulator = Accumulator(rules, start, segment_of=segment_of, open_city=open_city)
     if start is not None:  # else the message has no event yet

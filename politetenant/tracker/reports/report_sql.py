@@ -17,9 +17,10 @@ every tracked link. So one query, grouped by record:
 
 The verdict class of each stored reason is written into the SQL from ``judging.verdicts``, never
 typed here. Ties are broken as the event stream orders hits: (occurred_at, kind, event_id).
-On SQLite the rows are streamed: memory holds a batch of per-record rows and the candidates' ids
-(bounded by the records, usually few), never the events. PostgreSQL aggregates the rows further
-itself (``report_sql_pg``).
+The rows are streamed: memory holds a batch of per-record rows and the candidates' ids (bounded by
+the records, usually few), never the events. This is SQLite's path; PostgreSQL keeps the same
+per-record columns folded as events arrive (``figures``) and groups them itself (``report_sql_pg``).
+``figures`` writes its SQL from the same reason lists (``PEOPLE``, ``NOT_MACHINE``, ...).
 """
 
 from __future__ import annotations
@@ -102,29 +103,21 @@ def link_columns(rules: CopyRules) -> int:
     return max(0, min(rules.link_count, MAX_LINK_COLUMNS))
 
 
-def records_sql(rules: CopyRules, *, postgres: bool) -> str:
+def records_sql(rules: CopyRules) -> str:
     """One row per record of message ``$1`` (``$2``: the end of the early window): see ``summary``.
 
-    PostgreSQL ORs the reason bits (``BIT_OR`` keeps the aggregation parallel) and finds the first
-    open's place by joining back on (record, time); SQLite sums the distinct bits and joins back on
-    the event id a correlated subquery picks. Both orders ties as the event stream does."""
+    SQLite sums the distinct reason bits and finds the first open's place by joining back on the
+    event id a correlated subquery picks, ordering ties as the event stream does. (PostgreSQL reads
+    the same columns from its folded figures: ``figures.figures_sql``.)"""
     links = link_columns(rules)
-    bit_or = "BIT_OR(" if postgres else "SUM(DISTINCT "
     first_of = (
         f"FROM events f WHERE f.record_id = p.rid AND f.occurred_at = p.first_open AND {_people_open('f')}"
         " ORDER BY f.kind, f.event_id LIMIT 1"
     )
-    if postgres:
-        place = (
-            " SELECT DISTINCT ON (p.rid) p.*, o.bot, o.device, o.os, o.browser, o.country, o.city FROM p"
-            " LEFT JOIN events o ON p.candidate = 0 AND o.record_id = p.rid AND o.occurred_at = p.first_open"
-            f" AND {_people_open('o')} ORDER BY p.rid, o.kind, o.event_id"
-        )
-    else:
-        place = (
-            " SELECT p.*, o.bot, o.device, o.os, o.browser, o.country, o.city FROM p LEFT JOIN events o"
-            f" ON p.candidate = 0 AND o.event_id = (SELECT f.event_id {first_of})"
-        )
+    place = (
+        " SELECT p.*, o.bot, o.device, o.os, o.browser, o.country, o.city FROM p LEFT JOIN events o"
+        f" ON p.candidate = 0 AND o.event_id = (SELECT f.event_id {first_of})"
+    )
     machine = f"why NOT IN ({NOT_MACHINE})"
     people = f"why IN ({PEOPLE})"
     per_link = "".join(
@@ -139,7 +132,7 @@ def records_sql(rules: CopyRules, *, postgres: bool) -> str:
         f" MIN(CASE WHEN kind = {CLICK} AND {people} THEN at END) AS first_click,"
         f" MAX(CASE WHEN kind <> {OPEN} AND kind <> {CLICK} AND why IN ({PERSON}) THEN COALESCE(read_ms, 0) END)"
         " AS read_ms,"
-        f" {bit_or}CASE WHEN {machine} THEN CAST(1 AS BIGINT) << (CASE WHEN why BETWEEN 0 AND 62 THEN why"
+        f" SUM(DISTINCT CASE WHEN {machine} THEN CAST(1 AS BIGINT) << (CASE WHEN why BETWEEN 0 AND 62 THEN why"
         " ELSE 63 END) END) AS reasons,"
         f" MAX(CASE WHEN kind <> {CLICK} AND why IN ({PROXIED}) THEN 1 ELSE 0 END) AS proxied,"
         f" MAX(CASE WHEN why IN ({PRIVACY}) THEN 1 ELSE 0 END) AS privacy,"
@@ -180,7 +173,7 @@ def summary(row: Sequence[Any], links: int) -> RecordSummary:
 
 
 def is_sqlite(store: Store) -> bool:
-    """SQLite streams per-record rows; PostgreSQL aggregates them itself (``report_sql_pg``)."""
+    """SQLite streams per-record rows; PostgreSQL groups its folded figures itself (``report_sql_pg``)."""
     return store.url_scheme == "sqlite"
 
 
@@ -189,7 +182,7 @@ async def stream_records(
 ) -> AsyncIterator[list[RecordSummary]]:
     """Summaries of the message's records, in batches; candidates' ids are appended to ``candidates``."""
     links = link_columns(rules)
-    sql = records_sql(rules, postgres=not is_sqlite(store))
+    sql = records_sql(rules)
     async for rows in store.stream(sql, message_id, early_until):
         batch = []
         for row in rows:

@@ -1,4 +1,4 @@
-"""PostgreSQL: the per-record rows of ``report_sql`` aggregated further in SQL, into tallies.
+"""PostgreSQL: the records' folded figures (``figures``) aggregated further in SQL, into tallies.
 
 A server-side cursor (``Store.stream``) is planned for a fast start: no parallel workers, index
 order, and an estimated cost that triggers seconds of JIT optimisation; one plain query whose
@@ -19,10 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from politetenant.tracker.judging.behaviour import CopyRules
+from politetenant.tracker.reports.figures import figures_sql
 from politetenant.tracker.reports.report_data import HOUR_MS, UNKNOWN, Tally, bits, read_bucket
-from politetenant.tracker.reports.report_sql import PROXIED, link_columns, records_sql
+from politetenant.tracker.reports.report_sql import PROXIED, link_columns
 from politetenant.tracker.reports.thresholds import ALL
 from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.postgres import PostgresStore
 
 #: The grouping sets, each named for the part of a tally it fills (beside candidate and segment).
 SETS: dict[str, tuple[str, ...]] = {
@@ -61,18 +63,14 @@ def tallies_sql(rules: CopyRules, segmented: bool) -> str:
     # A JSON object (record id in hex -> segment number) is looked up by binary search; a join on two
     # arrays would work too, but its row estimate makes the plan look costly enough to JIT-optimise.
     segment = "COALESCE(CAST($3::jsonb ->> encode(x.rid, 'hex') AS INTEGER), -1)" if segmented else "0"
-    sets = ", ".join(f"({', '.join(columns)})" for columns in SETS.values())
-    grouping = f"GROUPING({', '.join(_GROUPED)})"
-
-    def totals(aggregate: str) -> str:  # only the totals' rows carry these: the other rows stay narrow
-        return f"CASE WHEN {grouping} = {_grouping(SETS['totals'])} THEN {aggregate} END"
-
+    sets = ", ".join(f"({', '.join(columns)})" for name, columns in SETS.items() if name != "totals")
     sums = [f"CAST(SUM({name}) AS BIGINT)" for name in (*_SUMS, *(f"link_{n}" for n in range(1, links + 1)))]
     # Each reader's longest read, as text: as many values as readers, in one row per segment.
     reads = "string_agg(CAST(read_ms AS TEXT), ',')"
+    # The breakdowns only count records; the totals (sums, reads) are one plain aggregate of their own:
+    # in one GROUPING SETS query every aggregate would be computed for every set, and dropped.
     return (
-        f"SELECT {grouping}, candidate, seg, {', '.join(_GROUPED)}, COUNT(*),"
-        f" {', '.join(totals(a) for a in [reads, *sums])} FROM (SELECT x.candidate, {segment} AS seg,"
+        f"WITH y AS MATERIALIZED (SELECT x.candidate, {segment} AS seg,"
         " CASE WHEN x.candidate = 0 THEN NULL ELSE x.rid END AS cand_rid,"
         " CASE WHEN x.first_open IS NULL THEN 0 ELSE 1 END AS opener,"
         f" CASE WHEN {proxied_first} THEN '' ELSE x.device END AS device,"
@@ -83,9 +81,24 @@ def tallies_sql(rules: CopyRules, segmented: bool) -> str:
         f" x.first_open / {HOUR_MS} AS open_hour, x.read_ms, {mask or '0'} AS links,"
         f" x.first_click / {HOUR_MS} AS click_hour, x.reasons,"
         f" {', '.join(f'x.{name}' for name in _SUMS)}{''.join(f', x.link_{n}' for n in range(1, links + 1))}"
-        f" FROM ({records_sql(rules, postgres=True)}) x) y"
-        f" GROUP BY candidate, seg, GROUPING SETS ({sets})"
+        f" FROM ({figures_sql(rules.per_copy, rules.link_count)}) x)"
+        f" SELECT GROUPING({', '.join(_GROUPED)}), candidate, seg, {', '.join(_GROUPED)}, COUNT(*),"
+        f" CAST(NULL AS TEXT), {', '.join('CAST(NULL AS BIGINT)' for _ in sums)}"
+        f" FROM y GROUP BY candidate, seg, GROUPING SETS ({sets})"
+        f" UNION ALL SELECT {_grouping(SETS['totals'])}, candidate, seg, {', '.join('NULL' for _ in _GROUPED)},"
+        f" COUNT(*), {reads}, {', '.join(sums)} FROM y GROUP BY candidate, seg"
     )
+
+
+async def plain_query(store: Store, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """One plain query (see above), with room to hash its groups in memory and no JIT: the planner's
+    estimate of the groups is far too high, and sorting 100,000 records per grouping set or compiling
+    the expressions costs more than the whole query."""
+    if not isinstance(store, PostgresStore):
+        raise TypeError("tallies are aggregated in SQL on PostgreSQL only")
+    async with store.session() as conn, conn.transaction():
+        await conn.execute("SET LOCAL jit = off; SET LOCAL work_mem = '32MB'")
+        return [tuple(row) for row in await conn.fetch(sql, *args)]
 
 
 async def load_tallies(
@@ -106,7 +119,7 @@ async def load_tallies(
         args.append(json.dumps({rid.hex(): index[value] for rid, value in segment_of.items()}))
     tallies: dict[str, tuple[Tally, int]] = {}
     candidates: list[bytes] = []
-    rows = await store.fetch(tallies_sql(rules, segment_of is not None), *args)  # a plain query: see above
+    rows = await plain_query(store, tallies_sql(rules, segment_of is not None), *args)
     fold_rows(rows, names, open_city, tallies, candidates)
     return tallies, candidates
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -26,12 +27,13 @@ from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.privacy import api_audit, api_subjects, audit, recipient_page
 from politetenant.tracker.privacy.api_tokens import import_bootstrap_tokens
 from politetenant.tracker.public import beacons
-from politetenant.tracker.reports import api_reports
+from politetenant.tracker.reports import api_reports, figures
 from politetenant.tracker.server import health
 from politetenant.tracker.storage import open_store
 from politetenant.tracker.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
+FOLDING = web.AppKey("folding", asyncio.Task[None])  # the timer folding events into report figures
 
 # aiohttp's access log writes the client address and user agent of every request: never enabled.
 RUNNER_OPTIONS: dict[str, object] = {"access_log": None, "handle_signals": False, "shutdown_timeout": 15}
@@ -127,11 +129,17 @@ def build_app(
             log.warning("database not ready at start (%s); serving and spooling", exc.__class__.__name__)
             state.ingest.on_recovered = prepare_database
         await state.ingest.start()
+        if figures.enabled(state.store):
+            app[FOLDING] = asyncio.create_task(figures.keep_folded(state.store, state.stopping))
 
     async def shutdown(app: web.Application) -> None:
         state.stopping.set()  # ends read-time streams now, with the time read so far
 
     async def cleanup(app: web.Application) -> None:
+        folding = app.get(FOLDING)
+        if folding is not None:
+            folding.cancel()
+            await asyncio.gather(folding, return_exceptions=True)
         await state.ingest.stop()
         state.ingest.spool.close()
         await state.store.close()

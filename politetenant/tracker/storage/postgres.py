@@ -116,6 +116,13 @@ class PostgresStore(Store):
             async with self._pool_or_fail().acquire() as conn:
                 return await getattr(conn, method)(sql, *args)
 
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection for work of several statements, some in a transaction (``reports.figures``)."""
+        with _as_unavailable():
+            async with self._pool_or_fail().acquire() as conn:
+                yield conn
+
     async def migrate(self) -> list[int]:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)

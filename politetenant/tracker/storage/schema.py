@@ -161,12 +161,64 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        6,
+        "PostgreSQL: per-record report figures folded as events arrive (reports.figures)",
+        [
+            # Drawn inside the inserting transaction: folds read the events above a watermark.
+            "ALTER TABLE events ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY",
+            "CREATE INDEX events_seq ON events (seq)",
+            """CREATE TABLE record_figures (
+                record_id {bytes} PRIMARY KEY REFERENCES records (id) ON DELETE CASCADE,
+                message_id TEXT NOT NULL,
+                first_hit BIGINT NOT NULL,
+                first_people BIGINT,
+                first_open BIGINT,
+                open_kind SMALLINT,
+                open_event {bytes},
+                open_bot SMALLINT,
+                device TEXT,
+                os TEXT,
+                browser TEXT,
+                country TEXT,
+                city {bytes},
+                first_click BIGINT,
+                read_ms INTEGER,
+                reasons BIGINT NOT NULL,
+                proxied BOOLEAN NOT NULL,
+                privacy BOOLEAN NOT NULL,
+                opens BIGINT NOT NULL,
+                proxied_opens BIGINT NOT NULL,
+                privacy_opens BIGINT NOT NULL,
+                machine_opens BIGINT NOT NULL,
+                machine_clicks BIGINT NOT NULL,
+                clicks BIGINT NOT NULL,
+                link_clicks BIGINT[] NOT NULL,
+                max_link INTEGER,
+                odd_click BOOLEAN NOT NULL,
+                click_mask BIGINT NOT NULL,
+                honeypot_bot BOOLEAN NOT NULL,
+                gateway_click BOOLEAN NOT NULL
+            )""",
+            "CREATE INDEX record_figures_message ON record_figures (message_id)",
+            "CREATE TABLE figures_folded (id SMALLINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)",
+            "INSERT INTO figures_folded VALUES (1, 0)",
+        ],
+    )
+)
+#: Migrations of one backend only; the other records them as applied with nothing to do. SQLite,
+#: one writer on one node, reports from its events directly.
+ONLY: dict[int, str] = {6: POSTGRES.name}
+
 LATEST = MIGRATIONS[-1][0]
 
 
 def statements(dialect: Dialect, version: int) -> list[str]:
     for number, _, sql in MIGRATIONS:
         if number == version:
+            if ONLY.get(number, dialect.name) != dialect.name:
+                return []
             return [s.format(bytes=dialect.bytes, serial_pk=dialect.serial_pk) for s in sql]
     raise KeyError(version)
 
