@@ -18,9 +18,8 @@ def normalise_email(email: str) -> str:
 
 def blind_index(keyring: Keyring, email: str, version: int | None = None) -> bytes:
     """Index of ``email`` under one key version (the newest by default)."""
-    mac = keyring.index_mac(keyring.current.version if version is None else version).copy()
-    mac.update(normalise_email(email).encode("utf-8"))
-    return bytes(mac.digest())
+    mac = keyring.index_mac(keyring.current.version if version is None else version)
+    return mac.digest(normalise_email(email).encode("utf-8"))
 
 
 def blind_indexes(keyring: Keyring, email: str) -> list[bytes]:

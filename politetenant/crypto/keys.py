@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 KEY_BYTES = 32
 # The three keys of one version, by the names key documents use for them (and KeySet's fields).
@@ -23,6 +23,39 @@ PURPOSES = ("dek", "token_key", "index_key")
 def timestamp() -> str:
     """When a key version was made, as every key document records it: UTC, to the second."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class PrekeyedHmac:
+    """HMAC-SHA256 (RFC 2104) under one key, for many short messages that all begin with ``context``.
+
+    The key's inner and outer pads (and the context) are hashed once; each message then costs two copies
+    of a SHA-256 state, two updates and two digests, all in C. ``hmac.HMAC.copy`` does the same work
+    behind a layer of Python (a third of the cost of a blind index or a token, 100,000 of each per big
+    message). The digests are HMAC's, bit for bit (tests compare them with ``hmac.new``)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, context: bytes = b"") -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\x00")
+        self._inner = hashlib.sha256(key.translate(hmac.trans_36))
+        self._inner.update(context)
+        self._outer = hashlib.sha256(key.translate(hmac.trans_5C))
+
+    def digest(self, message: bytes) -> bytes:
+        """HMAC-SHA256(key, context || message)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def __repr__(self) -> str:  # its states are as good as the key: never print them
+        return "PrekeyedHmac()"
+
+
+_SHA256_BLOCK = 64
 
 
 class KeyMaterialError(Exception):
@@ -61,21 +94,21 @@ class Keyring:
         if not self._sets:
             raise KeyMaterialError("a keyring needs at least one key version")
         self.current = self._sets[max(self._sets)]
-        self._index_macs: dict[int, Any] = {}
+        self._index_macs: dict[int, PrekeyedHmac] = {}
 
     def get(self, version: int) -> KeySet | None:
         return self._sets.get(version)
 
-    def index_mac(self, version: int) -> Any:
+    def index_mac(self, version: int) -> PrekeyedHmac:
         """HMAC-SHA256 under the version's index key, already fed the tenant context: keyed once per
-        version and copied per address (half the cost of keying it per call). Held by the keyring, so
-        it goes when the keyring does, like the key itself."""
+        version, then a few C calls per address. Held by the keyring, so it goes when the keyring does,
+        like the key itself."""
         mac = self._index_macs.get(version)
         if mac is None:
             keys = self._sets.get(version)
             if keys is None:
                 raise ValueError(f"key version {version} is not loaded")
-            mac = self._index_macs[version] = hmac.new(keys.index_key, self.tenant_bytes + b"\x00", hashlib.sha256)
+            mac = self._index_macs[version] = PrekeyedHmac(keys.index_key, self.tenant_bytes + b"\x00")
         return mac
 
     @property

@@ -220,3 +220,15 @@ async def test_objectors_anywhere_in_a_big_message_get_no_token_and_no_record(
     assert [p for p, token in enumerate(tokens) if token is None] == [*listed, MANY]
     assert await tracker.state.store.count_rows("records") == MANY + 1 - 4
     assert await tracker.state.store.count_rows("recipients") == MANY + 1
+
+
+async def test_the_answer_is_sent_with_the_headers_of_a_whole_json_response(tracker: Tracker) -> None:
+    """Written a piece at a time, the answer still says its type and length up front, and is not cached."""
+    resp = await post(tracker, message_body(BATCH_ROWS + 3))
+    raw = await resp.read()
+    assert resp.status == 201
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["Content-Length"] == str(len(raw))
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "Transfer-Encoding" not in resp.headers
+    assert len(json.loads(raw)["recipients"]) == BATCH_ROWS + 3

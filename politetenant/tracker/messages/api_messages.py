@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -22,18 +22,18 @@ from politetenant.tracker.messages.api_models import (
     MessageIn,
     MessageOut,
     RecipientIn,
-    SplitBody,
     split_body,
 )
 from politetenant.tracker.messages.registration import (
     BATCH_ROWS,
     Census,
+    PackedRecipients,
     Plan,
-    RecipientRows,
     check_limits,
     find_objected,
     plan_message,
-    record_rows,
+    recipient_batches,
+    record_batches,
     resolve_mode,
 )
 from politetenant.tracker.storage.base import MessageWriter
@@ -102,10 +102,16 @@ class ResponseBody:
         self.buffer += b',"recipients":['
         self._separator = b""
 
-    def add(self, email: str, token: str | None) -> None:
-        quoted = "null" if token is None else f'"{token}"'  # a token is base64url: nothing to escape
+    def add(self, emails: list[bytes], tokens: list[str | None]) -> None:
+        """A batch of recipients: e-mails as UTF-8, tokens (None: objected) in the same order."""
+        quoted = ["null" if token is None else '"' + token + '"' for token in tokens]  # base64url: no escapes
         self.buffer += self._separator
-        self.buffer += f'{{"email":{_json_str(email)},"token":{quoted}}}'.encode()
+        self.buffer += ",".join(
+            [
+                f'{{"email":{_json_str(email.decode())},"token":{token}}}'
+                for email, token in zip(emails, quoted, strict=True)
+            ]
+        ).encode()
         self._separator = b","
 
     def finish(self, html_untracked: str | None) -> bytearray:
@@ -117,28 +123,20 @@ class ResponseBody:
         return self.buffer
 
 
-class _Handoff(Generic[Row]):
-    """Batches of rows from a worker thread to an async writer on the event loop. With ``overlap`` (the
-    writer's ``overlaps``), one batch is in flight while the thread builds the next, never more; without,
-    the thread waits for each. Memory stays at two batches whatever the message's size."""
+class _Handoff:
+    """Batches of rows from a worker thread to the async writer on the event loop. With ``overlap`` (the
+    writer's ``overlaps``), one batch is in flight while the thread builds the next, never more (one
+    connection does one thing at a time); without, the thread waits for each. Memory stays at two
+    batches whatever the message's size."""
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, write: Callable[[list[Row]], Coroutine[Any, Any, None]], overlap: bool
-    ) -> None:
-        self._loop, self._write, self._overlap = loop, write, overlap
-        self._batch: list[Row] = []
+    def __init__(self, loop: asyncio.AbstractEventLoop, overlap: bool) -> None:
+        self._loop, self._overlap = loop, overlap
         self._in_flight: Future[None] | None = None
 
-    def add(self, row: Row) -> None:
-        self._batch.append(row)
-        if len(self._batch) >= BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
+    def send(self, write: Callable[[list[Row]], Coroutine[Any, Any, None]], batch: list[Row]) -> None:
         self.settle()
-        if self._batch:
-            self._in_flight = asyncio.run_coroutine_threadsafe(self._write(self._batch), self._loop)
-            self._batch = []
+        if batch:
+            self._in_flight = asyncio.run_coroutine_threadsafe(write(batch), self._loop)
         if not self._overlap:
             self.settle()
 
@@ -158,77 +156,83 @@ def _ignore(_: RecipientIn) -> None:
     """The envelope's sample recipient: read again with its batch."""
 
 
-def _first_pass(raw: bytes | bytearray, new_census: Callable[[], Census]) -> tuple[MessageIn, Census, SplitBody | None]:
-    """Validate the whole body, counting the recipients into a census instead of keeping them.
+_Passed = tuple[MessageIn, Census, PackedRecipients]
+
+
+def _first_pass(raw: bytes | bytearray, new_census: Callable[[], Census], limit: int | None) -> _Passed:
+    """Validate the whole body, counting the recipients into a census and packing them instead of
+    keeping their models: after this the body is not needed any more.
 
     Batch by batch when the body can be cut (``split_body``); else, and whenever something is wrong,
     as a whole: the answer then is pydantic's own, the same messages and field paths in the same order."""
     split = split_body(raw, BATCH_ROWS)
     if split is not None:
-        census = new_census()
         try:
             body = MessageIn.model_validate_json(split.envelope, context={"visit": _ignore})
-            _read_recipients(raw, split, census.add)
-            return body, census, split
+            census, packed = new_census(), PackedRecipients(limit)
+            visit = _both(census, packed)
+            for start, end in split.batches:
+                RECIPIENT_BATCH.validate_json(b"[" + raw[start:end] + b"]", context={"visit": visit})
+            return body, census, packed
         except ValidationError:
             pass  # told below
-    census = new_census()
+    census, packed = new_census(), PackedRecipients(limit)
     try:
-        return MessageIn.model_validate_json(raw, context={"visit": census.add}), census, None
+        return MessageIn.model_validate_json(raw, context={"visit": _both(census, packed)}), census, packed
     except ValidationError as exc:
         code, message = describe_validation_error(exc)
         raise (BadRequest if code == "malformed_json" else Unprocessable)(message, code=code) from None
 
 
-def _read_recipients(raw: bytes | bytearray, split: SplitBody | None, visit: Callable[[RecipientIn], None]) -> None:
-    """Hand each recipient, in request order, to ``visit``."""
-    if split is None:
-        MessageIn.model_validate_json(raw, context={"visit": visit})
-        return
-    for start, end in split.batches:
-        RECIPIENT_BATCH.validate_json(b"[" + raw[start:end] + b"]", context={"visit": visit})
+def _both(census: Census, packed: PackedRecipients) -> Callable[[RecipientIn], None]:
+    """One visit per recipient for both: each model is dropped as soon as it is read (one kept per
+    batch instead would outlive the young generation and make the collector sweep the heap)."""
+    add_to_census, pack = census.add, packed.add
+
+    def visit(recipient: RecipientIn) -> None:
+        add_to_census(recipient)
+        pack(recipient)
+
+    return visit
 
 
 def _second_pass(
-    raw: bytes | bytearray, split: SplitBody | None, plan: Plan, census: Census, state: TrackerState,
-    writer: MessageWriter, response: ResponseBody, loop: asyncio.AbstractEventLoop,
+    plan: Plan, census: Census, packed: PackedRecipients, state: TrackerState, writer: MessageWriter,
+    response: ResponseBody, loop: asyncio.AbstractEventLoop,
 ) -> None:  # fmt: skip
-    """Seal and store the records, then every recipient's row, handing the token to ``response``."""
-    records = _Handoff(loop, writer.add_records, writer.overlaps)
-    recipients = _Handoff(loop, writer.add_recipients, writer.overlaps)
-    build = RecipientRows(plan, census, state.sealer, state.tokens)
+    """Seal and store the records and every recipient's row, handing the tokens to ``response``.
 
-    def visit(recipient: RecipientIn) -> None:
-        row, token = build(recipient)
-        recipients.add(row)
-        response.add(recipient.email, token)
-
+    A batch of records, then one of recipients, and so on: records cost little to build and much to
+    store, recipients the other way round, so alternating keeps both the database and this thread busy.
+    Records still go in their storage order (one batch after the other on one connection)."""
+    handoff = _Handoff(loop, writer.overlaps)
+    records = record_batches(plan, census, state.sealer)
     try:
-        for record in record_rows(plan, census, state.sealer):
-            records.add(record)
-        records.flush()
-        records.settle()
-        try:
-            _read_recipients(raw, split, visit)
-        except ValidationError as exc:  # valid on the first pass: only a bug gets here (a ValueError raised within)
-            raise RuntimeError("the message failed its second reading") from exc
-        recipients.flush()
-        recipients.settle()
+        for rows, emails, tokens in recipient_batches(plan, census, packed, state.sealer, state.tokens):
+            handoff.send(writer.add_records, next(records, []))
+            handoff.send(writer.add_recipients, rows)
+            response.add(emails, tokens)
+        for batch in records:
+            handoff.send(writer.add_records, batch)
+        handoff.settle()
     except BaseException:
-        records.abandon()
-        recipients.abandon()
+        handoff.abandon()
         raise
 
 
-async def register_message(request: web.Request) -> web.Response:
+async def register_message(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     principal = await state.auth.require(request, Role.SENDER)
     raw = await read_json_body(request)
     settings = state.settings
     # CPU-heavy steps run off the event loop so beacons keep being answered meanwhile.
-    body, census, split = await asyncio.to_thread(
-        _first_pass, raw, lambda: Census(state.keyring, settings.segment_attributes, limit=settings.max_recipients)
+    body, census, packed = await asyncio.to_thread(
+        _first_pass,
+        raw,
+        lambda: Census(state.keyring, settings.segment_attributes, limit=settings.max_recipients),
+        settings.max_recipients,
     )
+    del raw  # the recipients are packed: 13 MB for 100,000 of them go now, not after the answer
     mode = resolve_mode(body.mode, settings)
     check_limits(body, settings, census.count)
     objected = await find_objected(census, state.store)
@@ -240,13 +244,31 @@ async def register_message(request: web.Request) -> web.Response:
     response = ResponseBody(plan)
     async with state.store.message_writer(plan.message, plan.links) as writer:
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(_second_pass, raw, split, plan, census, state, writer, response, loop)
+        await asyncio.to_thread(_second_pass, plan, census, packed, state, writer, response, loop)
+    del census, packed  # some 8 MB for 100,000 recipients, free before the click cache and the answer grow
     ids, size = plan.record_ids, RECORD_ID_BYTES  # every position's record (objected ones: never handed out)
     records = (ids[i : i + size] for i in range(0, len(ids), size))
     state.click_cache.remember_message(plan.message.id, records, plan.links)  # first clicks need no lookup
-    return web.Response(
-        body=response.finish(html_untracked),
-        status=201,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    return await _send(request, response.finish(html_untracked))
+
+
+_SEND_PIECE = 256 * 1024
+
+
+async def _send(request: web.Request, answer: bytearray) -> web.StreamResponse:
+    """The 201 with ``answer`` as its body, the same bytes and headers as ``web.Response`` would send,
+    written a piece at a time: handed over whole, what the socket does not take at once is copied into
+    the transport's buffer (up to the whole answer, 8 MB for 100,000 recipients) at the moment memory
+    peaks; a piece at a time, waiting for the socket to drain, the copy stays a piece."""
+    out = web.StreamResponse(status=201, headers={"Cache-Control": "no-store"})
+    out.content_type = "application/json"
+    out.content_length = len(answer)
+    await out.prepare(request)
+    view = memoryview(answer)
+    try:
+        for at in range(0, len(answer), _SEND_PIECE):
+            await out.write(view[at : at + _SEND_PIECE])
+        await out.write_eof()
+    except ConnectionResetError:
+        pass  # the sender left before reading its answer, as aiohttp lets a whole one go unread
+    return out

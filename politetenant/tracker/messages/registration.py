@@ -13,15 +13,18 @@ Every sealed value is bound to its row (the identities are listed in ``crypto.se
 copied into another row of its column does not open.
 
 A message may name 100,000 recipients, so nothing here needs them all in memory at once. A first pass
-(``Census``) keeps a few dozen bytes per recipient: blind indexes and segment class. From that,
-``plan_message`` settles everything decided for the message as a whole (objectors, generalised
-classes, record ids, storage order), ``record_rows`` yields the records, and a second pass over the
-recipients (``RecipientRows``) builds each recipient's row and token in request order, batch by batch.
+over the validated recipients keeps a few dozen bytes per recipient in a ``Census`` (blind indexes and
+segment class, nothing readable) and packs what the rows need (``PackedRecipients``: the fields'
+UTF-8, smaller than the JSON they came from, which can then go). From that, ``plan_message`` settles
+everything decided for the message as a whole (objectors, generalised classes, record ids, storage
+order), ``record_batches`` yields the records, and ``recipient_batches`` builds each recipient's row
+and token in request order, batch by batch, column by column (one call seals a batch's e-mails).
 ``prepare_message`` runs the same steps in memory for a message already parsed.
 """
 
 from __future__ import annotations
 
+import binascii
 import functools
 import json
 import os
@@ -31,8 +34,10 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from typing import TypeVar
 
-from politetenant.crypto import Keyring, Sealer, TokenCodec, blind_index, link_row, recipient_row
+from politetenant.crypto import Keyring, Sealer, TokenCodec, link_row, normalise_email
 from politetenant.crypto.tokens import RECORD_ID_BYTES
 from politetenant.settings import TrackerSettings, TrackingMode
 from politetenant.tracker.http.errors import PayloadTooLarge, Unprocessable
@@ -75,7 +80,8 @@ def check_limits(body: MessageIn, settings: TrackerSettings, recipients: int | N
         )
 
 
-BATCH_ROWS = 5_000  # rows per COPY / executemany: large enough to amortise, small enough to stay bounded
+_Row = TypeVar("_Row", RecipientRow, RecordRow)
+BATCH_ROWS = 5_000  # rows per COPY / INSERT batch: large enough to amortise, small enough to stay bounded
 _INDEX_BYTES = 32  # a blind index (HMAC-SHA256)
 
 
@@ -93,7 +99,7 @@ class _AttributeEncoder:
     def __call__(self, attributes: dict[str, str]) -> bytes | None:
         if not attributes:
             return None
-        key = tuple(sorted(attributes.items()))
+        key = tuple(attributes.items())  # unsorted: cheaper; maps in another order get an entry of their own
         encoded = self._cache.get(key)
         if encoded is None:
             if len(self._cache) >= 10_000:  # all distinct: the memo would only cost memory
@@ -110,12 +116,14 @@ class Census:
     Past ``limit`` recipients it only counts, so an oversized message is refused without the work."""
 
     def __init__(self, keyring: Keyring, segments: Sequence[str], limit: int | None = None) -> None:
-        self._keyring = keyring
         self._names = sorted(set(segments))
         self._limit = limit
         self.count = 0
         self.indexes = bytearray()  # newest key version, _INDEX_BYTES per recipient
-        self._older = {v: bytearray() for v in keyring.versions if v != keyring.current.version}
+        self._index = keyring.index_mac(keyring.current.version).digest  # blind_index, without its look-ups
+        self._older = [
+            (keyring.index_mac(v).digest, bytearray()) for v in keyring.versions if v != keyring.current.version
+        ]
         self._class_ids: dict[Combination, int] = {}
         self.class_of = array("i")
 
@@ -123,9 +131,10 @@ class Census:
         self.count += 1
         if self._limit is not None and self.count > self._limit:
             return
-        self.indexes += blind_index(self._keyring, recipient.email)
-        for version, indexes in self._older.items():
-            indexes += blind_index(self._keyring, recipient.email, version)
+        normalised = normalise_email(recipient.email).encode("utf-8")
+        self.indexes += self._index(normalised)
+        for index, indexes in self._older:
+            indexes += index(normalised)
         combination = combination_of(recipient.attributes, self._names)
         self.class_of.append(self._class_ids.setdefault(combination, len(self._class_ids)))
 
@@ -141,7 +150,96 @@ class Census:
     def all_indexes(self, position: int) -> list[bytes]:
         """Its indexes under every loaded version: the objection list may predate a rotation."""
         at = slice(position * _INDEX_BYTES, (position + 1) * _INDEX_BYTES)
-        return [self.index(position), *(bytes(older[at]) for older in self._older.values())]
+        return [self.index(position), *(bytes(older[at]) for _, older in self._older)]
+
+
+_NO_NAME = 0xFFFF  # a name's length (UTF-8 of at most 200 characters) that says there is none
+_NO_ATTRIBUTES, _OWN_ATTRIBUTES = -1, -2  # an attribute reference: none, or (_OWN_ATTRIBUTES - length) in place
+_SHARED_MOST = 4_096  # distinct attribute maps kept once and referred to; past that, packed in place
+
+
+class PackedRecipients:
+    """The recipients as the first pass validated them, packed for the second, so the body is neither
+    kept nor validated twice: about 50 bytes a recipient against 130 of JSON.
+
+    Per recipient: the UTF-8 of its e-mail and name, back to back in one ``bytes`` per ``chunk``
+    recipients (fixed pieces: one buffer grown to megabytes leaves holes the allocator keeps), their
+    lengths, and its attributes' canonical JSON as a reference to the few distinct maps a message has
+    (or, past ``_SHARED_MOST`` of them, in place after the name). Past ``limit`` recipients it keeps
+    nothing (the message is refused)."""
+
+    def __init__(self, limit: int | None = None, chunk: int = BATCH_ROWS) -> None:
+        self.count = 0
+        self.chunk = chunk
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._pending: list[bytes] = []  # the chunk being filled
+        self._lengths = array("H")  # two per recipient: its e-mail's and its name's (or _NO_NAME)
+        self._attributes = array("i")  # per recipient: an index in _shared, _NO_ATTRIBUTES, or in place
+        self._shared: list[bytes] = []
+        self._shared_ids: dict[bytes, int] = {}
+        self._encode = _AttributeEncoder()
+
+    def add(self, recipient: RecipientIn) -> None:
+        if self._limit is not None and self.count >= self._limit:
+            return
+        self.count += 1
+        pending, lengths = self._pending, self._lengths
+        email = recipient.email.encode("utf-8")
+        pending.append(email)
+        lengths.append(len(email))
+        if recipient.name is None:
+            lengths.append(_NO_NAME)
+        else:
+            name = recipient.name.encode("utf-8")
+            pending.append(name)
+            lengths.append(len(name))
+        self._attributes.append(self._reference(self._encode(recipient.attributes)))
+        if self.count % self.chunk == 0:
+            self._chunks.append(b"".join(pending))
+            pending.clear()
+
+    def _reference(self, attributes: bytes | None) -> int:
+        if attributes is None:
+            return _NO_ATTRIBUTES
+        shared = self._shared_ids.get(attributes)
+        if shared is not None:
+            return shared
+        if len(self._shared) < _SHARED_MOST:
+            self._shared_ids[attributes] = len(self._shared)
+            self._shared.append(attributes)
+            return len(self._shared) - 1
+        self._pending.append(attributes)
+        return _OWN_ATTRIBUTES - len(attributes)
+
+    def batch(self, index: int) -> tuple[list[bytes], list[bytes | None], list[bytes | None]]:
+        """The e-mails, names and attributes (UTF-8) of the ``index``-th ``chunk`` of recipients."""
+        data = self._chunks[index] if index < len(self._chunks) else b"".join(self._pending)
+        lengths, references, shared = self._lengths, self._attributes, self._shared
+        emails: list[bytes] = []
+        names: list[bytes | None] = []
+        attributes: list[bytes | None] = []
+        at = 0
+        for position in range(index * self.chunk, min((index + 1) * self.chunk, self.count)):
+            size = lengths[2 * position]
+            emails.append(data[at : at + size])
+            at += size
+            size = lengths[2 * position + 1]
+            if size == _NO_NAME:
+                names.append(None)
+            else:
+                names.append(data[at : at + size])
+                at += size
+            reference = references[position]
+            if reference >= 0:
+                attributes.append(shared[reference])
+            elif reference == _NO_ATTRIBUTES:
+                attributes.append(None)
+            else:
+                size = _OWN_ATTRIBUTES - reference
+                attributes.append(data[at : at + size])
+                at += size
+        return emails, names, attributes
 
 
 _LIST_WHOLE = 100_000  # objection lists up to this size are read whole: one query, not one per batch
@@ -265,48 +363,54 @@ def plan_message(
     return Plan(message, links, rewritten.template, mode, frozenset(objected), record_ids, kept, order, shared_token)
 
 
-def record_rows(plan: Plan, census: Census, sealer: Sealer) -> Iterator[RecordRow]:
-    """The message's records in storage order. They depend on the census alone, not on the second pass."""
+def record_batches(plan: Plan, census: Census, sealer: Sealer, batch: int = BATCH_ROWS) -> Iterator[list[RecordRow]]:
+    """The message's records in storage order, ``batch`` at a time. They depend on the census alone."""
     message_id = plan.message.id
     if plan.mode is TrackingMode.AGGREGATE:
         if plan.shared_token is not None:
-            yield RecordRow(plan.record_ids, message_id, None, None)
+            yield [RecordRow(plan.record_ids, message_id, None, None)]
         return
-    individual = plan.mode is TrackingMode.INDIVIDUAL
-    for position in plan.order:
-        record_id = plan.record_id(position)
-        kept = plan.kept[census.class_of[position]]
-        attributes = None if kept is None else sealer.seal("record.attributes", kept, row=record_id)
+    kept, class_of, record_ids, size = plan.kept, census.class_of, plan.record_ids, RECORD_ID_BYTES
+    indexes = bytes(census.indexes) if plan.mode is TrackingMode.INDIVIDUAL else None
+    for start in range(0, len(plan.order), batch):
+        positions = plan.order[start : start + batch]
+        ids = [record_ids[p * size : (p + 1) * size] for p in positions]  # plan.record_id(p), inline
+        attributes = sealer.seal_rows("record.attributes", [kept[class_of[p]] for p in positions], ids)
         # The pseudonym is the blind index under the newest key version, as the recipient row's.
-        yield RecordRow(record_id, message_id, attributes, census.index(position) if individual else None)
+        pseudonyms = repeat(None) if indexes is None else [_slice(indexes, _INDEX_BYTES, p) for p in positions]
+        yield _rows(RecordRow, zip(ids, repeat(message_id), attributes, pseudonyms))
 
 
-class RecipientRows:
-    """The second pass: called with each recipient in request order, returns its row and its token."""
+def _rows(kind: type[_Row], values: Iterator[tuple[object, ...]]) -> list[_Row]:
+    """Named tuples of ``kind`` made in C (``kind(*v)`` is a Python call each, a tenth of a batch's cost)."""
+    return list(map(tuple.__new__, repeat(kind), values))
 
-    def __init__(self, plan: Plan, census: Census, sealer: Sealer, codec: TokenCodec) -> None:
-        self._plan, self._census, self._sealer, self._codec = plan, census, sealer, codec
-        self._encode = _AttributeEncoder()
-        self._position = 0
 
-    def __call__(self, recipient: RecipientIn) -> tuple[RecipientRow, str | None]:
-        position, plan, seal = self._position, self._plan, self._sealer
-        self._position += 1
-        email_index = self._census.index(position)
-        row = recipient_row(plan.message.id, email_index)
-        attributes = self._encode(recipient.attributes)
-        stored = RecipientRow(
-            plan.message.id,
-            email_index,
-            seal.seal_text("recipient.email", recipient.email, row=row),
-            seal.seal_optional("recipient.name", recipient.name, row=row),
-            None if attributes is None else seal.seal("recipient.attributes", attributes, row=row),
-        )
-        if position in plan.objected:
-            return stored, None
+def recipient_batches(
+    plan: Plan, census: Census, packed: PackedRecipients, sealer: Sealer, codec: TokenCodec
+) -> Iterator[tuple[list[RecipientRow], list[bytes], list[str | None]]]:
+    """Per chunk of ``packed`` recipients in request order: their rows, e-mails (UTF-8) and tokens."""
+    message_id, objected, record_ids, size = plan.message.id, plan.objected, plan.record_ids, RECORD_ID_BYTES
+    row_of = (message_id + "/").encode()  # recipient_row(message_id, index), encoded
+    if packed.count != census.count:
+        raise ValueError("the census and the packed recipients come from different readings")
+    for number, start in enumerate(range(0, census.count, packed.chunk)):
+        stop = min(start + packed.chunk, census.count)
+        block = bytes(census.indexes[start * _INDEX_BYTES : stop * _INDEX_BYTES])
+        indexes = [block[at : at + _INDEX_BYTES] for at in range(0, len(block), _INDEX_BYTES)]  # census.index
+        rows = [row_of + binascii.hexlify(index) for index in indexes]
+        emails, names, attributes = packed.batch(number)
+        fields = (("recipient.email", emails), ("recipient.name", names), ("recipient.attributes", attributes))
+        sealed = [sealer.seal_rows(field, values, rows) for field, values in fields]
+        stored = _rows(RecipientRow, zip(repeat(message_id), indexes, *sealed))
+        tokens: list[str | None]
         if plan.mode is TrackingMode.AGGREGATE:
-            return stored, plan.shared_token
-        return stored, self._codec.issue(plan.record_id(position))
+            tokens = [None if p in objected else plan.shared_token for p in range(start, stop)]
+        else:
+            tracked = [p for p in range(start, stop) if p not in objected] if objected else range(start, stop)
+            issued = iter(codec.issue_many([record_ids[p * size : (p + 1) * size] for p in tracked]))
+            tokens = [None if p in objected else next(issued) for p in range(start, stop)]
+        yield stored, emails, tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,13 +434,15 @@ def prepare_message(
 ) -> PreparedMessage:
     """Every row of a message already parsed, in memory (the route streams the same steps instead).
     ``objected`` holds positions of recipients who objected."""
-    census = Census(sealer.keyring, settings.segment_attributes)
+    census, packed = Census(sealer.keyring, settings.segment_attributes), PackedRecipients()
     for recipient in body.recipients:
         census.add(recipient)
+        packed.add(recipient)
     plan = plan_message(body, census, objected, mode, settings, sealer, codec, created_by)
-    build = RecipientRows(plan, census, sealer, codec)
-    built = [build(recipient) for recipient in body.recipients]
-    records = list(record_rows(plan, census, sealer))
-    return PreparedMessage(
-        plan.message, [row for row, _ in built], records, plan.links, plan.html_template, [t for _, t in built]
-    )
+    recipients: list[RecipientRow] = []
+    tokens: list[str | None] = []
+    for rows, _, batch_tokens in recipient_batches(plan, census, packed, sealer, codec):
+        recipients += rows
+        tokens += batch_tokens
+    records = [record for batch in record_batches(plan, census, sealer) for record in batch]
+    return PreparedMessage(plan.message, recipients, records, plan.links, plan.html_template, tokens)

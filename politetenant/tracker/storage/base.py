@@ -84,9 +84,9 @@ class MessageWriter(abc.ABC):
     a message of 100,000 recipients never has to be in memory at once, and nothing of it is kept unless
     all of it is."""
 
-    # Whether the database does a batch's work outside this process (PostgreSQL): then building the
-    # next batch while it stores this one is a gain. SQLite works in-process and takes the GIL back
-    # after every row, so a thread building rows meanwhile would only make both wait.
+    # Whether the database works on a batch while this process builds the next: PostgreSQL (another
+    # process) and SQLite (multi-row INSERTs, which run with the GIL released; executemany would take
+    # it back after every row, and a thread building rows meanwhile would only make both wait).
     overlaps: bool = False
 
     @abc.abstractmethod

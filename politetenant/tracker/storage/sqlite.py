@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import re
 import sqlite3
 import time
@@ -67,22 +69,51 @@ def _commit(conn: sqlite3.Connection) -> None:
         raise
 
 
+@functools.lru_cache(maxsize=8)
+def _insert_rows(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """One INSERT of ``rows`` rows."""
+    row = "(" + ",".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ",".join([row] * rows)
+
+
+# Rows per INSERT. Each statement costs a GIL hand-back (up to the switch interval while the builder
+# thread runs), so few; its compiled form takes memory (some 2 MB for 5,000 rows of five columns,
+# kept by the allocator after), so not too few.
+_ROWS_PER_INSERT = 1_000
+
+
+def _insert_many(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: Sequence[Any]) -> None:
+    """``rows`` in statements of ``_ROWS_PER_INSERT`` (fewer if SQLite allows fewer parameters)."""
+    most = min(_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns))
+    for start in range(0, len(rows), most):
+        chunk = rows[start : start + most]
+        conn.execute(_insert_rows(table, columns, len(chunk)), list(itertools.chain.from_iterable(chunk)))
+
+
 class _SqliteWriter(MessageWriter):
+    """Each batch goes in as a few multi-row INSERTs rather than ``executemany``: sqlite3 runs a statement
+    with the GIL released and takes it back when the statement is done, so the thread building the next
+    batch keeps running meanwhile (``overlaps``). ``executemany`` takes the GIL back after every row,
+    and each time waits for the other thread's switch interval: the two threads would only wait on each
+    other. It is also a third cheaper: one statement walks many rows."""
+
+    overlaps = True
+
     def __init__(self, run: _Runner) -> None:
         self.run = run
         self.closed = False
 
-    async def _insert(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def _insert(self, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
         if self.closed:
             raise RuntimeError("the message's transaction has ended: no more rows can join it")
         if rows:
-            await self.run(lambda conn: conn.executemany(sql, rows))
+            await self.run(lambda conn: _insert_many(conn, table, columns, rows))
 
     async def add_recipients(self, rows: Sequence[RecipientRow]) -> None:
-        await self._insert(_q(base.INSERT_RECIPIENT), rows)
+        await self._insert("recipients", RecipientRow._fields, rows)
 
     async def add_records(self, rows: Sequence[RecordRow]) -> None:
-        await self._insert(_q(base.INSERT_RECORD), rows)
+        await self._insert("records", RecordRow._fields, rows)
 
 
 class SqliteStore(Store):
