@@ -45,7 +45,7 @@ async def _empty_pg(dsn: str) -> None:
         if exists:
             await conn.execute(
                 "TRUNCATE events, links, records, recipients, messages, objections, api_tokens, audit, ui_sessions,"
-                " record_figures RESTART IDENTITY"
+                " record_figures, figures_stale RESTART IDENTITY"
             )
             await conn.execute("UPDATE figures_folded SET seq = 0")  # events.seq starts again at 1
     finally:

@@ -42,7 +42,9 @@ async def store(dsn: str) -> AsyncIterator[Store]:
     made = open_store(dsn)
     await made.connect()
     await made.migrate()
-    await made.execute("TRUNCATE events, records, recipients, links, messages, record_figures RESTART IDENTITY")
+    await made.execute(
+        "TRUNCATE events, records, recipients, links, messages, record_figures, figures_stale RESTART IDENTITY"
+    )
     await made.execute("UPDATE figures_folded SET seq = 0")
     await made.insert_message(MESSAGE, [], RECORDS, [])
     yield made
@@ -128,3 +130,16 @@ async def test_a_long_backlog_is_folded_a_chunk_at_a_time_to_the_same_figures(
     assert await figures.fold(store) == 5
     assert await opens_of(store) == {RECORDS[0].id: 3, RECORDS[1].id: 2}
     assert (await store.fetch("SELECT seq FROM figures_folded"))[0][0] == 5
+
+
+async def test_records_whose_old_events_were_deleted_are_rebuilt_by_the_next_fold(store: Store) -> None:
+    old, recent = opens(RECORDS[0].id, 3), opens(RECORDS[0].id, 1)
+    await store.insert_events(old + recent + opens(RECORDS[1].id, 2))
+    await figures.fold(store)
+    await store.execute("DELETE FROM events WHERE event_id = ANY($1::bytea[])", [e.event_id for e in old])
+    await store.events_deleted([RECORDS[0].id])  # what retention says after deleting them
+    await store.insert_events(opens(RECORDS[0].id, 2))  # not folded yet: folded once, by the same fold
+
+    assert await figures.fold(store) == 2
+    assert await opens_of(store) == {RECORDS[0].id: 3, RECORDS[1].id: 2}
+    assert await store.fetch("SELECT record_id FROM figures_stale") == []

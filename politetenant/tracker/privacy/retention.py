@@ -19,7 +19,6 @@ from typing import Any
 from politetenant.crypto import Keyring
 from politetenant.settings import TrackerSettings
 from politetenant.tracker.privacy import audit
-from politetenant.tracker.reports import figures
 from politetenant.tracker.storage.base import Store
 
 DAY_MS = 86_400_000
@@ -226,8 +225,8 @@ class _Deleter:
                 return
 
     async def _refold(self, rows: list[tuple[Any, ...]]) -> None:
-        """Old events went while their records stay: those records' report figures are rebuilt."""
-        await figures.refold(self.store, [bytes(row[1]) for row in rows])
+        """Old events went while their records stay: figures kept per record are rebuilt."""
+        await self.store.events_deleted([bytes(row[1]) for row in rows])
 
     async def _delete_messages(self, ids: Sequence[str]) -> None:
         n = len(ids)

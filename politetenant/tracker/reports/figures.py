@@ -26,10 +26,12 @@ autovacuum of ``events`` it waits on, every few seconds.
 Folds are serialised by an advisory lock: the tracker folds every few seconds (skipping when
 another worker is at it) and a report folds what is left first, so it is exact when it starts.
 
-Deleting events (retention's interaction purge) makes a record's figures too high: ``refold``
-rebuilds those records from the events they have left, under the same lock. Deleting a record
-(erasure, a message's purge) removes its figures with it (``ON DELETE CASCADE``). The first open's
-sealed city is copied here: key rotation reseals it with the events' (``privacy.reseal``).
+Deleting events (retention's interaction purge) makes a record's figures too high: the purge marks
+those records (``Store.events_deleted``, into ``figures_stale``) and the next fold, under its lock,
+rebuilds them from the events they have left (retention sits below reports, so it only marks them).
+Deleting a record (erasure, a message's purge) removes its figures with it (``ON DELETE CASCADE``).
+The first open's sealed city is copied here: key rotation reseals it with the events'
+(``privacy.reseal``).
 SQLite, the single-node default, reports from its events directly (``report_sql``): no figures.
 """
 
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from politetenant.tracker.judging.behaviour import CLICK, HONEYPOT_LINK, OPEN
@@ -190,6 +191,16 @@ async def _writers_ended(conn: Any, *, wait: bool) -> bool:
     return True
 
 
+async def _rebuild_stale(conn: Any, done: int) -> None:
+    """Records some of whose events were deleted (``Store.events_deleted``): their figures are made
+    again from the events they have left that earlier folds covered (later ones are this fold's)."""
+    stale = [row[0] for row in await conn.fetch("DELETE FROM figures_stale RETURNING record_id")]
+    for start in range(0, len(stale), REFOLD_BATCH):
+        chunk = stale[start : start + REFOLD_BATCH]
+        await conn.execute("DELETE FROM record_figures WHERE record_id = ANY($1::bytea[])", chunk)
+        await _fold(conn, "e.record_id = ANY($1::bytea[]) AND e.seq <= $2", chunk, done)
+
+
 async def fold(store: Store, *, wait: bool = True) -> int:
     """Fold the events stored since the last fold; how many sequence numbers it covered.
 
@@ -207,6 +218,7 @@ async def fold(store: Store, *, wait: bool = True) -> int:
                 elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
                     return covered
                 done = await conn.fetchval("SELECT seq FROM figures_folded")
+                await _rebuild_stale(conn, done)
                 highest = await conn.fetchval("SELECT MAX(seq) FROM events")
                 if highest is None or highest <= done:
                     return covered
@@ -233,22 +245,6 @@ async def keep_folded(store: Store, stopping: asyncio.Event, every: float = FOLD
             await fold(store, wait=False)
         except Exception as exc:  # the next tick tries again
             log.warning("report figures: fold failed (%s); trying again in %.0f s", type(exc).__name__, every)
-
-
-async def refold(store: Store, record_ids: Sequence[bytes]) -> None:
-    """Rebuild the figures of records some of whose events were deleted, from the events they have
-    left that earlier folds covered (later ones are the next fold's)."""
-    if not isinstance(store, PostgresStore) or not record_ids:
-        return
-    ordered = sorted(set(record_ids))
-    async with store.session() as conn:
-        for start in range(0, len(ordered), REFOLD_BATCH):
-            chunk = ordered[start : start + REFOLD_BATCH]
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK)
-                done = await conn.fetchval("SELECT seq FROM figures_folded")
-                await conn.execute("DELETE FROM record_figures WHERE record_id = ANY($1::bytea[])", chunk)
-                await _fold(conn, "e.record_id = ANY($1::bytea[]) AND e.seq <= $2", chunk, done)
 
 
 async def first_hit(store: Store, message_id: str) -> int | None:

@@ -159,6 +159,11 @@ class Store(abc.ABC):
         """Store a batch; a batch seen before (replay) must not be counted twice."""
 
     @abc.abstractmethod
+    async def events_deleted(self, record_ids: Sequence[bytes]) -> None:
+        """Some events of these records were deleted while the records stay (retention by age). A
+        store that keeps per-record figures (PostgreSQL: ``reports.figures``) has them rebuilt."""
+
+    @abc.abstractmethod
     async def click_targets(self, keys: Sequence[ClickKey]) -> dict[ClickKey, ClickTarget]:
         """Where each (record id, link number) goes, in one query; keys not found are absent."""
 

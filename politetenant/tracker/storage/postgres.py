@@ -51,6 +51,7 @@ _CLICK_TARGETS = (
     "SELECT k.id, k.link_no, r.message_id, l.url FROM unnest($1::bytea[], $2::int[]) AS k(id, link_no)"
     " JOIN records r ON r.id = k.id JOIN links l ON l.message_id = r.message_id AND l.link_no = k.link_no"
 )
+_FIGURES_STALE = "INSERT INTO figures_stale SELECT DISTINCT unnest($1::bytea[]) ON CONFLICT DO NOTHING"
 _MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time across workers
 
 
@@ -214,6 +215,10 @@ class PostgresStore(Store):
                 except asyncpg.exceptions.UniqueViolationError:
                     async with conn.transaction():
                         await conn.executemany(base.INSERT_EVENT_IGNORING_DUPLICATES, events)
+
+    async def events_deleted(self, record_ids: Sequence[bytes]) -> None:
+        if record_ids:  # the next fold rebuilds them (reports.figures)
+            await self._call("execute", _FIGURES_STALE, list(record_ids))
 
     async def click_targets(self, keys: Sequence[base.ClickKey]) -> dict[base.ClickKey, ClickTarget]:
         if not keys:

@@ -204,6 +204,8 @@ MIGRATIONS.append(
             "CREATE INDEX record_figures_message ON record_figures (message_id)",
             "CREATE TABLE figures_folded (id SMALLINT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)",
             "INSERT INTO figures_folded VALUES (1, 0)",
+            # Records some of whose events were deleted (retention by age): the next fold rebuilds them.
+            "CREATE TABLE figures_stale (record_id {bytes} PRIMARY KEY)",
         ],
     )
 )

@@ -281,6 +281,9 @@ class SqliteStore(Store):
         if events:
             await self._run(run)
 
+    async def events_deleted(self, record_ids: Sequence[bytes]) -> None:
+        """Nothing to rebuild: SQLite reports from its events directly."""
+
     async def click_targets(self, keys: Sequence[base.ClickKey]) -> dict[base.ClickKey, ClickTarget]:
         def run(conn: sqlite3.Connection) -> dict[base.ClickKey, ClickTarget]:
             found = {}
