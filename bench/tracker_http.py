@@ -13,7 +13,9 @@ bounded duration, loopback only):
   4c. the same from a worker started afterwards: each record's first click is a (batched) look-up;
   5. the tracker with ``--workers 2`` (on this 2-core machine the load generator shares the cores).
 Prints requests/s, p50/p99 and the ratios 3/B, 3/A, 4/B, 4c/B, 3r/B, 3/3r, the same for 3, 4 and 4c
-from server CPU per request (steadier when other work shares the machine), then counts stored events
+from server CPU per request (steadier when other work shares the machine), once counting every process
+of the server's name, once the server's own process tree (what another benchmark running at the same
+time cannot add to), then counts stored events
 against the accepted requests (they must be equal). Writes bench/results/tracker_http.json.
 Each run cycles through the message's tokens, so a token comes back many times (a recipient's
 opens and clicks repeat too, but less often): the worker's memory of verified tokens and of
@@ -140,13 +142,39 @@ def cpu_by_program() -> dict[str, float]:
     return totals
 
 
-def run_wrk(url: str, paths_file: Path, seconds: int, connections: int, tmp: Path) -> dict[str, float]:
+def cpu_of_tree(pid: int) -> float:
+    """CPU seconds used so far by one process and its descendants: the server under test alone, so
+    whatever else runs on the machine (another benchmark's servers included) is not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        seconds[child] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    return sum(seconds.get(member, 0.0) for member in tree)
+
+
+def run_wrk(
+    url: str, paths_file: Path, seconds: int, connections: int, tmp: Path, server_pid: int | None = None
+) -> dict[str, float]:
     script, addresses, agents = tmp / "paths.lua", tmp / "addresses.txt", tmp / "agents.txt"
     addresses.write_text("\n".join(client_addresses(5000)) + "\n")
     agents.write_text("\n".join(AGENTS) + "\n")
     script.write_text(WRK_SCRIPT.format(paths=paths_file, addresses=addresses, agents=agents))
     cmd = pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url])
     before = cpu_by_program()
+    own_before = cpu_of_tree(server_pid) if server_pid is not None else 0.0
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()  # until wrk exits
@@ -155,12 +183,16 @@ def run_wrk(url: str, paths_file: Path, seconds: int, connections: int, tmp: Pat
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited with {proc.returncode}")
     after = cpu_by_program()
+    if server_pid is not None:
+        result_own = cpu_of_tree(server_pid) - own_before
     result = parse_wrk(out)
     if result["p50_ms"] != result["p50_ms"] or result["p99_ms"] != result["p99_ms"]:  # NaN: show what wrk said
         print(out, file=sys.stderr)
     for program in ("server", "postgres"):
         result[f"cpu_{program}"] = after[program] - before[program]
     result["cpu_wrk"] = usage.ru_utime + usage.ru_stime
+    if server_pid is not None:
+        result["cpu_own"] = result_own
     return result
 
 
@@ -187,8 +219,8 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
-def _us_per_request(result: dict[str, float]) -> float:
-    return result["cpu_server"] / max(result["requests"], 1) * 1e6
+def _us_per_request(result: dict[str, float], cpu: str = "cpu_server") -> float:
+    return result[cpu] / max(result["requests"], 1) * 1e6
 
 
 def scratch_db(create: bool, dsn: str = "") -> str:
@@ -285,7 +317,7 @@ def main() -> None:
     proc = subprocess.Popen(pinned(SERVER_CORE, [nginx, "-c", str(tmp / "nginx.conf"), "-p", str(tmp)]))
     wait_http(f"http://127.0.0.1:{port}/o/x.gif")
     results["A nginx empty_gif"] = run_wrk(
-        f"http://127.0.0.1:{port}", beacon_paths, args.seconds, args.connections, tmp
+        f"http://127.0.0.1:{port}", beacon_paths, args.seconds, args.connections, tmp, proc.pid
     )
     proc.terminate()
     proc.wait()
@@ -294,7 +326,9 @@ def main() -> None:
     port = free_port()
     proc = subprocess.Popen(pinned(SERVER_CORE, [sys.executable, "-c", BARE_AIOHTTP, str(port)]), cwd=ROOT)
     wait_http(f"http://127.0.0.1:{port}/o/x.gif")
-    results["B bare aiohttp"] = run_wrk(f"http://127.0.0.1:{port}", beacon_paths, args.seconds, args.connections, tmp)
+    results["B bare aiohttp"] = run_wrk(
+        f"http://127.0.0.1:{port}", beacon_paths, args.seconds, args.connections, tmp, proc.pid
+    )
     proc.terminate()
     proc.wait()
 
@@ -317,7 +351,7 @@ def main() -> None:
                     tracker = Tracker(tmp, dsn, workers, public_routes)
                 paths = tmp / f"{kind}.txt"
                 paths.write_text("".join((f"/o/{t}.gif\n" if kind == "o" else f"/c/{t}/1\n") for t in tokens))
-                results[label] = run_wrk(tracker.base, paths, args.seconds, args.connections, tmp)
+                results[label] = run_wrk(tracker.base, paths, args.seconds, args.connections, tmp, tracker.proc.pid)
                 accepted += int(results[label]["requests"] - results[label]["non_2xx_3xx"])
             finally:
                 tracker.stop()
@@ -341,22 +375,35 @@ def main() -> None:
         f"{key} cpu": _us_per_request(results["B bare aiohttp"]) / _us_per_request(results[label])
         for key, label in (("3/B", "3 tracker /o/"), ("4/B", "4 tracker /c/"), ("4c/B", "4c tracker /c/ cold cache"))
     }
+    # The same from the server's own process tree only: the figures above add up every process of
+    # that name, so another benchmark's server running at the same time would count as this one's.
+    own_ratios = {
+        f"{key} own": _us_per_request(results["B bare aiohttp"], "cpu_own") / _us_per_request(results[label], "cpu_own")
+        for key, label in (("3/B", "3 tracker /o/"), ("4/B", "4 tracker /c/"), ("4c/B", "4c tracker /c/ cold cache"))
+    }
     RESULTS.mkdir(exist_ok=True)
-    summary = {"results": results, "ratios": ratios, "cpu_ratios": cpu_ratios, "accepted": accepted, "stored": stored}
+    summary = {
+        "results": results, "ratios": ratios, "cpu_ratios": cpu_ratios, "own_cpu_ratios": own_ratios,
+        "accepted": accepted, "stored": stored,
+    }  # fmt: skip
     summary["lost"] = max(0, accepted - stored)
     (RESULTS / "tracker_http.json").write_text(json.dumps(summary, indent=2))
     print(
         f"{'server':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}   CPU s: {'server':>6} {'wrk':>5} "
-        f"{'pg':>5}  server us/req"
+        f"{'pg':>5}  server us/req  own us/req"
     )
     for label, r in results.items():
         per_request = _us_per_request(r)
         print(
             f"{label:<30} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx_3xx']:>8.0f}          "
             f"{r['cpu_server']:>6.1f} {r['cpu_wrk']:>5.1f} {r['cpu_postgres']:>5.1f}  {per_request:>13.1f}"
+            f"  {_us_per_request(r, 'cpu_own'):>10.1f}"
         )
     print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
     print("by server CPU per request: " + ", ".join(f"{k} = {v:.2f}" for k, v in cpu_ratios.items()))
+    print(
+        "by the server's own processes' CPU per request: " + ", ".join(f"{k} = {v:.2f}" for k, v in own_ratios.items())
+    )
     # wrk counts only responses it read before its deadline; requests still in flight then were
     # served and stored too, so stored may exceed accepted by at most one request per connection.
     in_flight = args.connections * len(runs)

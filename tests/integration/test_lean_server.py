@@ -13,7 +13,7 @@ from aiohttp import web
 
 from politetenant.tracker.http.auth import Role
 from politetenant.tracker.judging.verdicts import Reason
-from politetenant.tracker.server.lean_server import MAX_PIPELINED_BYTES, LeanSite
+from politetenant.tracker.server.lean_server import _REDIRECT_HEAD, MAX_PIPELINED_BYTES, LeanSite, response_bytes
 from tests.conftest import Tracker
 from tests.integration.test_beacons_and_report import register
 from tests.support import IP_DUBLIN, UA_CHROME, UA_IPHONE_MAIL
@@ -290,3 +290,54 @@ async def test_every_forwarded_for_line_is_read_so_a_forged_first_line_does_not_
     assert answers[0][1]["content-type"] == answers[1][1]["content-type"] == "image/gif"
     countries = [row[2] for row in await events(tracker)]
     assert countries == ["IE", "IE"]
+
+
+async def test_a_links_remembered_redirect_is_byte_for_byte_the_first_one(tracker: Tracker) -> None:
+    """A link's 302 is built at its first click in the worker and kept (``LinkTarget.redirect``);
+    every later click writes the kept bytes: the same as building the answer afresh, date apart."""
+    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
+    tracker.state.click_cache.clear()
+    http = await Http.connect(lean_port(tracker))
+    raw = []
+    for token in (tokens[0], tokens[1], tokens[0]):  # looked up, then remembered (another record, same link)
+        http.send(beacon(f"/c/{token}/1"))
+        raw.append(await asyncio.wait_for(http.reader.readuntil(b"\r\n\r\n"), 10))
+    await http.close()
+    location = b"https://intranet.example.com/policy?id=7&v=2"
+    for answer in raw:
+        date = answer.split(b"\r\nDate: ", 1)[1].split(b"\r\n", 1)[0]
+        fresh = response_bytes(302, b"Location: " + location + b"\r\n" + _REDIRECT_HEAD, b"", date, keep_alive=True)
+        assert answer == fresh
+
+
+async def test_stopping_the_site_answers_a_click_still_waiting_on_its_look_up(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A click waiting on the database when the worker stops is owed its answer (within the grace):
+    the site waits on the look-up, whose answer is written before the connection is closed."""
+    token = (await register(tracker, 12))["recipients"][0]["token"]
+    tracker.state.click_cache.clear()
+    store = tracker.state.store
+    lookup, release = store.click_targets, asyncio.Event()
+
+    async def slow_lookup(keys: list[tuple[bytes, int]]) -> object:
+        await release.wait()
+        return await lookup(keys)
+
+    monkeypatch.setattr(store, "click_targets", slow_lookup)
+    http = await Http.connect(lean_port(tracker))
+    http.send(beacon(f"/c/{token}/1"))
+    await asyncio.sleep(0.1)
+    runner = tracker.client.server.runner
+    assert runner is not None
+    (site,) = runner.sites
+    stopping = asyncio.create_task(site.stop())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waiting for the click's answer
+    release.set()
+    status, headers, _ = await http.response()
+    assert (status, headers["location"]) == (302, "https://intranet.example.com/policy?id=7&v=2")
+    await stopping
+    assert await http.closed_by_server()
+    await http.close()
+    assert len(await events(tracker)) == 1

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from politetenant.tracker.server.lean_server import CLICK_ROUTE, OPEN_ROUTE, PublicRequest, parse_public_request
+from politetenant.tracker.public import gif
+from politetenant.tracker.server import lean_server
+from politetenant.tracker.server.lean_server import (
+    CLICK_ROUTE,
+    OPEN_ROUTE,
+    PublicRequest,
+    before_date,
+    parse_public_request,
+    redirect_before_date,
+    response_bytes,
+)
 
 TOKEN = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk"
 UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
@@ -116,3 +126,41 @@ def test_prefetch_headers_are_read_so_the_lean_path_judges_like_aiohttp() -> Non
     assert request is not None and request.purpose == "prefetch;prerender, prefetch"
     plain = parse_public_request(head("Host: t"))
     assert plain is not None and plain.purpose is None
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize(
+    ("status", "head", "body"),
+    [
+        (200, lean_server._GIF_HEAD, gif.PIXEL),
+        (200, lean_server._EMPTY_HTML_HEAD, b""),
+        (302, b"Location: https://example.com/a?b=c\r\n" + lean_server._REDIRECT_HEAD, b""),
+        (404, lean_server._JSON_HEAD, b'{"error": "not_found"}'),
+        (503, lean_server._JSON_HEAD, b'{"error": "ingest_full"}'),
+    ],
+)
+def test_an_answer_built_ahead_of_its_date_is_the_answer_built_whole(
+    status: int, head: bytes, body: bytes, keep_alive: bool
+) -> None:
+    """The lean path writes fixed answers from bytes made once (``before_date``), plus the date, the
+    end of the head and the body: byte for byte what ``response_bytes`` builds from the parts."""
+    date = b"Mon, 07 Dec 2026 10:00:00 GMT"
+    end = lean_server._KEEP_ALIVE_END if keep_alive else lean_server._CLOSE_END
+    ahead = before_date(status, head, len(body)) + date + end + body
+    assert ahead == response_bytes(status, head, body, date, keep_alive=keep_alive)
+
+
+def test_the_fixed_answers_and_a_links_redirect_are_the_ones_built_whole() -> None:
+    date = b"Mon, 07 Dec 2026 10:00:00 GMT"
+    end = lean_server._KEEP_ALIVE_END
+    assert lean_server._GIF_BEFORE_DATE + date + end + gif.PIXEL == response_bytes(
+        200, lean_server._GIF_HEAD, gif.PIXEL, date, keep_alive=True
+    )
+    assert lean_server._HONEYPOT_BEFORE_DATE + date + end == response_bytes(
+        200, lean_server._EMPTY_HTML_HEAD, b"", date, keep_alive=True
+    )
+    location = "https://example.com/caf%C3%A9?x=1&y=%20"
+    fresh = response_bytes(
+        302, f"Location: {location}\r\n".encode() + lean_server._REDIRECT_HEAD, b"", date, keep_alive=True
+    )
+    assert redirect_before_date(location) + date + end == fresh

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -186,21 +187,51 @@ class _NetworkSet:
     def __bool__(self) -> bool:
         return bool(self._v4 or self._v6)
 
+    @property
+    def coarse4(self) -> frozenset[int] | None:
+        """The /8s of every IPv4 network here (None: too many to list, any /8 may hold one)."""
+        return self._coarse4
+
     def __contains__(self, address: IPAddress) -> bool:
         value = int(address)
         if address.version == 4:
-            coarse, tables, shift = self._coarse4, self._v4, 24
-        else:
-            coarse, tables, shift = self._coarse6, self._v6, 112
-        if coarse is not None and value >> shift not in coarse:
+            return self.holds_v4(value)
+        coarse, tables = self._coarse6, self._v6
+        if coarse is not None and value >> 112 not in coarse:
             return False
         for mask, starts in tables:
             if value & mask in starts:
                 return True
         return False
 
+    def holds_v4(self, value: int) -> bool:
+        """Whether the IPv4 address of this integer value is in one of the networks."""
+        coarse = self._coarse4
+        if coarse is not None and value >> 24 not in coarse:
+            return False
+        for mask, starts in self._v4:
+            if value & mask in starts:
+                return True
+        return False
+
+
+def _ipv4_value(ip: str) -> int | None:
+    """The integer of ``ip`` when it is a plain dotted IPv4 address, as judging nearly always gets it
+    (``client_ip`` hands over addresses it wrote itself); None for anything else, which
+    ``parse_address`` then reads. The same C parser ``parse_address`` uses for IPv4, without the
+    ``ipaddress`` object: this runs on every hit."""
+    if ":" in ip:
+        return None
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except OSError:
+        return None
+
 
 _NO_AGENT: Final[tuple[Device, Reason, bool]] = (UNKNOWN_DEVICE, Reason.NO_AGENT, False)
+#: Distinct verdicts kept (``Judge._verdicts``): places times device families times reasons seen
+#: lately. Past it the memo starts again, so memory stays bounded whatever the traffic.
+_VERDICTS_MAX: Final = 4096
 
 
 def judge_agent(user_agent: str, device: Device, scanner_agents: re.Pattern[str]) -> tuple[Reason, bool]:
@@ -234,8 +265,8 @@ class Judge:
     """
 
     __slots__ = (
-        "_agent_cache", "_agents", "_apple_networks", "_gateway_networks", "_geo", "_scanner_agents",
-        "_scanner_networks",
+        "_agent_cache", "_agents", "_any_network_coarse4", "_apple_networks", "_gateway_networks", "_geo",
+        "_scanner_agents", "_scanner_networks", "_verdicts",
     )  # fmt: skip
 
     def __init__(
@@ -260,8 +291,17 @@ class Judge:
         if gateway_networks is None:
             gateway_networks = parse_cidrs(DEFAULT_GATEWAY_NETWORKS)
         self._gateway_networks = _NetworkSet(gateway_networks)
+        # The /8s that hold any network of the three: an IPv4 address outside them, nearly every
+        # person's, is in none of them (one set probe rather than one per set).
+        sets = (self._scanner_networks, self._apple_networks, self._gateway_networks)
+        coarse = [network_set.coarse4 for network_set in sets]
+        self._any_network_coarse4 = frozenset().union(*filter(None, coarse)) if None not in coarse else None
         self._scanner_agents = compile_scanner_agents(extra_scanner_agents)
         self._agent_cache = functools.lru_cache(maxsize=cache_size)(self._judge_agent)
+        # Verdicts by their fields: a frozen Verdict costs more to build than to find, and a few
+        # places, families and reasons make nearly every hit's. Nothing in them is an address or a
+        # user agent.
+        self._verdicts: dict[tuple[str | None, str | None, str | None, str, str, str, Reason], Verdict] = {}
 
     def _judge_agent(self, user_agent: str) -> tuple[Device, Reason, bool]:
         device = self._agents.classify(user_agent)
@@ -288,6 +328,9 @@ class Judge:
 
     def _network_reason(self, ip: str | None, bare: bool) -> Reason | None:
         try:
+            value = _ipv4_value(ip) if ip and isinstance(ip, str) else None
+            if value is not None:
+                return self._network_reason_v4(value, bare)
             address = parse_address(ip)
             if address is None:
                 return None
@@ -299,6 +342,19 @@ class Judge:
                 return Reason.GATEWAY_NETWORK
         except Exception:
             return None
+        return None
+
+    def _network_reason_v4(self, value: int, bare: bool) -> Reason | None:
+        """``_network_reason`` of an IPv4 address, by its integer value (the same checks, in order)."""
+        coarse = self._any_network_coarse4
+        if coarse is not None and value >> 24 not in coarse:
+            return None
+        if self._scanner_networks.holds_v4(value):
+            return Reason.SCANNER_NETWORK
+        if bare and self._apple_networks.holds_v4(value):
+            return Reason.PRIVACY_PROXY
+        if self._gateway_networks.holds_v4(value):
+            return Reason.GATEWAY_NETWORK
         return None
 
     def judge(
@@ -318,24 +374,27 @@ class Judge:
             reason = Reason.HONEYPOT
         elif method == "HEAD":
             reason = Reason.HEAD
-        elif is_prefetch(purpose):
+        elif purpose and is_prefetch(purpose):  # most hits say no purpose: no call
             reason = Reason.PREFETCH
         else:
             reason = self._network_reason(ip, bare) or reason
         if reason is Reason.PRIVACY_PROXY:
             device = APPLE_PRIVACY_DEVICE
         place = self._place(ip) if reason is Reason.PERSON else UNKNOWN_PLACE
-        return Verdict(
-            country=place.country,
-            region=place.region,
-            city=place.city,
-            os=device.os,
-            device_type=device.device_type,
-            browser=device.browser,
-            bot=reason,
-        )
+        fields = (place.country, place.region, place.city, device.os, device.device_type, device.browser, reason)
+        verdicts = self._verdicts
+        try:
+            verdict = verdicts.get(fields)
+        except TypeError:  # a duck-typed geolocator's place with a field that cannot be a key
+            return Verdict(*fields)
+        if verdict is None:
+            if len(verdicts) >= _VERDICTS_MAX:
+                verdicts.clear()
+            verdict = verdicts[fields] = Verdict(*fields)
+        return verdict
 
     def cache_clear(self) -> None:
-        """Forget every cached user agent string (here and in the classifier)."""
+        """Forget every cached user agent string (here and in the classifier), and the verdicts."""
         self._agent_cache.cache_clear()
+        self._verdicts.clear()
         self._agents.cache_clear()

@@ -23,7 +23,7 @@ from politetenant.tracker.judging.client_ip import Peer, forwarded_for
 from politetenant.tracker.judging.judge import Verdict, fetch_purpose
 from politetenant.tracker.public import gif
 from politetenant.tracker.storage.click_cache import LinkTarget
-from politetenant.tracker.storage.rows import Event, EventKind
+from politetenant.tracker.storage.rows import ClickTarget, Event, EventKind
 
 _GIF = {"type": "string", "contentMediaType": "image/gif"}
 OPERATIONS = [
@@ -135,10 +135,15 @@ def cached_click_target(state: TrackerState, record_id: bytes, link_no: int) -> 
 
 async def load_click_target(state: TrackerState, record_id: bytes, link_no: int) -> LinkTarget:
     """Read the link's target from the database and remember it; NotFound for a link never stored."""
-    target = await state.click_lookups.get(record_id, link_no)  # batched with this turn's other misses
-    if target is None:
+    found = await state.click_lookups.get(record_id, link_no)  # batched with this turn's other misses
+    return learn_click_target(state, record_id, link_no, found)
+
+
+def learn_click_target(state: TrackerState, record_id: bytes, link_no: int, found: ClickTarget | None) -> LinkTarget:
+    """Remember what the database said of a link (``click_lookups``); NotFound for a link never stored."""
+    if found is None:
         raise NotFound("unknown link")
-    return state.click_cache.learn(record_id, link_no, target)
+    return state.click_cache.learn(record_id, link_no, found)
 
 
 def click_location(state: TrackerState, link_no: int, target: LinkTarget) -> str:

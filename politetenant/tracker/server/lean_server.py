@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -36,13 +37,14 @@ from politetenant.tracker.public.beacons import (
     HONEYPOT_HEADERS,
     REDIRECT_HEADERS,
     cached_click_target,
-    load_click_target,
+    learn_click_target,
     record_click,
     record_open,
     verify_click,
 )
 from politetenant.tracker.storage.base import StorageUnavailable
 from politetenant.tracker.storage.click_cache import LinkTarget
+from politetenant.tracker.storage.rows import ClickTarget
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,23 @@ _SWEEP_SECONDS = 5.0
 # lines ending in CRLF whose names are RFC 9110 tokens and whose values hold no control byte. No
 # obs-fold (a line that starts with a blank has no field name), no bare CR or LF, no absolute form,
 # no percent-encoding in the path: anything else goes to aiohttp's parser, which knows every way to
-# refuse it.
+# refuse it. Every repetition is possessive (``*+``): none can end where the next part could start
+# (a value holds no CR, a name no colon), so the language is the same and the matcher keeps no
+# backtracking state for each byte of a long User-Agent.
 _REQUEST = re.compile(
-    rb"GET /(?:o/([A-Za-z0-9_=-]{1,200})\.gif|c/([A-Za-z0-9_=-]{1,200})/([0-9]+))(?:\?[\x21-\x7e\x80-\xff]*)?"
-    rb" HTTP/1\.([01])((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*)"
+    rb"GET /(?:o/([A-Za-z0-9_=-]{1,200}+)\.gif|c/([A-Za-z0-9_=-]{1,200}+)/([0-9]++))(?:\?[\x21-\x7e\x80-\xff]*+)?"
+    rb" HTTP/1\.([01])((?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]++:[\t\x20-\x7e\x80-\xff]*+)*+)"
 )
+# What each field line of a lean request is to ``parse_public_request`` (names lowercased): the few
+# that matter, or that make it aiohttp's (a body); every other field is ignored.
+_USER_AGENT, _FORWARDED_FOR, _SEC_PURPOSE, _PURPOSE, _CONNECTION, _LENGTH, _BODY = (
+    "user-agent", "x-forwarded-for", "sec-purpose", "purpose", "connection", "content-length", "body",
+)  # fmt: skip
+_FIELD_KINDS = {
+    b"user-agent": _USER_AGENT, b"x-forwarded-for": _FORWARDED_FOR, b"sec-purpose": _SEC_PURPOSE,
+    b"purpose": _PURPOSE, b"connection": _CONNECTION, b"content-length": _LENGTH,
+    b"transfer-encoding": _BODY, b"expect": _BODY, b"upgrade": _BODY,
+}  # fmt: skip
 _REASONS = {200: b"OK", 302: b"Found", 404: b"Not Found", 500: b"Internal Server Error", 503: b"Service Unavailable"}
 
 
@@ -74,6 +88,23 @@ _GIF_HEAD = _head(GIF_HEADERS)
 _JSON_HEAD = _head({"Content-Type": "application/json; charset=utf-8", **ERROR_HEADERS})
 _EMPTY_HTML_HEAD = _head(HONEYPOT_HEADERS)
 _REDIRECT_HEAD = _head(REDIRECT_HEADERS)
+
+
+def before_date(status: int, head: bytes, length: int) -> bytes:
+    """An answer's bytes up to its Date value: everything in it but the date and the end of the head
+    (``response_bytes`` written in two halves). A fixed answer is built once (a beacon's at import,
+    a link's redirect at its first click, kept on its ``LinkTarget``), so answering it costs one join."""
+    return b"HTTP/1.1 %d %s\r\n%sContent-Length: %d\r\nDate: " % (status, _REASONS[status], head, length)
+
+
+_KEEP_ALIVE_END, _CLOSE_END = b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"  # after the Date value
+_GIF_BEFORE_DATE = before_date(200, _GIF_HEAD, len(gif.PIXEL))
+_HONEYPOT_BEFORE_DATE = before_date(200, _EMPTY_HTML_HEAD, 0)
+
+
+def redirect_before_date(location: str) -> bytes:
+    """A link's 302 up to its Date value (kept on the link's ``LinkTarget`` as ``redirect``)."""
+    return before_date(302, b"Location: %s\r\n%s" % (location.encode(), _REDIRECT_HEAD), 0)
 
 
 class PublicRequest(NamedTuple):
@@ -104,39 +135,37 @@ def parse_public_request(head: bytes) -> PublicRequest | None:
     match = _REQUEST.fullmatch(head)
     if match is None:
         return None
-    token, click_token, link_bytes, minor, fields = match.groups()
-    link = None if link_bytes is None else link_bytes.decode()
+    token, click_token, link, minor, fields = match.groups()
     user_agent = connection = None
     forwarded: list[str] = []
     sec_purpose: list[str] = []
     purpose: list[str] = []
     for line in fields.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        key = name.lower()
-        if key == b"user-agent":
+        kind = _FIELD_KINDS.get(name.lower())  # one look-up: most lines (Host, Accept...) are none of ours
+        if kind is None:
+            continue
+        value = value.strip(b" \t")
+        if kind == _USER_AGENT:
             if user_agent is not None:
                 return None
-            user_agent = value.strip(b" \t").decode("utf-8", "surrogateescape")
-        elif key == b"x-forwarded-for":
-            forwarded.append(value.strip(b" \t").decode("latin-1"))
-        elif key == b"sec-purpose":
-            sec_purpose.append(value.strip(b" \t").decode("latin-1"))
-        elif key == b"purpose":
-            purpose.append(value.strip(b" \t").decode("latin-1"))
-        elif key == b"connection":
-            connection = value.strip(b" \t").lower()
-        elif key in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
-            if key != b"content-length" or value.strip(b" \t") != b"0":
-                return None
+            user_agent = value.decode("utf-8", "surrogateescape")
+        elif kind == _FORWARDED_FOR:
+            forwarded.append(value.decode("latin-1"))
+        elif kind == _CONNECTION:
+            connection = value.lower()
+        elif kind == _SEC_PURPOSE:
+            sec_purpose.append(value.decode("latin-1"))
+        elif kind == _PURPOSE:
+            purpose.append(value.decode("latin-1"))
+        elif kind == _BODY or value != b"0":  # a body, or a Content-Length other than 0
+            return None
     keep_alive = connection != b"close" if minor == b"1" else connection == b"keep-alive"
-    return PublicRequest(
-        (token or click_token).decode(),
-        link,
-        user_agent,
-        forwarded_for(forwarded),
-        keep_alive,
-        fetch_purpose(sec_purpose, purpose),
-    )
+    hops = forwarded_for(forwarded) if forwarded else None  # both are None for no line at all
+    fetch = fetch_purpose(sec_purpose, purpose) if sec_purpose or purpose else None
+    if token is None:
+        return PublicRequest(click_token.decode(), link.decode(), user_agent, hops, keep_alive, fetch)
+    return PublicRequest(token.decode(), None, user_agent, hops, keep_alive, fetch)
 
 
 class _HttpDate:
@@ -155,7 +184,9 @@ class _HttpDate:
 
 
 def response_bytes(status: int, head: bytes, body: bytes, date: bytes, *, keep_alive: bool) -> bytes:
-    """A whole HTTP/1.1 response: status line, the route's fixed headers, length, date, body."""
+    """A whole HTTP/1.1 response: status line, the route's fixed headers, length, date, body. The
+    lean path writes the same bytes from parts built ahead (``before_date``); the tests hold the two
+    to each other."""
     return b"".join((
         b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]), head,
         b"Content-Length: %d\r\nDate: %s\r\n" % (len(body), date),
@@ -170,7 +201,7 @@ class LeanServer:
         self.state = state
         self.fallback = fallback
         self.connections: set[LeanProtocol] = set()
-        self.pending: set[asyncio.Task[None]] = set()
+        self.pending: set[asyncio.Future[ClickTarget | None]] = set()  # click look-ups that answers wait on
         self.date = _HttpDate()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -311,23 +342,27 @@ class LeanProtocol(asyncio.Protocol):
                     state, request.token, self._peer, request.forwarded_for, request.user_agent,
                     purpose=request.purpose,
                 )  # fmt: skip
-                self._respond(request, 200, _GIF_HEAD, gif.PIXEL)
+                self._respond(request, 200, _GIF_BEFORE_DATE, gif.PIXEL)
                 return
             record_id, link_no = verify_click(state, request.token, request.link)
             target = cached_click_target(state, record_id, link_no)
-            if target is None:
+            if target is None:  # a database look-up, batched with this turn's others; answered when it is done
                 self._waiting = True
-                task = asyncio.get_running_loop().create_task(self._click_after_lookup(request, record_id, link_no))
-                self.server.pending.add(task)
-                task.add_done_callback(self.server.pending.discard)
+                lookup = state.click_lookups.lookup(record_id, link_no)
+                self.server.pending.add(lookup)  # close() waits on it, its callbacks after these: answered first
+                lookup.add_done_callback(functools.partial(self._click_after_lookup, request, record_id, link_no))
+                lookup.add_done_callback(self.server.pending.discard)
                 return
             self._click(request, record_id, link_no, target)
         except Exception as exc:  # every failure becomes the JSON error aiohttp would send
             self._fail(request, exc)
 
-    async def _click_after_lookup(self, request: PublicRequest, record_id: bytes, link_no: int) -> None:
+    def _click_after_lookup(
+        self, request: PublicRequest, record_id: bytes, link_no: int, lookup: asyncio.Future[ClickTarget | None]
+    ) -> None:
         try:
-            self._click(request, record_id, link_no, await load_click_target(self.server.state, record_id, link_no))
+            found = lookup.result()  # or the batch's error
+            self._click(request, record_id, link_no, learn_click_target(self.server.state, record_id, link_no, found))
         except Exception as exc:
             self._fail(request, exc)
         finally:
@@ -346,9 +381,12 @@ class LeanProtocol(asyncio.Protocol):
             purpose=request.purpose,
         )  # fmt: skip
         if location is None:
-            self._respond(request, 200, _EMPTY_HTML_HEAD, b"")
-        else:
-            self._respond(request, 302, b"Location: %s\r\n%s" % (location.encode(), _REDIRECT_HEAD), b"")
+            self._respond(request, 200, _HONEYPOT_BEFORE_DATE, b"")
+            return
+        redirect = target.redirect
+        if redirect is None:  # the link's first click in this worker: every later one gets the same answer
+            redirect = target.redirect = redirect_before_date(location)
+        self._respond(request, 302, redirect, b"")
 
     def _fail(self, request: PublicRequest, exc: Exception) -> None:
         if isinstance(exc, ApiError):
@@ -360,15 +398,18 @@ class LeanProtocol(asyncio.Protocol):
             status, code, message = 500, "internal", "internal error; it has been logged"
         if status not in _REASONS:
             status = 500
-        self._respond(request, status, _JSON_HEAD, json.dumps(error_body(code, message)).encode())
+        body = json.dumps(error_body(code, message)).encode()
+        self._respond(request, status, before_date(status, _JSON_HEAD, len(body)), body)
 
-    def _respond(self, request: PublicRequest, status: int, head: bytes, body: bytes) -> None:
+    def _respond(self, request: PublicRequest, status: int, before: bytes, body: bytes) -> None:
+        """Send one answer: ``before`` is all of it up to the Date value (``before_date``)."""
         self.server.state.metrics.count_request(request.route, status)
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        transport.write(response_bytes(status, head, body, self.server.date.now(), keep_alive=request.keep_alive))
-        if not request.keep_alive:
+        keep_alive = request.keep_alive
+        transport.write(b"".join((before, self.server.date.now(), _KEEP_ALIVE_END if keep_alive else _CLOSE_END, body)))
+        if not keep_alive:
             self._closing = True
             transport.close()
 

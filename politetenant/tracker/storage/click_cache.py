@@ -34,12 +34,14 @@ TTL_SECONDS = 600.0  # how long a deleted message or record can still be clicked
 @dataclass(slots=True)
 class LinkTarget:
     """One link of one message: its sealed URL (None for the honeypot link) and, once a click has
-    opened it, the ``Location`` to redirect to."""
+    opened it, the ``Location`` to redirect to, and the lean server's whole 302 for it but the date
+    (``lean_server.redirect_before_date``): every click after the first writes it as it is."""
 
     message_id: str
     sealed_url: bytes | None
     expires: float
     location: str | None = None
+    redirect: bytes | None = None
 
 
 class ClickCache:

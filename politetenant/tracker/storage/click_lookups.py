@@ -26,6 +26,13 @@ class ClickLookups:
     async def get(self, record_id: bytes, link_no: int) -> ClickTarget | None:
         """The link's target, None when no such record or link is stored; raises what the store
         raises (StorageUnavailable) for every lookup of the failed batch."""
+        # shield: one requester giving up (its client hung up) must not cancel the others' answer
+        return await asyncio.shield(self.lookup(record_id, link_no))
+
+    def lookup(self, record_id: bytes, link_no: int) -> asyncio.Future[ClickTarget | None]:
+        """What ``get`` awaits, for a caller that takes the answer in a done callback (the lean
+        server: no task and no shield per click). The future is shared by every request for the link
+        in this batch: never cancel it."""
         key = (record_id, link_no)
         future = self._waiting.get(key)
         if future is None:
@@ -35,8 +42,7 @@ class ClickLookups:
                 loop.call_soon(self._dispatch)  # after this turn: the other misses of it join
             elif len(self._waiting) >= MAX_BATCH:
                 self._dispatch()
-        # shield: one requester giving up (its client hung up) must not cancel the others' answer
-        return await asyncio.shield(future)
+        return future
 
     def _dispatch(self) -> None:
         if not self._waiting:
