@@ -134,8 +134,13 @@ class Peer:
                 address = parse_address(hop)
                 if address is None:
                     break
-                if not _is_trusted(address, trusted):
-                    return str(address)
+                for network in trusted:  # _is_trusted, without a generator per hop (every request)
+                    if address in network:
+                        break
+                else:
+                    # A dotted IPv4 hop parsed (inet_pton: canonical only) is already its own text.
+                    text = hop.strip().strip('"').strip()
+                    return text if ":" not in text else str(address)
                 nearest = address
             return str(nearest)
         except Exception:
