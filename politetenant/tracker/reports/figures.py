@@ -41,6 +41,8 @@ import asyncio
 import logging
 from typing import Any
 
+import asyncpg
+
 from politetenant.tracker.judging.behaviour import CLICK, HONEYPOT_LINK, OPEN
 from politetenant.tracker.judging.verdicts import Reason
 from politetenant.tracker.reports.report_sql import MAX_LINK_COLUMNS, NOT_MACHINE, PEOPLE, PERSON, PRIVACY, PROXIED
@@ -54,6 +56,7 @@ WAIT_SECONDS = 30.0  # a report waits this long at most for a write in progress 
 TIMER_WAIT_SECONDS = 2.0
 FOLD_LOCK = 7_415_553_002  # advisory lock id: one fold at a time (migrations hold ..._001)
 FOLD_CHUNK = 500_000  # sequence numbers per transaction
+FOLD_ATTEMPTS = 3
 REFOLD_BATCH = 1_000  # record ids per rebuild statement
 
 #: Stored per record, in this order (the table's columns after ``record_id`` and ``message_id``).
@@ -212,24 +215,39 @@ async def fold(store: Store, *, wait: bool = True) -> int:
     covered = 0
     async with store.session() as conn:
         while True:  # a chunk of sequence numbers per transaction: an upgrade's first fold stays bounded
-            async with conn.transaction():
-                if wait:
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK)
-                elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
-                    return covered
-                done = await conn.fetchval("SELECT seq FROM figures_folded")
-                await _rebuild_stale(conn, done)
-                highest = await conn.fetchval("SELECT MAX(seq) FROM events")
-                if highest is None or highest <= done:
-                    return covered
-                if not await _writers_ended(conn, wait=wait):
-                    return covered  # the timer tries again at its next tick
-                upto = min(highest, done + FOLD_CHUNK)
-                await _fold(conn, "e.seq > $1 AND e.seq <= $2", done, upto)
-                await conn.execute("UPDATE figures_folded SET seq = $1", upto)
-            covered += int(upto - done)
-            if upto == highest:
+            for attempt in range(FOLD_ATTEMPTS):
+                try:
+                    chunk = await _fold_chunk(conn, wait=wait)
+                    break
+                except asyncpg.ForeignKeyViolationError:
+                    # A record erased between reading its events and writing its figures: the
+                    # transaction is gone, nothing of it kept; the next attempt no longer sees it.
+                    if attempt == FOLD_ATTEMPTS - 1:
+                        raise
+            if chunk is None:
                 return covered
+            covered += chunk
+
+
+async def _fold_chunk(conn: Any, *, wait: bool) -> int | None:
+    """One transaction of ``fold``: the sequence numbers it covered, None when there is nothing (more)
+    to fold or the timer gives way."""
+    async with conn.transaction():
+        if wait:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK)
+        elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
+            return None
+        done = await conn.fetchval("SELECT seq FROM figures_folded")
+        await _rebuild_stale(conn, done)
+        highest = await conn.fetchval("SELECT MAX(seq) FROM events")
+        if highest is None or highest <= done:
+            return None
+        if not await _writers_ended(conn, wait=wait):
+            return None  # the timer tries again at its next tick
+        upto = min(highest, done + FOLD_CHUNK)
+        await _fold(conn, "e.seq > $1 AND e.seq <= $2", done, upto)
+        await conn.execute("UPDATE figures_folded SET seq = $1", upto)
+        return int(upto - done)
 
 
 async def keep_folded(store: Store, stopping: asyncio.Event, every: float = FOLD_SECONDS) -> None:
