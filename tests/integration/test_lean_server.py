@@ -241,11 +241,10 @@ async def test_stopping_the_site_closes_idle_keep_alive_connections(tracker: Tra
     assert len(await events(tracker)) == 1
 
 
-async def test_requests_piled_behind_a_slow_click_lookup_pause_reading_and_are_all_answered(
-    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
-    tracker.state.click_cache.clear()  # as on a worker that did not register the message
+def held_click_lookups(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Clicks' database look-ups wait until the returned event is set; the cache is emptied first,
+    as on a worker that did not register the message."""
+    tracker.state.click_cache.clear()
     store = tracker.state.store
     lookup, release = store.click_targets, asyncio.Event()
 
@@ -254,6 +253,14 @@ async def test_requests_piled_behind_a_slow_click_lookup_pause_reading_and_are_a
         return await lookup(keys)
 
     monkeypatch.setattr(store, "click_targets", slow_lookup)
+    return release
+
+
+async def test_requests_piled_behind_a_slow_click_lookup_pause_reading_and_are_all_answered(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = [r["token"] for r in (await register(tracker, 12))["recipients"]]
+    release = held_click_lookups(tracker, monkeypatch)
     piled = [beacon(f"/o/{tokens[n % 12]}.gif") for n in range(700)]
     assert sum(map(len, piled)) > 2 * 64 * 1024
     http = await Http.connect(lean_port(tracker))
@@ -316,15 +323,7 @@ async def test_stopping_the_site_answers_a_click_still_waiting_on_its_look_up(
     """A click waiting on the database when the worker stops is owed its answer (within the grace):
     the site waits on the look-up, whose answer is written before the connection is closed."""
     token = (await register(tracker, 12))["recipients"][0]["token"]
-    tracker.state.click_cache.clear()
-    store = tracker.state.store
-    lookup, release = store.click_targets, asyncio.Event()
-
-    async def slow_lookup(keys: list[tuple[bytes, int]]) -> object:
-        await release.wait()
-        return await lookup(keys)
-
-    monkeypatch.setattr(store, "click_targets", slow_lookup)
+    release = held_click_lookups(tracker, monkeypatch)
     http = await Http.connect(lean_port(tracker))
     http.send(beacon(f"/c/{token}/1"))
     await asyncio.sleep(0.1)
