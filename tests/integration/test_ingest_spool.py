@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -189,15 +190,15 @@ async def test_events_that_wait_while_the_database_lags_are_made_durable_on_the_
         ingest.submit(make_event(ingest, n))
     store.gate.set()  # the first batch (100) lands; the flusher sees how old the rest is
     original_journal = ingest.spool.journal
-    durable_at_spill: list[tuple[int, int]] = []
+    durable_at_spill: list[int] = []
 
     def journal_and_count(events: list[Event], upto: int) -> None:
         original_journal(events, upto)
-        durable_at_spill.append((spooled_events(tmp_path / "spool"), ingest.buffered))
+        durable_at_spill.append(spooled_events(tmp_path / "spool"))
 
     ingest.spool.journal = journal_and_count  # type: ignore[method-assign]
     await flushing
-    assert durable_at_spill and durable_at_spill[0] == (250, 250)  # on disk at once, and still in memory
+    assert durable_at_spill == [250]  # on disk at once, in one write
     assert ingest.metrics.events_spilled._value.get() == 250
     assert ingest.buffered == 0
     assert await store.inner.count_rows("events") == 350  # stored while the database caught up
@@ -205,27 +206,43 @@ async def test_events_that_wait_while_the_database_lags_are_made_durable_on_the_
     assert spooled_events(tmp_path / "spool") == 0 and not list((tmp_path / "spool").glob("*.j*.spool"))
 
 
+async def test_batches_go_to_the_database_while_the_journal_is_written(
+    flaky: tuple[FlakyStore, Ingest], tmp_path: Path
+) -> None:
+    """A lagging database is not also left idle while the spool's thread encodes and fsyncs the journal."""
+    store, ingest = flaky
+    flushing = await _lagging_behind_a_hung_batch(store, ingest)
+    original_journal = ingest.spool.journal
+    inserts_during_write: list[int] = []
+    calls = store.insert_calls  # the batch hanging in the database; the journal is written once it lands
+
+    def journal_slowly(events: list[Event], upto: int) -> None:
+        for _ in range(500):  # a slow disk: up to 5 s, until the flusher has sent the next batch
+            if store.insert_calls > calls:
+                break
+            time.sleep(0.01)
+        inserts_during_write.append(store.insert_calls - calls)
+        original_journal(events, upto)
+
+    ingest.spool.journal = journal_slowly  # type: ignore[method-assign]
+    store.gate.set()
+    await flushing
+    assert inserts_during_write and inserts_during_write[0] > 0, "the flusher waited for the journal write"
+    assert ingest.metrics.events_spilled._value.get() == 200 and ingest.spool.events_read == 0
+    assert await store.inner.count_rows("events") == 300 and spooled_events(tmp_path / "spool") == 0
+
+
 async def test_events_written_ahead_survive_a_crash_and_the_next_worker_stores_them(
     flaky: tuple[FlakyStore, Ingest], tmp_path: Path
 ) -> None:
     store, ingest = flaky
-    ingest.flush_interval = 0.01
-    for n in range(300):
-        ingest.submit(make_event(ingest, n))
-    store.gate.clear()  # the database hangs on the first batch ...
-    flushing = asyncio.create_task(ingest._flush(final=False))
-    await store.inserting.wait()
-    await asyncio.sleep(0.05)
-    loop, journal = asyncio.get_running_loop(), ingest.spool.journal
-
-    def journal_then_hang(events: list[Event], upto: int) -> None:
-        journal(events, upto)
-        loop.call_soon_threadsafe(store.gate.clear)  # ... and again on the batch after the journal write
-
-    ingest.spool.journal = journal_then_hang  # type: ignore[method-assign]
-    store.inserting.clear()
-    store.gate.set()
-    await store.inserting.wait()  # the batch after the journal write, hanging
+    flushing = await _lagging_behind_a_hung_batch(store, ingest)  # the database hangs on the first batch ...
+    first_gate, store.gate = store.gate, asyncio.Event()  # ... and on every batch after it
+    first_gate.set()
+    for _ in range(500):  # the 200 behind the first batch are written ahead meanwhile
+        if ingest.metrics.events_spilled._value.get() == 200:
+            break
+        await asyncio.sleep(0.01)
     assert ingest.metrics.events_spilled._value.get() == 200 and ingest.buffered == 200
     assert spooled_events(tmp_path / "spool") == 200  # on disk and in memory
     flushing.cancel()  # SIGKILL: nothing more runs, the memory is gone, the locks die with the process

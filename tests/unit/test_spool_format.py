@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from politetenant.tracker.ingest.framing import MAGIC, encode_event, encode_record, read_events
+from politetenant.tracker.ingest.framing import (
+    MAGIC,
+    RECORD_EVENTS,
+    encode_event,
+    encode_record,
+    read_binary,
+    read_events,
+)
 from politetenant.tracker.ingest.spool import Spool, SpoolFull
 from politetenant.tracker.storage.rows import Event, EventKind
 
@@ -52,6 +59,21 @@ def test_a_record_whose_checksum_fails_is_not_replayed(tmp_path: Path) -> None:
     forged = b"\x00\x00\x00\x02" + zlib.crc32(b"N.").to_bytes(4, "big") + b"N."  # valid CRC, not events
     path.write_bytes(MAGIC + good + forged)
     assert events_in(path) == [event(1)]
+
+
+def test_a_large_write_is_several_records_read_back_whole_and_in_order(tmp_path: Path) -> None:
+    """A journal write of many events is cut into records (so encoding it lets the event loop run
+    between them); a reader sees one run of events, as if it were one record."""
+    spool = Spool(tmp_path, "w0")
+    written = [event(n, kind) for n in range(RECORD_EVENTS) for kind in (EventKind.OPEN, EventKind.CLICK)]
+    spool.journal(written, upto=len(written))
+    (segment,) = tmp_path.glob("spool-w0.j*.spool")
+    with open(segment, "rb") as fh:
+        fh.read(len(MAGIC))
+        records = [len(events) for events in read_binary(fh)]
+    assert records == [RECORD_EVENTS, RECORD_EVENTS]
+    assert events_in(segment) == written
+    spool.close()
 
 
 def test_json_lines_of_the_previous_version_are_read_with_a_torn_line_skipped(tmp_path: Path) -> None:

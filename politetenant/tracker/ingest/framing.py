@@ -1,15 +1,17 @@
 """How events are laid out in a spool file: binary records now, JSON lines from older versions.
 
-A file written by this version starts with ``MAGIC``; then come records, one per append: a header
-(payload length, CRC32 of the payload) and the payload, ``marshal`` of a list of event tuples. A
-record is all or nothing: a record cut short by a crash, or one whose checksum does not match, ends
-the file for the reader (nothing after it was acknowledged, since every append is fsynced before it
-returns, one at a time). Why binary: the JSON lines the previous version wrote cost about
-7 µs per event to encode and as much to decode (hex for every bytes field, a ``json`` call per
-line, an ``Event`` built field by field); ``marshal`` of a whole batch costs about 1.5 µs per event
-each way and writes a third fewer bytes (50,000 bench events: 0.36 s + 0.33 s as JSON against
-0.07 s + 0.05 s as marshal, 15.0 MB against 4.3 MB). ``pickle`` was slower (0.18 s + 0.12 s)
-and would run code named by the file on load; ``marshal`` builds only plain values.
+A file written by this version starts with ``MAGIC``; then come records, one per append (or a few,
+for an append of over ``RECORD_EVENTS`` events): a header (payload length, CRC32 of the payload) and
+the payload, ``marshal`` of a list of event tuples. A record is all or nothing: a record cut short by
+a crash, or one whose checksum does not match, ends the file for the reader (nothing after it was
+acknowledged, since every append is fsynced before it returns, one at a time; the whole records of
+an append cut short hold accepted events, which replay stores once, like any other). Why binary:
+the JSON lines the previous version wrote cost about 7 µs per event to encode and as much to
+decode (hex for every bytes field, a ``json`` call per line, an ``Event`` built field by field);
+``marshal`` of a whole batch costs about 1.5 µs per event each way and writes a third fewer bytes
+(50,000 bench events: 0.36 s + 0.33 s as JSON against 0.07 s + 0.05 s as marshal, 15.0 MB against
+4.3 MB). ``pickle`` was slower (0.18 s + 0.12 s) and would run code named by the file on load;
+``marshal`` builds only plain values.
 
 A file without ``MAGIC`` is read as the previous version's JSON lines (one event per line, bytes as
 hex, a torn last line skipped), so spool files left on a volume by an older tracker are replayed
@@ -62,6 +64,22 @@ def encode_record(events: Sequence[Event]) -> bytes:
     except ValueError:
         payload = marshal.dumps([list(map(_plain, column)) for column in columns], MARSHAL_VERSION)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+RECORD_EVENTS = 4096  # events per record of a large write: see ``encode_records``
+
+
+def encode_records(events: Sequence[Event]) -> bytes:
+    """``events`` as consecutive records of at most ``RECORD_EVENTS`` each (one record if fewer).
+
+    Why not one record: ``marshal`` and the transposition are single C calls that hold the GIL. A
+    journal write of 50,000 events in one record, encoded on the spool's thread, stops the event loop
+    (the beacons, the COPY in flight) for 25-30 ms at a stretch and takes twice as long as records of
+    4,096 (15 ms: transposing one huge batch is slow), between which the loop runs. A reader sees the
+    same events in the same order either way."""
+    if len(events) <= RECORD_EVENTS:
+        return encode_record(events)
+    return b"".join(encode_record(events[i : i + RECORD_EVENTS]) for i in range(0, len(events), RECORD_EVENTS))
 
 
 def decode_payload(payload: bytes) -> list[Event] | None:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from politetenant.tracker.ingest.framing import MAGIC, encode_record, read_events
+from politetenant.tracker.ingest.framing import MAGIC, encode_records, read_events
 from politetenant.tracker.storage.rows import Event
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Spool:
         self.own = SpoolFile(self.directory / f"spool-{self.worker_tag}.spool")
 
     def _record_within_budget(self, events: Sequence[Event], beyond_budget: bool) -> bytes:
-        record = encode_record(events)
+        record = encode_records(events)
         if not beyond_budget and self.max_bytes is not None and self.size_bytes() + len(record) > self.max_bytes:
             raise SpoolFull(f"the spool holds its budget of {self.max_bytes} bytes")
         return record
