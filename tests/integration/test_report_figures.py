@@ -13,7 +13,7 @@ import pytest
 
 from politetenant.tracker.reports import figures
 from politetenant.tracker.storage import open_store
-from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.postgres import EVENT_COLUMNS
 from politetenant.tracker.storage.rows import Event, MessageRow, RecordRow
 from tests.support import scratch_database
@@ -143,3 +143,18 @@ async def test_records_whose_old_events_were_deleted_are_rebuilt_by_the_next_fol
     assert await figures.fold(store) == 2
     assert await opens_of(store) == {RECORDS[0].id: 3, RECORDS[1].id: 2}
     assert await store.fetch("SELECT record_id FROM figures_stale") == []
+
+
+async def test_a_report_fold_that_cannot_start_soon_says_so_instead_of_waiting_for_ever(
+    store: Store, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(figures, "LOCK_WAIT_SECONDS", 0.2)
+    await store.insert_events(opens(RECORDS[0].id, 1))
+    holder = await asyncpg.connect(dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", figures.FOLD_LOCK)  # a long fold elsewhere
+        with pytest.raises(StorageUnavailable):  # the API answers 503 "try again shortly"
+            await asyncio.wait_for(figures.fold(store), 5)
+    finally:
+        await holder.close()
+    assert await figures.fold(store) == 1  # nothing was lost meanwhile

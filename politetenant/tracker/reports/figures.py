@@ -53,6 +53,7 @@ log = logging.getLogger("politetenant.tracker.figures")
 
 FOLD_SECONDS = 5.0  # a tracker folds this often: what a report folds first stays a few seconds' worth
 WAIT_SECONDS = 30.0  # a report waits this long at most for a write in progress (one batch: ms)
+LOCK_WAIT_SECONDS = 30.0  # ... and for another worker's fold to end (a few seconds' events: ms)
 TIMER_WAIT_SECONDS = 2.0
 FOLD_LOCK = 7_415_553_002  # advisory lock id: one fold at a time (migrations hold ..._001)
 FOLD_CHUNK = 500_000  # sequence numbers per transaction
@@ -234,7 +235,13 @@ async def _fold_chunk(conn: Any, *, wait: bool) -> int | None:
     to fold or the timer gives way."""
     async with conn.transaction():
         if wait:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK)
+            # A long fold in progress (an upgrade's first, over every stored event): a report says
+            # "try again shortly" (503) rather than hold its client for minutes.
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_WAIT_SECONDS * 1000)}ms'")
+            try:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK)
+            except asyncpg.LockNotAvailableError:
+                raise StorageUnavailable("PostgreSQL: report figures are being folded") from None
         elif not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
             return None
         done = await conn.fetchval("SELECT seq FROM figures_folded")
