@@ -43,9 +43,19 @@ from typing import Any
 
 import asyncpg
 
-from politetenant.tracker.judging.behaviour import CLICK, HONEYPOT_LINK, OPEN
+from politetenant.tracker.judging.behaviour import CLICK, OPEN, CopyRules
 from politetenant.tracker.judging.verdicts import Reason
-from politetenant.tracker.reports.report_sql import MAX_LINK_COLUMNS, NOT_MACHINE, PEOPLE, PERSON, PRIVACY, PROXIED
+from politetenant.tracker.reports.report_sql import (
+    MAX_LINK_COLUMNS,
+    NOT_MACHINE,
+    PEOPLE,
+    PERSON,
+    PRIVACY,
+    PROXIED,
+    count_when,
+    judged_reason,
+    link_columns,
+)
 from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.postgres import PostgresStore
 
@@ -77,25 +87,12 @@ _COUNTS = ("opens", "proxied_opens", "privacy_opens", "machine_opens", "machine_
 _PLACE = ("open_kind", "open_event", "open_bot", "device", "os", "browser", "country", "city")
 
 
-def _why(e: str) -> str:
-    """A hit's reason as ``judge_copy`` leaves it when no per-copy rule and no early window apply:
-    only a person's click on the honeypot link changes."""
-    return (
-        f"CASE WHEN {e}.bot IN ({PEOPLE}) AND {e}.kind = {CLICK} AND {e}.link_no = {HONEYPOT_LINK}"
-        f" THEN {int(Reason.HONEYPOT)} ELSE {e}.bot END"
-    )
-
-
-def _count(condition: str) -> str:
-    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
-
-
 def fold_sql(links: int, where: str) -> str:
     """Fold the events matching ``where`` (over ``events e``) into ``record_figures``; ``links``: the
     highest link number 1..62 a person clicked among them (sizes ``link_clicks``)."""
     people = f"why IN ({PEOPLE})"
     machine = f"why NOT IN ({NOT_MACHINE})"
-    per_link = ", ".join(_count(f"kind = {CLICK} AND {people} AND link_no = {n}") for n in range(1, links + 1))
+    per_link = ", ".join(count_when(f"kind = {CLICK} AND {people} AND link_no = {n}") for n in range(1, links + 1))
     bit = f"CAST(1 AS BIGINT) << (CASE WHEN link_no BETWEEN 0 AND {MAX_LINK_COLUMNS} THEN link_no ELSE 63 END)"
     aggregate = (
         "SELECT rid, MIN(mid) AS mid, MIN(at) AS first_hit,"
@@ -107,10 +104,10 @@ def fold_sql(links: int, where: str) -> str:
         f" COALESCE(BIT_OR(CASE WHEN {machine} THEN CAST(1 AS BIGINT) << (CASE WHEN why BETWEEN 0 AND 62 THEN why"
         " ELSE 63 END) END), 0) AS reasons,"
         f" BOOL_OR(kind <> {CLICK} AND why IN ({PROXIED})) AS proxied, BOOL_OR(why IN ({PRIVACY})) AS privacy,"
-        f" {_count(f'kind = {OPEN} AND {people}')} AS opens, {_count(f'kind = {OPEN} AND why IN ({PROXIED})')}"
-        f" AS proxied_opens, {_count(f'kind = {OPEN} AND why IN ({PRIVACY})')} AS privacy_opens,"
-        f" {_count(f'kind = {OPEN} AND {machine}')} AS machine_opens, {_count(f'kind = {CLICK} AND {machine}')}"
-        f" AS machine_clicks, {_count(f'kind = {CLICK} AND {people}')} AS clicks,"
+        f" {count_when(f'kind = {OPEN} AND {people}')} AS opens, {count_when(f'kind = {OPEN} AND why IN ({PROXIED})')}"
+        f" AS proxied_opens, {count_when(f'kind = {OPEN} AND why IN ({PRIVACY})')} AS privacy_opens,"
+        f" {count_when(f'kind = {OPEN} AND {machine}')} AS machine_opens, {count_when(f'kind = {CLICK} AND {machine}')}"
+        f" AS machine_clicks, {count_when(f'kind = {CLICK} AND {people}')} AS clicks,"
         f" ARRAY[{per_link}]::BIGINT[] AS link_clicks,"
         f" MAX(CASE WHEN kind = {CLICK} AND {people} AND link_no BETWEEN 1 AND {MAX_LINK_COLUMNS} THEN link_no END)"
         " AS max_link,"
@@ -150,7 +147,7 @@ def fold_sql(links: int, where: str) -> str:
     return (
         "WITH h AS MATERIALIZED (SELECT e.record_id AS rid, r.message_id AS mid, e.kind, e.link_no,"
         " e.occurred_at AS at, e.read_ms, e.bot, e.event_id, e.device, e.os, e.browser, e.country, e.city,"
-        f" {_why('e')} AS why FROM events e JOIN records r ON r.id = e.record_id WHERE {where}),"
+        f" {judged_reason('e', early=False)} AS why FROM events e JOIN records r ON r.id = e.record_id WHERE {where}),"
         f" a AS ({aggregate}), o AS ({first})"
         f" INSERT INTO {f} (record_id, message_id, {', '.join(COLUMNS)})"
         f" SELECT a.rid, a.mid, {', '.join(values)} FROM a LEFT JOIN o ON o.rid = a.rid"
@@ -278,12 +275,12 @@ async def first_hit(store: Store, message_id: str) -> int | None:
     return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
-def figures_sql(rules_per_copy: bool, link_count: int) -> str:
+def figures_sql(rules: CopyRules) -> str:
     """One row per record of message ``$1`` with events (``$2``: the end of the early window), with
     the columns ``report_sql.records_sql`` gives on PostgreSQL, read from the folded figures."""
-    links = max(0, min(link_count, MAX_LINK_COLUMNS))
+    links, link_count = link_columns(rules), rules.link_count
     flags = ["f.first_people < $2", "f.odd_click", f"COALESCE(f.max_link, 0) > {links}"]
-    if rules_per_copy:
+    if rules.per_copy:
         flags += ["(f.click_mask & 1) <> 0", "f.honeypot_bot", "f.gateway_click"]
         if link_count >= 2:  # every link clicked; bit 63 stands for all links above 62 (may over-flag)
             wanted = sum(1 << n for n in range(1, links + 1)) | (1 << 63 if link_count > MAX_LINK_COLUMNS else 0)

@@ -23,7 +23,7 @@ from politetenant.tracker.reports.report_data import (
     load_links,
     load_segments,
 )
-from politetenant.tracker.reports.report_sql import RecordSummary, is_sqlite, stream_events_of, stream_records
+from politetenant.tracker.reports.report_sql import RecordSummary, stream_events_of, stream_records
 from politetenant.tracker.reports.report_sql_pg import load_tallies
 from politetenant.tracker.reports.thresholds import ALL
 from politetenant.tracker.storage.base import Store
@@ -35,7 +35,8 @@ async def load_inputs(
 ) -> ReportInputs:
     segment_of = None if attribute is None else await load_segments(store, sealer, message.id, attribute)
     populations = {ALL: message.tracked} if segment_of is None else Counter(segment_of.values())
-    if figures.enabled(store):
+    folded = figures.enabled(store)  # PostgreSQL: per-record figures; SQLite: per-record rows from events
+    if folded:
         await figures.fold(store)  # what arrived since the tracker's last fold: the figures are exact from here
         start = await figures.first_hit(store, message.id)
     else:
@@ -44,15 +45,15 @@ async def load_inputs(
     accumulator = Accumulator(rules, start, segment_of=segment_of, open_city=open_city)
     if start is not None:  # else the message has no event yet
         candidates: list[bytes] = []
-        if is_sqlite(store):
-            async for summaries in stream_records(store, message.id, rules, start + rules.early_ms, candidates):
-                await asyncio.to_thread(_add_records, accumulator, summaries)
-        else:
+        if folded:
             tallies, candidates = await load_tallies(
                 store, message.id, rules, start + rules.early_ms, segment_of, open_city
             )
             for segment, (tally, records) in tallies.items():
                 accumulator.add_tally(segment, tally, records)
+        else:
+            async for summaries in stream_records(store, message.id, rules, start + rules.early_ms, candidates):
+                await asyncio.to_thread(_add_records, accumulator, summaries)
         async for rows in stream_events_of(store, candidates):
             await asyncio.to_thread(accumulator.add, rows)
     tallies_out = await asyncio.to_thread(accumulator.finish, populations)

@@ -61,13 +61,14 @@ NOT_MACHINE = _in([*person_reasons(), *reasons_of(VerdictClass.PRIVACY_PROXY)]) 
 _PROXIED_REASONS = frozenset(int(r) for r in reasons_of(VerdictClass.PROXIED))
 
 
-def judged_reason(e: str) -> str:
+def judged_reason(e: str, *, early: bool = True) -> str:
     """``judge_copy``'s reason for a hit of a record that is not a candidate (``$2``: the end of the
-    early window), as SQL over the events alias ``e``."""
+    early window), as SQL over the events alias ``e``. Without ``early`` (``figures``, folded before
+    the window is known), only a person's click on the honeypot link changes."""
+    window = f" WHEN {e}.bot IN ({PEOPLE}) AND {e}.occurred_at < $2 THEN {int(Reason.EARLY_HIT)}" if early else ""
     return (
         f"CASE WHEN {e}.bot IN ({PEOPLE}) AND {e}.kind = {CLICK} AND {e}.link_no = {HONEYPOT_LINK}"
-        f" THEN {int(Reason.HONEYPOT)} WHEN {e}.bot IN ({PEOPLE}) AND {e}.occurred_at < $2"
-        f" THEN {int(Reason.EARLY_HIT)} ELSE {e}.bot END"
+        f" THEN {int(Reason.HONEYPOT)}{window} ELSE {e}.bot END"
     )
 
 
@@ -95,7 +96,7 @@ def _candidate(rules: CopyRules, links: int) -> str:
     return flag
 
 
-def _count(condition: str) -> str:
+def count_when(condition: str) -> str:
     return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
@@ -121,7 +122,7 @@ def records_sql(rules: CopyRules) -> str:
     machine = f"why NOT IN ({NOT_MACHINE})"
     people = f"why IN ({PEOPLE})"
     per_link = "".join(
-        f", {_count(f'kind = {CLICK} AND {people} AND link_no = {n}')} AS link_{n}" for n in range(1, links + 1)
+        f", {count_when(f'kind = {CLICK} AND {people} AND link_no = {n}')} AS link_{n}" for n in range(1, links + 1)
     )
     return (
         "WITH h AS (SELECT e.record_id AS rid, e.kind AS kind, e.link_no AS link_no, e.occurred_at AS at,"
@@ -136,10 +137,10 @@ def records_sql(rules: CopyRules) -> str:
         " ELSE 63 END) END) AS reasons,"
         f" MAX(CASE WHEN kind <> {CLICK} AND why IN ({PROXIED}) THEN 1 ELSE 0 END) AS proxied,"
         f" MAX(CASE WHEN why IN ({PRIVACY}) THEN 1 ELSE 0 END) AS privacy,"
-        f" {_count(f'kind = {OPEN} AND {people}')} AS opens, {_count(f'kind = {OPEN} AND why IN ({PROXIED})')}"
-        f" AS proxied_opens, {_count(f'kind = {OPEN} AND why IN ({PRIVACY})')} AS privacy_opens,"
-        f" {_count(f'kind = {OPEN} AND {machine}')} AS machine_opens, {_count(f'kind = {CLICK} AND {machine}')}"
-        f" AS machine_clicks, {_count(f'kind = {CLICK} AND {people}')} AS clicks{per_link}"
+        f" {count_when(f'kind = {OPEN} AND {people}')} AS opens, {count_when(f'kind = {OPEN} AND why IN ({PROXIED})')}"
+        f" AS proxied_opens, {count_when(f'kind = {OPEN} AND why IN ({PRIVACY})')} AS privacy_opens,"
+        f" {count_when(f'kind = {OPEN} AND {machine}')} AS machine_opens, {count_when(f'kind = {CLICK} AND {machine}')}"
+        f" AS machine_clicks, {count_when(f'kind = {CLICK} AND {people}')} AS clicks{per_link}"
         f" FROM h GROUP BY rid){place}"
     )
 
@@ -170,11 +171,6 @@ def summary(row: Sequence[Any], links: int) -> RecordSummary:
         rid, first_open, place, first_click, -1 if read_ms is None else read_ms,
         0 if reasons is None else reasons % (1 << 64), proxied == 1, privacy == 1, row[8:14], clicks,
     )  # fmt: skip
-
-
-def is_sqlite(store: Store) -> bool:
-    """SQLite streams per-record rows; PostgreSQL groups its folded figures itself (``report_sql_pg``)."""
-    return store.url_scheme == "sqlite"
 
 
 async def stream_records(

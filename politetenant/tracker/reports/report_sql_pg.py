@@ -81,7 +81,7 @@ def tallies_sql(rules: CopyRules, segmented: bool) -> str:
         f" x.first_open / {HOUR_MS} AS open_hour, x.read_ms, {mask or '0'} AS links,"
         f" x.first_click / {HOUR_MS} AS click_hour, x.reasons,"
         f" {', '.join(f'x.{name}' for name in _SUMS)}{''.join(f', x.link_{n}' for n in range(1, links + 1))}"
-        f" FROM ({figures_sql(rules.per_copy, rules.link_count)}) x)"
+        f" FROM ({figures_sql(rules)}) x)"
         f" SELECT GROUPING({', '.join(_GROUPED)}), candidate, seg, {', '.join(_GROUPED)}, COUNT(*),"
         f" CAST(NULL AS TEXT), {', '.join('CAST(NULL AS BIGINT)' for _ in sums)}"
         f" FROM y GROUP BY candidate, seg, GROUPING SETS ({sets})"
