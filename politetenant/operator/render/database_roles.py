@@ -19,7 +19,7 @@ tracker, moved to the app role, could not log in. The ``roles`` container runs `
 start of the database pod instead, once the server listens on TCP (the image's first-start server
 listens on its socket only, so the script never races ``initdb``). The script is idempotent: it
 creates missing roles, sets their attributes and passwords from the Secrets, moves objects a
-superuser created (every table of a database made before) to the owner, and grants again. Until it
+superuser created (every table and function of a database made before) to the owner, and grants again. Until it
 has succeeded the pod is not Ready, so the headless Service does not route to it and nobody connects
 with a role that is not there yet.
 """
@@ -68,6 +68,14 @@ SELECT format('ALTER SEQUENCE public.%I OWNER TO {OWNER_ROLE}', c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'public' AND c.relkind = 'S' AND c.relowner <> '{OWNER_ROLE}'::regrole
  ORDER BY c.relname \\gexec
+-- Functions too (migration 7's triggers): the owner's later migrations must be able to replace them.
+-- An extension's own functions stay with the extension's owner.
+SELECT format('ALTER FUNCTION %s OWNER TO {OWNER_ROLE}', p.oid::regprocedure)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'public' AND p.proowner <> '{OWNER_ROLE}'::regrole
+   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                   AND d.deptype = 'e')
+ ORDER BY 1 \\gexec
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE};
 ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} IN SCHEMA public
   GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {APP_ROLE};

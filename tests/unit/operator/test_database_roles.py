@@ -257,6 +257,8 @@ async def owners(dsn: str) -> dict[str, str]:
         rows = await conn.fetch(
             "SELECT c.relname, pg_get_userbyid(c.relowner) AS owner FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S')"
+            " UNION ALL SELECT p.proname || '()', pg_get_userbyid(p.proowner) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
         )
         return {r["relname"]: r["owner"] for r in rows}
     finally:
@@ -322,7 +324,7 @@ def test_a_database_made_before_the_roles_is_taken_over_and_keeps_its_rows(serve
 
     async def after() -> None:
         tables = await owners(owner_dsn)
-        assert {"events", "audit", "api_tokens", "schema_migrations"} <= set(tables)
+        assert {"events", "audit", "api_tokens", "schema_migrations", "message_children_delete()"} <= set(tables)
         assert set(tables.values()) == {"polite_owner"}, tables
         conn = await asyncpg.connect(app_dsn)
         try:
