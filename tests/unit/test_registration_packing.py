@@ -16,9 +16,9 @@ import pytest
 from politetenant.crypto import Keyring, KeySet, Sealer, TokenCodec, blind_index, recipient_row
 from politetenant.crypto.keys import PrekeyedHmac
 from politetenant.crypto.sealing import ROW_BOUND
-from politetenant.tracker.messages import registration
+from politetenant.tracker.messages import packing
 from politetenant.tracker.messages.api_models import RecipientIn
-from politetenant.tracker.messages.registration import Census, PackedRecipients
+from politetenant.tracker.messages.packing import AttributeEncoder, Census, PackedRecipients
 from politetenant.tracker.storage import sqlite as sqlite_store
 from politetenant.tracker.storage.rows import LinkRow, MessageRow, RecipientRow, RecordRow
 from politetenant.tracker.storage.sqlite import SqliteStore
@@ -91,7 +91,7 @@ def recipient(i: int, **fields: object) -> RecipientIn:
 
 
 def test_packed_recipients_give_back_each_field_as_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registration, "_SHARED_MOST", 2)  # the third distinct map is kept in place
+    monkeypatch.setattr(packing, "_SHARED_MOST", 2)  # the third distinct map is kept in place
     given = [
         recipient(0, name="Zoë Ünïcode", attributes={"department": "Finance", "site": "Dublin"}),
         recipient(1),
@@ -105,7 +105,7 @@ def test_packed_recipients_give_back_each_field_as_validated(monkeypatch: pytest
     for r in given:
         packed.add(r)
     assert packed.count == len(given)
-    encode = registration._AttributeEncoder()
+    encode = AttributeEncoder()
     got = [packed.batch(number) for number in range(3)]
     emails = [e for batch in got for e in batch[0]]
     names = [n for batch in got for n in batch[1]]

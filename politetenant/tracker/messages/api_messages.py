@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -24,17 +25,17 @@ from politetenant.tracker.messages.api_models import (
     RecipientIn,
     split_body,
 )
+from politetenant.tracker.messages.packing import BATCH_ROWS, Census, PackedRecipients
 from politetenant.tracker.messages.registration import (
-    BATCH_ROWS,
-    Census,
-    PackedRecipients,
     Plan,
     check_limits,
     find_objected,
-    plan_message,
-    recipient_batches,
+    plan_envelope,
+    plan_records,
+    recipient_rows,
     record_batches,
     resolve_mode,
+    token_batches,
 )
 from politetenant.tracker.storage.base import MessageWriter
 
@@ -156,29 +157,39 @@ def _ignore(_: RecipientIn) -> None:
     """The envelope's sample recipient: read again with its batch."""
 
 
-_Passed = tuple[MessageIn, Census, PackedRecipients]
+@dataclass(slots=True)
+class _Reading:
+    """A body whose envelope is valid; its recipients are still to be read batch by batch (``batches``,
+    byte ranges of the body) or, when the body could not be cut, were read whole already (``None``)."""
+
+    body: MessageIn
+    count: int
+    census: Census
+    packed: PackedRecipients
+    batches: list[tuple[int, int]] | None
 
 
-def _first_pass(raw: bytes | bytearray, new_census: Callable[[], Census], limit: int | None) -> _Passed:
-    """Validate the whole body, counting the recipients into a census and packing them instead of
-    keeping their models: after this the body is not needed any more.
+def _read_envelope(raw: bytes | bytearray, new_census: Callable[[], Census], limit: int | None) -> _Reading:
+    """Validate the envelope (every field but the recipients, of which only the count is known yet).
 
-    Batch by batch when the body can be cut (``split_body``); else, and whenever something is wrong,
-    as a whole: the answer then is pydantic's own, the same messages and field paths in the same order."""
+    When the body can be cut (``split_body``) its recipients are read later, batch by batch, while the
+    database stores the batches before; else, and whenever something is wrong, the body is validated
+    whole: the answer then is pydantic's own, the same messages and field paths in the same order."""
     split = split_body(raw, BATCH_ROWS)
     if split is not None:
         try:
             body = MessageIn.model_validate_json(split.envelope, context={"visit": _ignore})
-            census, packed = new_census(), PackedRecipients(limit)
-            visit = _both(census, packed)
-            for start, end in split.batches:
-                RECIPIENT_BATCH.validate_json(b"[" + raw[start:end] + b"]", context={"visit": visit})
-            return body, census, packed
+            return _Reading(body, split.count, new_census(), PackedRecipients(limit), split.batches)
         except ValidationError:
             pass  # told below
     census, packed = new_census(), PackedRecipients(limit)
+    body = _validate_whole(raw, _both(census, packed))
+    return _Reading(body, census.count, census, packed, None)
+
+
+def _validate_whole(raw: bytes | bytearray, visit: Callable[[RecipientIn], None]) -> MessageIn:
     try:
-        return MessageIn.model_validate_json(raw, context={"visit": _both(census, packed)}), census, packed
+        return MessageIn.model_validate_json(raw, context={"visit": visit})
     except ValidationError as exc:
         code, message = describe_validation_error(exc)
         raise (BadRequest if code == "malformed_json" else Unprocessable)(message, code=code) from None
@@ -196,21 +207,46 @@ def _both(census: Census, packed: PackedRecipients) -> Callable[[RecipientIn], N
     return visit
 
 
+def _first_pass(
+    raw: bytes | bytearray, reading: _Reading, message_id: str, state: TrackerState, writer: MessageWriter,
+    loop: asyncio.AbstractEventLoop,
+) -> None:  # fmt: skip
+    """Read the recipients into the census and the packing a batch at a time, and store each batch's
+    rows as soon as it is read: the database writes one batch while this thread reads the next, instead
+    of waiting for the whole body. The rows need the message's id and the batch's blind indexes only."""
+    census, packed, batches = reading.census, reading.packed, reading.batches
+    handoff = _Handoff(loop, writer.overlaps)
+    visit = _both(census, packed)
+    try:
+        for number in range(-(-reading.count // packed.chunk)):
+            if batches is not None:
+                start, end = batches[number]
+                try:
+                    RECIPIENT_BATCH.validate_json(b"[" + raw[start:end] + b"]", context={"visit": visit})
+                except ValidationError as exc:
+                    _validate_whole(raw, _ignore)  # raises with pydantic's message, path and order for the whole
+                    raise Unprocessable(describe_validation_error(exc)[1], code="invalid_field") from None
+            handoff.send(writer.add_recipients, recipient_rows(message_id, census, packed, number, state.sealer))
+        handoff.settle()
+    except BaseException:
+        handoff.abandon()
+        raise
+
+
 def _second_pass(
     plan: Plan, census: Census, packed: PackedRecipients, state: TrackerState, writer: MessageWriter,
     response: ResponseBody, loop: asyncio.AbstractEventLoop,
 ) -> None:  # fmt: skip
-    """Seal and store the records and every recipient's row, handing the tokens to ``response``.
+    """Seal and store the records, handing every recipient's token to ``response``.
 
-    A batch of records, then one of recipients, and so on: records cost little to build and much to
-    store, recipients the other way round, so alternating keeps both the database and this thread busy.
-    Records still go in their storage order (one batch after the other on one connection)."""
+    A batch of records, then the tokens of a batch of recipients, and so on: records cost little to build
+    and much to store, tokens the other way round, so alternating keeps both the database and this
+    thread busy. Records still go in their storage order (one batch after the other on one connection)."""
     handoff = _Handoff(loop, writer.overlaps)
     records = record_batches(plan, census, state.sealer)
     try:
-        for rows, emails, tokens in recipient_batches(plan, census, packed, state.sealer, state.tokens):
+        for emails, tokens in token_batches(plan, census, packed, state.tokens):
             handoff.send(writer.add_records, next(records, []))
-            handoff.send(writer.add_recipients, rows)
             response.add(emails, tokens)
         for batch in records:
             handoff.send(writer.add_records, batch)
@@ -226,30 +262,35 @@ async def register_message(request: web.Request) -> web.StreamResponse:
     raw = await read_json_body(request)
     settings = state.settings
     # CPU-heavy steps run off the event loop so beacons keep being answered meanwhile.
-    body, census, packed = await asyncio.to_thread(
-        _first_pass,
+    reading = await asyncio.to_thread(
+        _read_envelope,
         raw,
         lambda: Census(state.keyring, settings.segment_attributes, limit=settings.max_recipients),
         settings.max_recipients,
     )
-    del raw  # the recipients are packed: 13 MB for 100,000 of them go now, not after the answer
+    body = reading.body
     mode = resolve_mode(body.mode, settings)
-    check_limits(body, settings, census.count)
-    objected = await find_objected(census, state.store)
-    plan = await asyncio.to_thread(
-        plan_message, body, census, objected, mode, settings, state.sealer, state.tokens, principal.token_id
+    check_limits(body, settings, reading.count)
+    envelope = await asyncio.to_thread(
+        plan_envelope, body, mode, settings, state.sealer, principal.token_id, reading.count
     )
-    html_untracked = body.html if objected else None
+    html, census, packed = body.html, reading.census, reading.packed
     del body
-    response = ResponseBody(plan)
-    async with state.store.message_writer(plan.message, plan.links) as writer:
-        loop = asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
+    async with state.store.message_writer(envelope.message, envelope.links) as writer:
+        await asyncio.to_thread(_first_pass, raw, reading, envelope.message.id, state, writer, loop)
+        del raw, reading  # the recipients are packed: 13 MB for 100,000 of them go now, not after the answer
+        objected = await find_objected(census, state.store)
+        plan = await asyncio.to_thread(plan_records, envelope, census, objected, settings, state.tokens)
+        if plan.message.tracked != envelope.message.tracked:
+            await writer.set_tracked(plan.message.tracked)
+        response = ResponseBody(plan)
         await asyncio.to_thread(_second_pass, plan, census, packed, state, writer, response, loop)
     del census, packed  # some 8 MB for 100,000 recipients, free before the click cache and the answer grow
     ids, size = plan.record_ids, RECORD_ID_BYTES  # every position's record (objected ones: never handed out)
     records = (ids[i : i + size] for i in range(0, len(ids), size))
     state.click_cache.remember_message(plan.message.id, records, plan.links)  # first clicks need no lookup
-    return await _send(request, response.finish(html_untracked))
+    return await _send(request, response.finish(html if objected else None))
 
 
 _SEND_PIECE = 256 * 1024

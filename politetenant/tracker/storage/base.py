@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -36,6 +37,8 @@ INSERT_RECIPIENT = (
     "INSERT INTO recipients (message_id, email_index, email, name, attributes) VALUES ($1, $2, $3, $4, $5)"
 )
 INSERT_RECORD = "INSERT INTO records (id, message_id, attributes, subject_index) VALUES ($1, $2, $3, $4)"
+# A message's row goes in before its recipients are read; only then is it known how many objected.
+SET_TRACKED = "UPDATE messages SET tracked = $2 WHERE id = $1"
 INSERT_LINK = "INSERT INTO links (message_id, link_no, url, text) VALUES ($1, $2, $3, $4)"
 INSERT_EVENT_IGNORING_DUPLICATES = (
     "INSERT INTO events (event_id, record_id, kind, link_no, occurred_at, country, region, city, os,"
@@ -95,17 +98,25 @@ class MessageWriter(abc.ABC):
     @abc.abstractmethod
     async def add_records(self, rows: Sequence[RecordRow]) -> None: ...
 
+    @abc.abstractmethod
+    async def set_tracked(self, tracked: int) -> None:
+        """The message's count of tracked recipients, once the objection list has been read."""
+
 
 class _BufferingWriter(MessageWriter):
     def __init__(self) -> None:
         self.recipients: list[RecipientRow] = []
         self.records: list[RecordRow] = []
+        self.tracked: int | None = None
 
     async def add_recipients(self, rows: Sequence[RecipientRow]) -> None:
         self.recipients.extend(rows)
 
     async def add_records(self, rows: Sequence[RecordRow]) -> None:
         self.records.extend(rows)
+
+    async def set_tracked(self, tracked: int) -> None:
+        self.tracked = tracked
 
 
 class Store(abc.ABC):
@@ -145,6 +156,8 @@ class Store(abc.ABC):
         This fallback buffers and calls ``insert_message``; the backends stream into one transaction."""
         writer = _BufferingWriter()
         yield writer
+        if writer.tracked is not None:
+            message = dataclasses.replace(message, tracked=writer.tracked)
         await self.insert_message(message, writer.recipients, writer.records, links)
 
     @abc.abstractmethod

@@ -67,8 +67,9 @@ def _as_unavailable() -> Iterator[None]:
 class _PostgresWriter(MessageWriter):
     overlaps = True
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, message_id: str) -> None:
         self.conn = conn
+        self.message_id = message_id
         self.closed = False
 
     async def _copy(self, table: str, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
@@ -83,6 +84,12 @@ class _PostgresWriter(MessageWriter):
 
     async def add_records(self, rows: Sequence[RecordRow]) -> None:
         await self._copy("records", rows, RecordRow._fields)
+
+    async def set_tracked(self, tracked: int) -> None:
+        if self.closed:
+            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        with _as_unavailable():
+            await self.conn.execute(base.SET_TRACKED, self.message_id, tracked)
 
 
 class PostgresStore(Store):
@@ -169,7 +176,7 @@ class PostgresStore(Store):
             with _as_unavailable():
                 transaction = conn.transaction()
                 await transaction.start()
-            writer = _PostgresWriter(conn)
+            writer = _PostgresWriter(conn, message.id)
             try:
                 with _as_unavailable():
                     await conn.execute(
