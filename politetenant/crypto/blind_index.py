@@ -13,6 +13,8 @@ from politetenant.crypto.keys import Keyring
 
 def normalise_email(email: str) -> str:
     """Case, width and surrounding space never make two addresses of one person differ."""
+    if email.isascii():  # NFKC leaves ASCII as it is (and costs a fifth of a registration's indexing)
+        return email.strip().casefold()
     return unicodedata.normalize("NFKC", email).strip().casefold()
 
 

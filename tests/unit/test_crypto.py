@@ -8,6 +8,7 @@ import os
 import random
 import re
 import stat
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from politetenant.crypto import (
     blind_indexes,
     link_row,
     new_record_id,
+    normalise_email,
     provider_from_url,
     recipient_row,
 )
@@ -268,6 +270,15 @@ def test_blind_index_ignores_case_surrounding_space_and_full_width_characters() 
         assert blind_index(ring, variant) == expected, variant
     assert blind_index(ring, "dana2@example.com") != expected
     assert blind_index(ring, "da na@example.com") != expected
+
+
+def test_normalising_an_ascii_address_skips_nfkc_and_gives_what_nfkc_gives() -> None:
+    rng = random.Random(7)
+    ascii_chars = [chr(c) for c in range(128)]
+    samples = ["".join(rng.choices(ascii_chars, k=rng.randint(0, 40))) for _ in range(2_000)]
+    samples += [" Dana@Example.COM\t", "\x1fDANA@example.com\x0b", "dana@EXAMPLE.com  "]
+    for email in samples:
+        assert normalise_email(email) == unicodedata.normalize("NFKC", email).strip().casefold(), repr(email)
 
 
 def test_blind_index_differs_between_tenants_and_between_keys() -> None:
