@@ -81,7 +81,13 @@ async def register(db: str, recipients: int, html_bytes: int) -> dict[str, Any]:
 
     from politetenant.settings import TrackerSettings
     from politetenant.tracker.http.auth import Role, create_api_token
-    from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
+    from politetenant.tracker.server.app import (
+        RUNNER_OPTIONS,
+        TrackerConfig,
+        build_app,
+        build_state,
+        tune_interpreter,
+    )
 
     tmp = tempfile.mkdtemp(prefix="polite-bench-")
     if db == "sqlite":
@@ -90,6 +96,7 @@ async def register(db: str, recipients: int, html_bytes: int) -> dict[str, Any]:
     state = build_state(TrackerConfig(settings=settings, db=db, keys=f"local:{tmp}/keys.json"))
     server = TestServer(build_app(state))
     await server.start_server(**RUNNER_OPTIONS)
+    tune_interpreter()  # as a worker does once it serves
     token = await create_api_token(state.store, Role.SENDER)
     before = _hwm_kib()
     cpu = time.process_time()

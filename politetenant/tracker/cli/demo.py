@@ -40,7 +40,7 @@ from politetenant.tracker.cli.demo_replay import (
 from politetenant.tracker.cli.geoip_sample import SAMPLE_ADDRESSES, write_sample
 from politetenant.tracker.http.auth import Role, create_api_token
 from politetenant.tracker.http.state import TrackerState
-from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state
+from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_state, tune_interpreter
 from politetenant.tracker.server.lean_server import LeanSite
 
 SCANNER_NETWORK = "198.18.0.0/15"  # benchmark range: stands in for a mail gateway's scanners
@@ -196,6 +196,7 @@ async def _walkthrough(directory: Path, port: int, keep_serving: bool, tenant_se
     runner = web.AppRunner(build_app(state), **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await runner.setup()
     await LeanSite(runner, state, "127.0.0.1", port).start()  # as `serve` does: beacons on the lean path
+    tune_interpreter()
     base = f"http://127.0.0.1:{port}"
     try:
         _step(f"tracker running at {base} (SQLite {config.db[10:]}, keys {config.keys[6:]}, GeoIP sample)")

@@ -33,7 +33,14 @@ from typing import Any
 from aiohttp import web
 
 from politetenant.tracker import metrics
-from politetenant.tracker.server.app import RUNNER_OPTIONS, TrackerConfig, build_app, build_ops_app, build_state
+from politetenant.tracker.server.app import (
+    RUNNER_OPTIONS,
+    TrackerConfig,
+    build_app,
+    build_ops_app,
+    build_state,
+    tune_interpreter,
+)
 from politetenant.tracker.server.lean_server import LeanSite
 
 log = logging.getLogger(__name__)
@@ -91,6 +98,7 @@ async def serve_worker(
         if ops_runner is not None:
             await ops_runner.cleanup()
         raise
+    tune_interpreter()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
