@@ -286,11 +286,14 @@ async def register_message(request: web.Request) -> web.StreamResponse:
             await writer.set_tracked(plan.message.tracked)
         response = ResponseBody(plan)
         await asyncio.to_thread(_second_pass, plan, census, packed, state, writer, response, loop)
-    del census, packed  # some 8 MB for 100,000 recipients, free before the click cache and the answer grow
+    del census, packed  # some 8 MB for 100,000 recipients, free before the answer grows
+    sent = await _send(request, response.finish(html if objected else None))
+    # Once answered (nothing else runs on this loop before this returns): first clicks need no lookup.
     ids, size = plan.record_ids, RECORD_ID_BYTES  # every position's record (objected ones: never handed out)
-    records = (ids[i : i + size] for i in range(0, len(ids), size))
-    state.click_cache.remember_message(plan.message.id, records, plan.links)  # first clicks need no lookup
-    return await _send(request, response.finish(html if objected else None))
+    state.click_cache.remember_message(
+        plan.message.id, [ids[i : i + size] for i in range(0, len(ids), size)], plan.links
+    )
+    return sent
 
 
 _SEND_PIECE = 256 * 1024

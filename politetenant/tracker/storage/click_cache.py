@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 from politetenant.tracker.storage.rows import ClickTarget, LinkRow
 
@@ -105,9 +106,9 @@ class ClickCache:
             self._link((message_id, link.link_no), LinkTarget(message_id, link.url, expires))
         entry = (message_id, expires)  # one tuple shared by all the message's records: a third less memory
         records = self._records
-        for record_id in record_ids:
-            records[record_id] = entry
-            records.move_to_end(record_id)
+        # New keys go to the end, in C; record ids are random, so none is there already (one that were
+        # would keep its place and only leave the cache sooner).
+        records.update(zip(record_ids, repeat(entry)))
         while len(records) > self.max_records:
             records.popitem(last=False)
 
