@@ -6,10 +6,13 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+
+from politetenant.tracker.storage import open_store
+from politetenant.tracker.storage.base import Store
 
 PG_ADMIN_DSN = os.environ.get("POLITE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -57,6 +60,22 @@ def scratch_database() -> Iterator[str]:
         yield admin_dsn_for(name)
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@asynccontextmanager
+async def emptied_store(dsn: str) -> AsyncIterator[Store]:
+    """A store on a scratch database, migrated, with no message, event or figure left by a test before."""
+    made = open_store(dsn)
+    await made.connect()
+    try:
+        await made.migrate()
+        await made.execute(
+            "TRUNCATE events, records, recipients, links, messages, record_figures, figures_stale RESTART IDENTITY"
+        )
+        await made.execute("UPDATE figures_folded SET seq = 0")
+        yield made
+    finally:
+        await made.close()
 
 
 def message_body(recipients: int, *, mode: str | None = None, departments: int = 3, **extra: Any) -> dict[str, Any]:

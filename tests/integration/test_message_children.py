@@ -14,7 +14,7 @@ import pytest
 from politetenant.tracker.storage import open_store
 from politetenant.tracker.storage.base import Store
 from politetenant.tracker.storage.rows import MessageRow, RecipientRow, RecordRow
-from tests.support import PG_ADMIN_DSN, scratch_database
+from tests.support import PG_ADMIN_DSN, emptied_store, scratch_database
 
 NOWHERE = "msg_00000000000000000000dead"  # a message id no row has
 
@@ -39,12 +39,8 @@ def dsn() -> Iterator[str]:
 
 @pytest.fixture
 async def store(dsn: str) -> AsyncIterator[Store]:
-    made = open_store(dsn)
-    await made.connect()
-    await made.migrate()
-    await made.execute("TRUNCATE events, records, recipients, links, messages, record_figures, figures_stale")
-    yield made
-    await made.close()
+    async with emptied_store(dsn) as made:
+        yield made
 
 
 @pytest.fixture

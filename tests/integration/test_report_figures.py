@@ -12,11 +12,10 @@ import asyncpg
 import pytest
 
 from politetenant.tracker.reports import figures
-from politetenant.tracker.storage import open_store
 from politetenant.tracker.storage.base import StorageUnavailable, Store
 from politetenant.tracker.storage.postgres import EVENT_COLUMNS
 from politetenant.tracker.storage.rows import Event, MessageRow, RecordRow
-from tests.support import scratch_database
+from tests.support import emptied_store, scratch_database
 
 MESSAGE = MessageRow("msg_figures0000000000001", 1_700_000_000_000, "anonymous", b"s", b"s", b"s", b"s", 3, 3, 100,
                      60.0, 2, "tok")  # fmt: skip
@@ -39,16 +38,9 @@ def dsn() -> Iterator[str]:
 
 @pytest.fixture
 async def store(dsn: str) -> AsyncIterator[Store]:
-    made = open_store(dsn)
-    await made.connect()
-    await made.migrate()
-    await made.execute(
-        "TRUNCATE events, records, recipients, links, messages, record_figures, figures_stale RESTART IDENTITY"
-    )
-    await made.execute("UPDATE figures_folded SET seq = 0")
-    await made.insert_message(MESSAGE, [], RECORDS, [])
-    yield made
-    await made.close()
+    async with emptied_store(dsn) as made:
+        await made.insert_message(MESSAGE, [], RECORDS, [])
+        yield made
 
 
 async def opens_of(store: Store) -> dict[bytes, int]:
