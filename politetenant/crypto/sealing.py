@@ -94,20 +94,16 @@ class Sealer:
         nonce = os.urandom(_NONCE)
         return _HEADER.pack(header) + nonce + self._aead[version].encrypt(nonce, plaintext, self._aad(field, row))
 
-    def seal_rows(
-        self, field: str, plaintexts: Sequence[bytes | None], rows: Sequence[bytes]
-    ) -> list[bytearray | None]:
+    def seal_rows(self, field: str, plaintexts: Sequence[bytes | None], rows: Sequence[bytes]) -> list[bytes | None]:
         """``seal`` of many values of one field, each bound to its row (``rows[i]``: the identity as
         ``seal`` encodes it, UTF-8 of a ``str`` row); a None stays None. The same format, for a fraction
         of the cost per value: a message of 100,000 recipients seals 400,000 values, and one
         ``os.urandom`` call for all the nonces (each 12 bytes of it, random like a call of its own) and
-        the field's associated data and header built once are most of what ``seal`` spends. Each value
-        is a ``bytearray`` (the same bytes, made at no extra cost from a bytearray header): sqlite3 binds
-        one as it is, but sends ``bytes`` through its adapter registry, holding the GIL."""
+        the field's associated data and header built once are most of what ``seal`` spends."""
         version = self.keyring.current.version
         if version & ROW_BOUND:
             raise SealError(f"key version {version} is above {_VERSION_MASK}: it cannot seal a row-bound value")
-        head, aad = bytearray(_HEADER.pack(version | ROW_BOUND)), self._aad(field, b"")  # aad: prefix||field||0x00
+        head, aad = _HEADER.pack(version | ROW_BOUND), self._aad(field, b"")  # aad: prefix || field || 0x00
         encrypt = self._aead[version].encrypt
         nonces = os.urandom(_NONCE * len(plaintexts))
         return [

@@ -53,7 +53,7 @@ def test_sealed_rows_open_one_by_one_for_their_own_row_only() -> None:
     assert other is not None
     with pytest.raises(Exception, match="does not open"):
         sealer.open("recipient.name", other, row=rows[2])
-    nonces = {bytes(out[2:14]) for out in sealed if out is not None}
+    nonces = {out[2:14] for out in sealed if out is not None}
     assert len(nonces) == 3  # each value its own nonce
 
 

@@ -218,7 +218,7 @@ def _first_pass(
     handoff = _Handoff(loop, writer.overlaps)
     visit = _both(census, packed)
     try:
-        for number in range(-(-reading.count // packed.chunk)):
+        for number in range(packed.chunks if batches is None else len(batches)):
             if batches is not None:
                 start, end = batches[number]
                 try:

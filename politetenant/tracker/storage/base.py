@@ -91,6 +91,11 @@ class MessageWriter(abc.ABC):
     # process) and SQLite (multi-row INSERTs, which run with the GIL released; executemany would take
     # it back after every row, and a thread building rows meanwhile would only make both wait).
     overlaps: bool = False
+    closed: bool = False  # the message's transaction has ended (committed or rolled back)
+
+    def _still_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("the message's transaction has ended: no more rows can join it")
 
     @abc.abstractmethod
     async def add_recipients(self, rows: Sequence[RecipientRow]) -> None: ...

@@ -70,11 +70,9 @@ class _PostgresWriter(MessageWriter):
     def __init__(self, conn: asyncpg.Connection, message_id: str) -> None:
         self.conn = conn
         self.message_id = message_id
-        self.closed = False
 
     async def _copy(self, table: str, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
-        if self.closed:
-            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        self._still_open()
         if rows:
             with _as_unavailable():
                 await self.conn.copy_records_to_table(table, records=rows, columns=columns)
@@ -86,8 +84,7 @@ class _PostgresWriter(MessageWriter):
         await self._copy("records", rows, RecordRow._fields)
 
     async def set_tracked(self, tracked: int) -> None:
-        if self.closed:
-            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        self._still_open()
         with _as_unavailable():
             await self.conn.execute(base.SET_TRACKED, self.message_id, tracked)
 

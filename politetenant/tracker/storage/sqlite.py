@@ -128,11 +128,9 @@ class _SqliteWriter(MessageWriter):
     def __init__(self, run: _Runner, message_id: str) -> None:
         self.run = run
         self.message_id = message_id
-        self.closed = False
 
     async def _insert(self, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
-        if self.closed:
-            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        self._still_open()
         if rows:
             await self.run(lambda conn: _insert_many(conn, table, columns, rows))
 
@@ -143,8 +141,7 @@ class _SqliteWriter(MessageWriter):
         await self._insert("records", RecordRow._fields, rows)
 
     async def set_tracked(self, tracked: int) -> None:
-        if self.closed:
-            raise RuntimeError("the message's transaction has ended: no more rows can join it")
+        self._still_open()
         await self.run(lambda conn: conn.execute(_q(base.SET_TRACKED), (self.message_id, tracked)))
 
 
