@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import kopf
 
+from politetenant.operator.model.tenant import API_VERSION, KIND
 from politetenant.operator.runtime import storage
 
 # Our own finalizer name, so `kubectl get ptenant -o yaml` says whose it is, and a tenant's deletion
@@ -93,7 +94,7 @@ def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = storage.ProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = storage.DiffBaseStorage(
-        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+        prefix=STORAGE_PREFIX, key="last-handled-configuration", changing={(API_VERSION, KIND)}
     )
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
