@@ -7,14 +7,17 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import posixpath
+import unicodedata
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from politetenant.operator.model import names
 from politetenant.operator.model.tenant import PoliteTenant
+from politetenant.operator.render.tracker_settings import _legible_yaml
 from politetenant.settings import TrackerSettings, load_settings
 from politetenant.tracker.ingest.spool import PATTERNS
 from tests.unit.operator.test_render import make_tenant, one, render, tracker, tracker_container, validate
@@ -84,6 +87,26 @@ def test_the_notice_reaches_the_tracker_exactly_as_written(tmp_path: Path) -> No
     tenant = make_tenant(tracking={"notice": {"texts": texts}})
     assert tracker_settings(tenant, tmp_path).notice_texts == texts
     validate(one(render(tenant), "ConfigMap", names.SETTINGS_CONFIGMAP))
+
+
+def test_settings_yaml_reads_back_every_kind_of_character_exactly() -> None:
+    """The settings are written legibly (notices in their own script) and read back only when they
+    hold a U+0085: every other character must survive PyYAML's unicode output as written, alone, in a
+    word and in a sentence (each a plain scalar, where PyYAML writes characters as themselves). Tried:
+    every code point below U+0800, every separator, control and format character, a stride of the
+    rest."""
+    code_points = [
+        c
+        for c in range(0x110000)
+        if not 0xD800 <= c <= 0xDFFF
+        and (c < 0x800 or c % 509 == 0 or unicodedata.category(chr(c)) in ("Zs", "Zl", "Zp", "Cc", "Cf"))
+    ]
+    for start in range(0, len(code_points), 8192):
+        data = {
+            f"k{c}{chr(c)}": {"alone": chr(c), "word": f"a{chr(c)}b", "sentence": f"Hallo {chr(c)} Welt"}
+            for c in code_points[start : start + 8192]
+        }
+        assert yaml.safe_load(_legible_yaml(data)) == data
 
 
 def test_a_judging_change_rolls_the_tracker_pods() -> None:
