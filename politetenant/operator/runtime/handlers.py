@@ -194,10 +194,12 @@ def _watch(registry: kopf.OperatorRegistry, kind: WatchedKind) -> None:
         filters["when"] = lambda name, **_: name in WATCHED_CRDS
 
     # Async, as every handler here: kopf runs a plain function in its thread pool, a hop per event of
-    # every child that cost more than the copy itself.
+    # every child that cost more than the handler itself. The index keeps the event's own object, not
+    # a copy (the tenants' index copies: kopf keeps a live body of objects with timers): kopf parses
+    # each event afresh and writes nothing into it, and the reconcile only reads what it looks up.
     @kopf.index(kind.group, kind.version, kind.plural, id=kind.index_id, registry=registry, **filters)
     async def index(body: kopf.Body, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
-        return {index_key(body): json_copy(body)}
+        return {index_key(body): dict(body)}
 
     @kopf.on.event(kind.group, kind.version, kind.plural, id=f"drift.{kind.index_id}", registry=registry, **filters)
     async def changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
