@@ -6,7 +6,9 @@ the client (which builds the body and sends it with http.client) in another, so 
 reported is the tracker's alone, for that case alone. The seconds are the client's: from sending the
 request to having read the whole answer. The baseline in the same run is what any server must do at
 least: ``json.loads`` of the same request body and ``json.dumps`` of an equally large response. Each
-case and the baseline run ``--repeat`` times (3) and their medians are compared. Prints seconds,
+case and the baseline run ``--repeat`` times (3), interleaved (baseline, SQLite, PostgreSQL, then
+again), and their medians are compared: a shared machine has slow and fast minutes, and the baseline
+measured first could land in other minutes than the product measured after it. Prints seconds,
 peak RSS and the ratio to the baseline, and the tracker's CPU seconds for the request (all its
 threads: steadier than seconds on a busy machine, and more than them when its threads overlap);
 writes JSON to bench/results/.
@@ -188,24 +190,30 @@ def main() -> None:
     cases = [("100k recipients", 100_000, 2_000), ("5 MB HTML body", 10, 5_000_000)]
     rows = []
     for label, recipients, html in cases:
-        base = _median([_run_case("baseline", recipients, html) for _ in range(args.repeat)])
-        for db_name in ("sqlite", "postgresql"):
-            runs = []
-            for _ in range(args.repeat):  # each in a fresh process and a fresh database
-                db = "sqlite" if db_name == "sqlite" else scratch_pg(args.pg, create=True)
+        runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "sqlite": [], "postgresql": []}
+        for _ in range(args.repeat):  # interleaved, so the baseline and the product share the machine's minutes
+            for db_name in runs:  # each in a fresh process and a fresh database
+                db = scratch_pg(args.pg, create=True) if db_name == "postgresql" else db_name
                 try:
-                    runs.append(_run_case(db, recipients, html))
+                    runs[db_name].append(_run_case(db, recipients, html))
                 finally:
                     if db_name == "postgresql":
                         scratch_pg(args.pg, create=False, dsn=db)
-            result = _median(runs)
-            result.update(case=label, db=db_name, baseline_seconds=base["seconds"], runs=[r["seconds"] for r in runs],
-                          peak_rss_mib=max(r["peak_rss_mib"] for r in runs),
+        base = _median(runs["baseline"])
+        for db_name in ("sqlite", "postgresql"):
+            result = _median(runs[db_name])
+            result.update(case=label, db=db_name, baseline_seconds=base["seconds"],
+                          runs=[r["seconds"] for r in runs[db_name]],
+                          baseline_runs=[r["seconds"] for r in runs["baseline"]],
+                          peak_rss_mib=max(r["peak_rss_mib"] for r in runs[db_name]),
                           ratio_to_json_baseline=result["seconds"] / base["seconds"])  # fmt: skip
             rows.append(result)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "register_message.json").write_text(json.dumps(rows, indent=2))
-    print(f"median of {args.repeat} runs each (baseline and product), each in a fresh process; peak RSS: the largest")
+    print(
+        f"median of {args.repeat} runs each (baseline and product, interleaved: baseline, SQLite, PostgreSQL, "
+        "again), each in a fresh process; peak RSS: the largest"
+    )
     head = f"{'case':<18} {'db':<11} {'seconds':>8} {'json base':>9} {'ratio':>6} {'peak RSS':>9} {'records':>8}"
     print(f"{head} {'cpu s':>6}  runs (s)")
     for r in rows:
