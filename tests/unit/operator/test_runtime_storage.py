@@ -1,5 +1,6 @@
-"""The operator's kopf storages give exactly kopf's essences (what decides whether a tenant changed),
-and the indexes keep copies that share nothing with the event's body."""
+"""The operator's kopf storages give exactly kopf's essences (what decides whether a tenant changed)
+and none for kinds without change handlers, and ``json_copy`` (the tenants' index, the essences)
+shares nothing with the event's body."""
 
 from __future__ import annotations
 
