@@ -229,7 +229,8 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(id="configure", registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-        operator_settings.configure(settings, instance=options.instance)
+        # The tenant is the one kind with change handlers (below): kopf need build no essence of the rest.
+        operator_settings.configure(settings, instance=options.instance, changing={(API_VERSION, KIND)})
         metrics = Metrics()
         client = kube.KubeClient(
             lambda: kube.login(settings=settings, logger=logger, namespace=options.config.namespace),

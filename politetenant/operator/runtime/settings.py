@@ -8,11 +8,10 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import kopf
 
-from politetenant.operator.model.tenant import API_VERSION, KIND
 from politetenant.operator.runtime import storage
 
 # Our own finalizer name, so `kubectl get ptenant -o yaml` says whose it is, and a tenant's deletion
@@ -89,12 +88,15 @@ def peering_priority() -> int:
     return random.SystemRandom().randint(*PRIORITY_RANGE)
 
 
-def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
-    """Apply the operator's settings (called from the startup handler)."""
+def configure(
+    settings: kopf.OperatorSettings, *, instance: str, changing: Collection[tuple[str, str]] | None = None
+) -> None:
+    """Apply the operator's settings (called from the startup handler). ``changing``: the (apiVersion,
+    kind) pairs with change handlers, the only ones whose essences kopf reads (None: every kind)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = storage.ProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = storage.DiffBaseStorage(
-        prefix=STORAGE_PREFIX, key="last-handled-configuration", changing={(API_VERSION, KIND)}
+        prefix=STORAGE_PREFIX, key="last-handled-configuration", changing=changing
     )
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
