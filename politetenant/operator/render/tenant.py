@@ -101,11 +101,13 @@ _NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
-    """The tenant's objects, or none and why; and the Secrets the reconcile step must create."""
+    """The tenant's objects, or none and why; the Secrets the reconcile step must create; and the
+    tracker's public base URL, as its settings file gives it (the status shows it as the endpoint)."""
 
     objects: list[dict[str, Any]]
     skipped_reason: str | None = None
     secrets: tuple[OwnedSecret, ...] = ()
+    endpoint: str | None = None
 
 
 def render_tenant(
@@ -126,7 +128,10 @@ def render_tenant(
     values = _template_values(tenant, config, engine)
     objects = [obj for template in _templates(engine, values) for obj in _render(template, values)]
     return RenderResult(
-        [_finish(obj, values["labels"]["tenant"]) for obj in objects], None, owned_secrets(tenant, config, engine)
+        [_finish(obj, values["labels"]["tenant"]) for obj in objects],
+        None,
+        owned_secrets(tenant, config, engine),
+        values["endpoint"],
     )
 
 
@@ -155,7 +160,8 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
     vault = vault_address(tenant, config)
     logins = database_logins(tenant, engine)
     exposed = ingresses(tenant, config)
-    settings_yaml = render_settings_yaml(tenant, public_base_url(tenant, config, exposed))
+    endpoint = public_base_url(tenant, config, exposed)
+    settings_yaml = render_settings_yaml(tenant, endpoint)
     tracker = _tracker(
         tenant, config, logins=logins, vault=vault, settings_yaml=settings_yaml, selector=selectors["tracker"]
     )
@@ -180,6 +186,7 @@ def _template_values(tenant: PoliteTenant, config: OperatorConfig, engine: Datab
         "pull_policy": config.images.pull_policy,
         "container_security": container_security_context(),
         "settings_yaml": settings_yaml,
+        "endpoint": endpoint,
         "ingresses": exposed,
         "tracker": tracker,
         "retention": retention,

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from politetenant.operator.keys.lifecycle import KeyBackend
@@ -54,8 +53,6 @@ from politetenant.operator.model.status import (
     utc_now,
 )
 from politetenant.operator.model.tenant import API_VERSION, KIND, DatabaseEngine, PoliteTenant
-from politetenant.operator.render.skeleton import SAFE_LOADER
-from politetenant.operator.render.summary import tracker_settings_yaml
 from politetenant.operator.render.tenant import RenderError, RenderResult, render_tenant, spec_hash
 from politetenant.operator.render.wiring import database_engine, engine_conflict
 from politetenant.operator.runtime.database_engine import CNPG_CRD, recorded_engine, without_missing_engine
@@ -97,8 +94,8 @@ class Runtime:
     # version and time they held (``_secrets_known``); a resync of the
     # same tenant reads none of them (Secrets are not watched; see ``watched``).
     secrets_checked: dict[str, tuple[tuple[Any, ...], int, str | None]] = field(default_factory=dict)
-    # Per tenant, its last render, what it was rendered from, and the endpoint it gives (``_render``).
-    renders: dict[str, tuple[str, RenderResult, str | None]] = field(default_factory=dict)
+    # Per tenant, its last render and what it was rendered from (``_render``).
+    renders: dict[str, tuple[str, RenderResult]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +208,8 @@ def _facts_from(status: Mapping[str, Any]) -> Facts:
     return Facts(status.get("namespace"), status.get("endpoint"), keys.get("version"), keys.get("rotatedAt"), engine)
 
 
-def _render(rt: Runtime, tenant: PoliteTenant, cnpg: bool, engine: DatabaseEngine) -> tuple[RenderResult, str | None]:
-    """``render_tenant`` and the endpoint it gives, remembered per tenant for the same inputs: a render
+def _render(rt: Runtime, tenant: PoliteTenant, cnpg: bool, engine: DatabaseEngine) -> RenderResult:
+    """``render_tenant``, remembered per tenant for the same inputs: a render
     (templates to YAML to objects) is most of a reconcile's work, and a child's event or a resync
     renders the same again. The inputs are the name and the spec, not the whole object: render reads
     nothing else, and kopf's annotations and the resourceVersion change with every write to the tenant.
@@ -220,11 +217,10 @@ def _render(rt: Runtime, tenant: PoliteTenant, cnpg: bool, engine: DatabaseEngin
     key = json.dumps([tenant.name, tenant.spec.model_dump(mode="json"), cnpg, engine.value], sort_keys=True)
     remembered = rt.renders.get(tenant.name)
     if remembered is not None and remembered[0] == key:
-        return remembered[1], remembered[2]
+        return remembered[1]
     result = render_tenant(tenant, rt.config, cnpg_available=cnpg, recorded_engine=engine)
-    endpoint = _endpoint(result.objects)
-    rt.renders[tenant.name] = (key, result, endpoint)
-    return result, endpoint
+    rt.renders[tenant.name] = (key, result)
+    return result
 
 
 def secrets_mark(seen: Seen) -> tuple[Any, ...]:
@@ -253,7 +249,7 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
     recorded = await recorded_engine(rt.kube, seen.status, tenant.namespace)
     engine = database_engine(tenant, cnpg, recorded)
     try:
-        result, endpoint = _render(rt, tenant, cnpg, engine)
+        result = _render(rt, tenant, cnpg, engine)
     except RenderError as exc:
         checks = [placed, failed("Ready", Reason.INVALID_SPEC, str(exc).replace("\n", "; "))]
         facts = _facts_from(seen.status)  # what was provisioned before the spec went wrong is still there
@@ -311,7 +307,7 @@ async def _provision(seen: Seen, rt: Runtime, now: str, *, trigger: str = "chang
     await tell(rt, tenant, seen.ref, seen.status, applied, secrets, keys)
     judged = _judge(tenant, applied, secrets, keys, engine, engine_check)
     checks = [placed, *(_held_back(check, volumes) for check in judged)]
-    facts = Facts(tenant.namespace, endpoint, keys.version, keys.issued_at, engine.value)
+    facts = Facts(tenant.namespace, result.endpoint, keys.version, keys.issued_at, engine.value)
     body = status_body(seen.status, checks, facts, generation=seen.generation, now=now)
     errors = [a.error for a in applied if a.error] + [s.error for s in secrets if s.error]
     errors += [v.error for v in volumes if v.error]
@@ -435,13 +431,3 @@ def _held_back(check: Check, volumes: list[VolumeOutcome]) -> Check:
     """A part whose volumes are growing, or cannot grow, says so; an API refusal is said first."""
     held = next((v.check for v in volumes if v.check is not None and v.check.type == check.type), None)
     return held if held is not None and check.reason is not Reason.API_ERROR else check
-
-
-def _endpoint(objects: list[dict[str, Any]]) -> str | None:
-    """The tracker's public base URL, as its own settings file says."""
-    try:
-        settings = yaml.load(tracker_settings_yaml(objects), Loader=SAFE_LOADER)  # noqa: S506 - a safe loader
-    except ValueError:
-        return None
-    url = settings.get("public_base_url") if isinstance(settings, dict) else None
-    return str(url) if url else None

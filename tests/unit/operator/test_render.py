@@ -585,6 +585,8 @@ def test_ingress_tls_and_public_url(
     assert (
         yaml.safe_load(one(objects, "ConfigMap", "tracker-settings")["data"]["settings.yaml"])["public_base_url"] == url
     )
+    # the endpoint the status shows is the very URL the tracker's settings give its links
+    assert render_tenant(make_tenant(tracker=tracker), cfg).endpoint == url
 
 
 def test_no_host_no_ingress() -> None:
