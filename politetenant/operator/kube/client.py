@@ -14,10 +14,10 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -142,6 +142,13 @@ def object_path(api_version: str, kind: str, name: str | None = None, namespace:
         base += f"/namespaces/{quote(namespace, safe='')}"
     path = f"{base}/{resource.plural}"
     return f"{path}/{quote(name, safe='')}" if name else path
+
+
+def collection_path(api_version: str, kind: str) -> str:
+    """The API path of a kind's objects in every namespace (a cluster-wide list or watch)."""
+    resource = kind_of(api_version, kind)
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{base}/{resource.plural}"
 
 
 def event_body(
@@ -311,3 +318,41 @@ class KubeClient:
     async def post_event(self, event: Mapping[str, Any]) -> None:
         path = object_path("v1", "Event", None, event["metadata"]["namespace"])
         await self._request("POST", path, body=event)
+
+    async def list(self, api_version: str, kind: str, params: Mapping[str, str]) -> dict[str, Any] | None:
+        """One page of a cluster-wide list (``limit``/``continue`` in ``params``); None: the API does not
+        serve the kind (its CRD is not installed)."""
+        return await self._request("GET", f"{collection_path(api_version, kind)}?{urlencode(dict(params))}")
+
+    async def watch(
+        self, api_version: str, kind: str, params: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a cluster-wide watch, one JSON object per line, until the server ends the
+        stream (its ``timeoutSeconds``). Ends at once if the kind is not served. A line may be far
+        longer than aiohttp's line limit (a CRD's schema): lines are cut from the raw chunks."""
+        path = f"{collection_path(api_version, kind)}?{urlencode({**params, 'watch': 'true'})}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=read_timeout)
+        try:
+            session = await self._connect(fresh=False)
+            async with session.get(self._server + path, proxy=self._proxy, timeout=timeout) as response:
+                if response.status == 401:
+                    await self._connect(fresh=True)  # credentials rotated: the next watch logs in again
+                if response.status == 404:
+                    return
+                if response.status >= 400:
+                    text = await response.text()
+                    raise self._error(response.status, json.loads(text) if text.strip().startswith("{") else {})
+                pending = bytearray()
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    end = pending.rfind(b"\n")
+                    if end < 0:
+                        continue
+                    lines, pending = pending[:end], pending[end + 1 :]
+                    for line in lines.split(b"\n"):
+                        if line.strip():
+                            yield json.loads(line)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._report(KubeError(0, "Unreachable", f"watch {path}: {type(exc).__name__}")) from None
+        except ValueError:
+            raise self._report(KubeError(0, "BadResponse", f"watch {path}: an event is not JSON")) from None

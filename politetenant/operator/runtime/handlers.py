@@ -7,10 +7,11 @@ handlers are bound to it rather than to kopf's global registry at import time.
 Handlers (PoliteTenant, cluster-wide):
 - create / update / resume: reconcile the tenant, at most ``CONCURRENT_RECONCILES`` at once; retried
   with backoff while something is pending (``retries``);
-- indices and events of the children (``watched.WATCHED_KINDS``, label-selected): the reconcile reads
-  children from the indices, and a child's event reconciles its tenant within a moment (``drift``):
-  a hand-deleted workload is restored, a finished rollout shows in the status; the event of the
-  operator's own write reconciles nothing (``Written.observed``);
+- the children (``watched.WATCHED_KINDS``, label-selected) are not kopf's: an informer per kind
+  (``watched.Children``) keeps them, the reconcile reads them from there once every first list is in,
+  and a child's event reconciles its tenant within a moment (``drift``): a hand-deleted workload is
+  restored, a finished rollout shows in the status; the event of the operator's own write reconciles
+  nothing (``Written.observed``). kopf's per-event machinery cost more than the events' handling;
 - timer (every ``resync_seconds``): the same reconcile against the watched state, which costs no
   request for an unchanged tenant (one reconciled moments ago is left out of that tick);
 - delete: legal hold, Retain or Delete (``deletion.offboard``), holding the finalizer until done;
@@ -32,7 +33,6 @@ import kopf
 from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.keys.services import standard_keys
 from politetenant.operator.kube import client as kube
-from politetenant.operator.model import names
 from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.reasons import EventType, Reason
 from politetenant.operator.model.status import status_patch
@@ -45,17 +45,7 @@ from politetenant.operator.runtime.metrics import Metrics
 from politetenant.operator.runtime.reconcile import Outcome, Runtime, reconcile, tenant_ref
 from politetenant.operator.runtime.retries import Reconciled, backoff
 from politetenant.operator.runtime.storage import json_copy
-from politetenant.operator.runtime.watched import (
-    WATCHED_CRDS,
-    WATCHED_KINDS,
-    CachedKube,
-    WatchedKind,
-    Written,
-    index_key,
-    index_lookup,
-    key_of,
-    tenant_of,
-)
+from politetenant.operator.runtime.watched import CachedKube, Children, WatchedKind, Written, key_of, tenant_of
 
 TENANTS_INDEX = "tenants"
 # Reconciles of a change running at once. 500 tenants applied together each make ~30 requests in
@@ -78,10 +68,11 @@ class RunOptions:
 
 @dataclass
 class Watching:
-    """What the watches of children share across handlers: kopf's indices, our unseen writes, and the
-    trigger that reconciles a tenant after a child's event."""
+    """What the watches share across handlers: kopf's index of tenants, the children's informers, our
+    unseen writes, and the trigger that reconciles a tenant after a child's event."""
 
     indices: dict[str, Any] | None = None
+    children: Children | None = None
     written: Written = field(default_factory=Written)
     drift: DriftTrigger | None = None
     # The status each tenant was last given: the tenants' index lags while a tenant's handler runs,
@@ -99,12 +90,13 @@ def _name(body: Mapping[str, Any]) -> str:
     return str(body["metadata"]["name"])
 
 
-def _watching(memo: Any, runtime: Runtime) -> Runtime:
-    """The runtime whose reads of children come from the watches (once kopf handed over its indices)."""
+async def _watching(memo: Any, runtime: Runtime) -> Runtime:
+    """The runtime whose reads of children come from the watches, once every kind's first list is in."""
     watch: Watching = memo.watch
-    if watch.indices is None:
+    if watch.children is None:
         return runtime
-    return dataclasses.replace(runtime, kube=CachedKube(runtime.kube, index_lookup(watch.indices), watch.written))
+    await watch.children.synced()
+    return dataclasses.replace(runtime, kube=CachedKube(runtime.kube, watch.children.lookup, watch.written))
 
 
 async def _step(
@@ -125,7 +117,7 @@ async def _step(
             return None
         try:
             # Offboarding decides on what the API says now (a namespace still terminating), not a watch.
-            outcome = await step(dict(body), runtime if step is offboard else _watching(memo, runtime))
+            outcome = await step(dict(body), runtime if step is offboard else await _watching(memo, runtime))
         except kube.KubeError:
             raise
         except Exception as exc:  # a bug: say so where SREs look, then let kopf log and retry it
@@ -187,40 +179,23 @@ async def _after_drift(memo: Any, name: str) -> float | None:
     return (outcome.delay or backoff(0, needs_action=outcome.needs_action)) if outcome.retry else None
 
 
-def _watch(registry: kopf.OperatorRegistry, kind: WatchedKind) -> None:
-    """An index of one watched kind (read by the reconcile) and its events (which poke the tenant)."""
-    filters: dict[str, Any] = {"labels": {names.TENANT_LABEL: kopf.PRESENT}} if kind.labelled else {}
-    if not kind.labelled:
-        filters["when"] = lambda name, **_: name in WATCHED_CRDS
-
-    # Async, as every handler here: kopf runs a plain function in its thread pool, a hop per event of
-    # every child that cost more than the handler itself. The index keeps the event's own object, not
-    # a copy (the tenants' index copies: kopf keeps a live body of objects with timers): kopf parses
-    # each event afresh and writes nothing into it, and the reconcile only reads what it looks up.
-    @kopf.index(kind.group, kind.version, kind.plural, id=kind.index_id, registry=registry, **filters)
-    async def index(body: kopf.Body, **_: Any) -> dict[tuple[str | None, str], dict[str, Any]]:
-        return {index_key(body): dict(body)}
-
-    @kopf.on.event(kind.group, kind.version, kind.plural, id=f"drift.{kind.index_id}", registry=registry, **filters)
-    async def changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-        _attach(memo, kwargs)
-        namespace, name = index_key(body)
-        key = key_of(kind.api_version, kind.kind, name, namespace)
-        watch: Watching = memo.watch
-        if watch.written.observed(key, body, deleted=event.get("type") == "DELETED"):
-            return  # the operator's own write coming back: nothing to reconcile
-        tenant = tenant_of(body)
-        if event.get("type") is not None and tenant is not None and watch.drift is not None:  # None: initial list
-            watch.drift.poke(tenant)
+def _child_changed(memo: Any, kind: WatchedKind, event_type: str, body: dict[str, Any]) -> None:
+    """A child's event (after the first list): poke its tenant, unless it is our own write coming back."""
+    meta = body.get("metadata") or {}
+    key = key_of(kind.api_version, kind.kind, str(meta.get("name")), meta.get("namespace"))
+    watch: Watching = memo.watch
+    if watch.written.observed(key, body, deleted=event_type == "DELETED"):
+        return  # the operator's own write coming back: nothing to reconcile
+    tenant = tenant_of(body)
+    if tenant is not None and watch.drift is not None:
+        watch.drift.poke(tenant)
 
 
 def _attach(memo: Any, kwargs: Mapping[str, Any]) -> None:
-    """Keep kopf's indices (live objects, the same for the whole run) for reads outside handlers."""
+    """Keep kopf's index of tenants (a live object, the same for the whole run) for reads outside handlers."""
     watch: Watching = memo.watch
-    if watch.indices is None:
-        ids = [TENANTS_INDEX, *(kind.index_id for kind in WATCHED_KINDS)]
-        if all(i in kwargs for i in ids):
-            watch.indices = {i: kwargs[i] for i in ids}
+    if watch.indices is None and TENANTS_INDEX in kwargs:
+        watch.indices = {TENANTS_INDEX: kwargs[TENANTS_INDEX]}
 
 
 def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
@@ -229,8 +204,7 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(id="configure", registry=registry)
     async def start(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-        # The tenant is the one kind with change handlers (below): kopf need build no essence of the rest.
-        operator_settings.configure(settings, instance=options.instance, changing={(API_VERSION, KIND)})
+        operator_settings.configure(settings, instance=options.instance)
         metrics = Metrics()
         client = kube.KubeClient(
             lambda: kube.login(settings=settings, logger=logger, namespace=options.config.namespace),
@@ -245,7 +219,10 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
         memo.reconciled = Reconciled()
         memo.watch = Watching()  # one object: kopf gives each tenant a shallow copy of this memo
         memo.watch.drift = DriftTrigger(lambda name: _after_drift(memo, name))
-        operator_settings.watch_children(settings, [(k.group, k.plural) for k in WATCHED_KINDS if k.labelled])
+        memo.watch.children = Children(
+            client, lambda kind, event_type, body: _child_changed(memo, kind, event_type, body)
+        )
+        memo.watch.children.start()
         if options.metrics_port:
             metrics.serve(options.metrics_port)
 
@@ -255,6 +232,8 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(id="close", registry=registry)
     async def stop(memo: Any, **_: Any) -> None:
+        if memo.watch.children is not None:
+            await memo.watch.children.close()
         if memo.watch.drift is not None:
             await memo.watch.drift.close()
         await memo.runtime.kube.close()
@@ -273,9 +252,6 @@ def build_registry(options: RunOptions) -> kopf.OperatorRegistry:
     @kopf.index(GROUP, VERSION, PLURAL, id=TENANTS_INDEX, registry=registry)
     async def tenants_index(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
         return {_name(body): json_copy(body)}
-
-    for kind in WATCHED_KINDS:
-        _watch(registry, kind)
 
     @kopf.timer(
         GROUP, VERSION, PLURAL, id="resync", interval=options.resync_seconds, initial_delay=options.resync_seconds,

@@ -8,7 +8,6 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Collection, Iterable
 
 import kopf
 
@@ -88,15 +87,12 @@ def peering_priority() -> int:
     return random.SystemRandom().randint(*PRIORITY_RANGE)
 
 
-def configure(
-    settings: kopf.OperatorSettings, *, instance: str, changing: Collection[tuple[str, str]] | None = None
-) -> None:
-    """Apply the operator's settings (called from the startup handler). ``changing``: the (apiVersion,
-    kind) pairs with change handlers, the only ones whose essences kopf reads (None: every kind)."""
+def configure(settings: kopf.OperatorSettings, *, instance: str) -> None:
+    """Apply the operator's settings (called from the startup handler)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = storage.ProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = storage.DiffBaseStorage(
-        prefix=STORAGE_PREFIX, key="last-handled-configuration", changing=changing
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
@@ -110,12 +106,3 @@ def configure(
     for installed in (_EXPECTED_WAITS_FILTER, _ROUTINE_SUCCESSES_FILTER):
         if installed not in objects_log.filters:
             objects_log.addFilter(installed)
-
-
-def watch_children(
-    settings: kopf.OperatorSettings, kinds: Iterable[tuple[str, str]], label: str = "polite.io/tenant"
-) -> None:
-    """Watch the tenants' children (API group, plural) with a label selector the API server applies,
-    so the operator is sent only its own objects, not every ConfigMap or Service in the cluster."""
-    for group, plural in kinds:
-        settings.watching.label_selectors[group, plural] = label

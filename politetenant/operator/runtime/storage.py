@@ -6,19 +6,13 @@ annotations off it and off the last-handled essence (``ProgressStorage.clear``: 
 At 500 tenants and their children these ``copy.deepcopy`` calls were most of kopf's own CPU. The
 essences here are exactly kopf's: the same fields removed, the same annotations kept; only the copies
 are cheaper (JSON round trips in C, and no copy of the stanzas the essence drops anyway).
-
-kopf also builds both essences, and their diff, for every event of every watched kind, though only the
-kinds with change handlers (create, update, resume, delete) read them. The operator watches a dozen
-kinds of children for their indices and events alone, so the diff-base storage is told which kinds
-have change handlers (``changing``) and gives every other kind no essence at all: the children's
-events, most of all events at scale, cost no copy.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -52,25 +46,9 @@ class ProgressStorage(kopf.AnnotationsProgressStorage):
 
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """``AnnotationsDiffBaseStorage`` whose ``build`` copies only what the essence keeps: the body less
-    its status and with only the metadata kopf reads (when no handler asks for extra fields); for a
-    kind outside ``changing`` ((apiVersion, kind) pairs; None: every kind) it builds an empty essence
-    and fetches none, as nothing reads them."""
-
-    def __init__(self, *, prefix: str, key: str, changing: Collection[tuple[str, str]] | None = None) -> None:
-        super().__init__(prefix=prefix, key=key)
-        self.changing = None if changing is None else frozenset(changing)
-
-    def _changes_handled(self, body: Mapping[str, Any]) -> bool:
-        return self.changing is None or (body.get("apiVersion"), body.get("kind")) in self.changing
-
-    def fetch(self, *, body: bodies.Body) -> bodies.BodyEssence | None:
-        if not self._changes_handled(body):
-            return None
-        return super().fetch(body=body)
+    its status and with only the metadata kopf reads (when no handler asks for extra fields)."""
 
     def build(self, *, body: bodies.Body, extra_fields: Iterable[dicts.FieldSpec] | None = None) -> bodies.BodyEssence:
-        if not self._changes_handled(body):
-            return cast(bodies.BodyEssence, {})
         extra = list(extra_fields or ())
         if extra:
             return super().build(body=body, extra_fields=extra)

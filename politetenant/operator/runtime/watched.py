@@ -1,16 +1,16 @@
 """What the operator owns, as its watches see it: the reconcile reads children from here, not the API.
 
-Every child the operator renders carries the ``polite.io/tenant`` label, and kopf watches each kind in
-``WATCHED_KINDS`` with that label selector on the server (``label_selectors``), keeping one index per
-kind (``index_id``). kopf fills every index from its initial list before any tenant handler runs, so a
-key missing from an index means the object does not exist: a resync of an unchanged tenant compares
-the rendered objects with the indices and sends no request at all.
+Every child the operator renders carries the ``polite.io/tenant`` label, and an informer
+(``kube.informer``) lists and watches each kind in ``WATCHED_KINDS`` with that label selector on the
+server, keeping its objects in memory (``Children``). The reconcile waits until every kind's first list
+is in, so a key missing from a store means the object does not exist: a resync of an unchanged tenant
+compares the rendered objects with the stores and sends no request at all.
 
 What the operator itself just created or patched is answered as written (``Written``) until the watch
 shows that version or a later one (a deletion is not: it may take a while), so a reconcile that runs
 before its own write's event arrives does not write again; that event itself, the very
 resourceVersion written, is no news and reconciles nothing. A create refused as AlreadyExists (the
-index had not seen the object yet) makes the next read of that object go to the API.
+store had not seen the object yet) makes the next read of that object go to the API.
 
 Watching costs the operator cluster-wide ``list``/``watch`` on each kind in RBAC (label selectors
 narrow what is sent, not what may be read). Secrets are deliberately not watched, so the operator
@@ -21,11 +21,13 @@ StatefulSet's status) and at start, not on a plain resync.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from politetenant.operator.kube.client import KubeApi, KubeError
+from politetenant.operator.kube.client import KubeApi, KubeClient, KubeError
+from politetenant.operator.kube.informer import Informer
 from politetenant.operator.model import names
 from politetenant.operator.runtime.database_engine import CNPG_CRD
 
@@ -44,8 +46,11 @@ class WatchedKind:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def index_id(self) -> str:
-        return f"watched.{self.plural}.{self.group or 'core'}"
+    def selection(self) -> dict[str, str]:
+        """What the API server sends of this kind: the tenants' children, or the CRDs looked at."""
+        if self.labelled:
+            return {"labelSelector": names.TENANT_LABEL}
+        return {"fieldSelector": ",".join(f"metadata.name={name}" for name in sorted(WATCHED_CRDS))}
 
 
 # The kinds whose drift breaks a tenant's service (its fence, workloads, addresses, database, the
@@ -79,16 +84,13 @@ WATCHED_CRDS = frozenset({CNPG_CRD})
 
 Key = tuple[str, str, str | None, str]  # group, kind, namespace, name
 Lookup = Callable[[WatchedKind, str | None, str], "dict[str, Any] | None"]
+Stores = Mapping[WatchedKind, Mapping[tuple[str | None, str], dict[str, Any]]]
+# A child's event: its kind, "ADDED", "MODIFIED" or "DELETED", and the object.
+ChildEvent = Callable[[WatchedKind, str, dict[str, Any]], None]
 
 
 def watched_kind(api_version: str, kind: str) -> WatchedKind | None:
     return _BY_KIND.get((api_version.rpartition("/")[0], kind))
-
-
-def index_key(body: Mapping[str, Any]) -> tuple[str | None, str]:
-    """How an index holds an object: by namespace and name."""
-    meta = body.get("metadata") or {}
-    return meta.get("namespace"), str(meta.get("name"))
 
 
 def tenant_of(body: Mapping[str, Any]) -> str | None:
@@ -101,7 +103,7 @@ def tenant_of(body: Mapping[str, Any]) -> str | None:
 def _newer_or_same(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     """Whether the watch has caught up with a write. resourceVersions are opaque to clients; the
     API server's are etcd revisions (integers), compared only to tell an event older than our own
-    write from a later one. Anything else counts as caught up: the index is then trusted."""
+    write from a later one. Anything else counts as caught up: the store is then trusted."""
     seen_rv = str((seen.get("metadata") or {}).get("resourceVersion", ""))
     written_rv = str((written.get("metadata") or {}).get("resourceVersion", ""))
     if seen_rv.isdigit() and written_rv.isdigit():
@@ -134,7 +136,7 @@ class Written:
         return key in self._stale
 
     def lookup(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
-        """(known, object): whether a write of ours is newer than the index, and what it stored."""
+        """(known, object): whether a write of ours is newer than the store, and what it stored."""
         if key in self._objects:
             return True, self._objects[key]
         return False, None
@@ -161,7 +163,7 @@ def key_of(api_version: str, kind: str, name: str, namespace: str | None) -> Key
 
 
 class CachedKube:
-    """A ``KubeApi`` whose reads of watched kinds come from the indices (and our own unseen writes)."""
+    """A ``KubeApi`` whose reads of watched kinds come from the stores (and our own unseen writes)."""
 
     def __init__(self, api: KubeApi, lookup: Lookup, written: Written) -> None:
         self.api = api
@@ -223,14 +225,55 @@ class CachedKube:
         await self.api.post_event(event)
 
 
-def index_lookup(indices: Mapping[str, Any]) -> Lookup:
-    """Read kopf's indices (``kopf.Index``: key -> store of values) as one object per key."""
+def store_lookup(stores: Stores) -> Lookup:
+    """Read the stores (namespace, name -> object per kind) as the cache's lookup."""
 
     def lookup(kind: WatchedKind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        index = indices.get(kind.index_id)
-        if index is None:
-            return None
-        store: Iterable[dict[str, Any]] = index.get((namespace, name), ())
-        return next(iter(store), None)
+        store = stores.get(kind)
+        return None if store is None else store.get((namespace, name))
 
     return lookup
+
+
+class Children:
+    """An informer per watched kind, started with the operator and stopped with it."""
+
+    def __init__(self, client: KubeClient, on_event: ChildEvent) -> None:
+        self._on_event = on_event
+        self.informers = {
+            kind: Informer(client, kind.api_version, kind.kind, params=kind.selection, on_event=self._handler(kind))
+            for kind in WATCHED_KINDS
+        }
+        self.lookup = store_lookup({kind: informer.store for kind, informer in self.informers.items()})
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _handler(self, kind: WatchedKind) -> Callable[[str, dict[str, Any]], None]:
+        def handle(event_type: str, obj: dict[str, Any]) -> None:
+            if not kind.labelled and event_type != "DELETED":
+                self._crd_installed(str((obj.get("metadata") or {}).get("name")))
+            self._on_event(kind, event_type, obj)
+
+        return handle
+
+    def _crd_installed(self, crd: str) -> None:
+        """A CRD looked at appeared: the kind it defines is listed now, not at the next look."""
+        plural, _, group = crd.partition(".")
+        for kind, informer in self.informers.items():
+            if (kind.group, kind.plural) == (group, plural):
+                informer.wake()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(i.run(), name=f"watch {k.plural}") for k, i in self.informers.items()]
+
+    async def synced(self) -> None:
+        """Wait until every kind's first list is in."""
+        for informer in self.informers.values():
+            if not informer.synced.is_set():
+                await informer.synced.wait()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []

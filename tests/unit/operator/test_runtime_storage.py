@@ -1,6 +1,5 @@
-"""The operator's kopf storages give exactly kopf's essences (what decides whether a tenant changed)
-and none for kinds without change handlers, and ``json_copy`` (the tenants' index, the essences)
-shares nothing with the event's body."""
+"""The operator's kopf storages give exactly kopf's essences (what decides whether a tenant changed),
+and ``json_copy`` (the tenants' index, the essences) shares nothing with the event's body."""
 
 from __future__ import annotations
 
@@ -80,18 +79,3 @@ def test_a_body_json_cannot_carry_is_still_copied() -> None:
     copied = json_copy(body)
     assert copied == body
     assert copied["data"] is not body["data"]
-
-
-def test_kinds_without_change_handlers_get_no_essence() -> None:
-    """kopf builds essences for every watched event; a child's is read by nothing, so none is built,
-    while the tenant's (the kind named as having change handlers) is still exactly kopf's."""
-    storage = DiffBaseStorage(prefix=STORAGE_PREFIX, key=KEY, changing={("polite.io/v1alpha1", "PoliteTenant")})
-    kopfs = kopf.AnnotationsDiffBaseStorage(prefix=STORAGE_PREFIX, key=KEY)
-    tenant = kopf.Body(_body())  # type: ignore[arg-type]
-    assert storage.build(body=tenant) == kopfs.build(body=tenant)
-    assert storage.fetch(body=tenant) == {"spec": {"region": "eu-ireland"}}
-
-    child = kopf.Body({**_body(), "apiVersion": "apps/v1", "kind": "StatefulSet"})  # type: ignore[arg-type]
-    assert kopfs.fetch(body=child) is not None  # kopf would decode the annotation it carries
-    assert storage.fetch(body=child) is None
-    assert storage.build(body=child) == {}

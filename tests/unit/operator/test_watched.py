@@ -15,8 +15,8 @@ from politetenant.operator.runtime.watched import (
     CachedKube,
     WatchedKind,
     Written,
-    index_lookup,
     key_of,
+    store_lookup,
 )
 
 
@@ -64,26 +64,19 @@ class Api:
         self.calls.append("event")
 
 
-class Index:
-    """What kopf's index is to the cache: key -> the stored values."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
-
-    def get(self, key: tuple[str | None, str], default: Any = ()) -> Any:
-        return self.items.get(key, default)
+Index = dict[tuple[str | None, str], dict[str, Any]]  # a kind's store: (namespace, name) -> object
 
 
 CONFIGMAPS = next(kind for kind in WATCHED_KINDS if kind.kind == "ConfigMap")
 
 
 def cache(api: Api, index: Index, written: Written | None = None) -> CachedKube:
-    return CachedKube(api, index_lookup({CONFIGMAPS.index_id: index}), written or Written())
+    return CachedKube(api, store_lookup({CONFIGMAPS: index}), written or Written())
 
 
 async def test_a_watched_kind_is_read_from_the_index_without_a_request() -> None:
     api, index = Api(), Index()
-    index.items["polite-a", "settings"] = [configmap("settings", "5")]
+    index["polite-a", "settings"] = configmap("settings", "5")
     kube = cache(api, index)
     assert (await kube.get("v1", "ConfigMap", "settings", "polite-a") or {})["metadata"]["resourceVersion"] == "5"
     assert await kube.get("v1", "ConfigMap", "other", "polite-a") is None  # not in the index: does not exist
@@ -95,8 +88,8 @@ NAMESPACES = next(kind for kind in WATCHED_KINDS if kind.kind == "Namespace")
 
 async def test_secrets_are_not_watched_and_go_to_the_api_unless_their_namespace_does_not_exist() -> None:
     api, namespaces = Api(), Index()
-    namespaces.items[None, "polite-a"] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "polite-a"}}]
-    kube = CachedKube(api, index_lookup({CONFIGMAPS.index_id: Index(), NAMESPACES.index_id: namespaces}), Written())
+    namespaces[None, "polite-a"] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "polite-a"}}
+    kube = CachedKube(api, store_lookup({CONFIGMAPS: {}, NAMESPACES: namespaces}), Written())
     await kube.get("v1", "Secret", "polite-keys", "polite-a")
     await kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "other.example.com")
     # No namespace, no Secret in it: nothing to ask (the operator could not: its access is bound there).
@@ -113,7 +106,7 @@ async def test_an_own_write_is_answered_until_the_watch_shows_it() -> None:
     key = key_of("v1", "ConfigMap", "settings", "polite-a")
     written.observed(key, configmap("settings", "50"), deleted=False)  # an older event: keep our write
     assert await kube.get("v1", "ConfigMap", "settings", "polite-a") == created
-    index.items["polite-a", "settings"] = [created]
+    index["polite-a", "settings"] = created
     written.observed(key, created, deleted=False)  # the event of our own write: the index has caught up
     assert await kube.get("v1", "ConfigMap", "settings", "polite-a") == created
     assert api.calls == ["create ConfigMap settings"]
@@ -121,13 +114,13 @@ async def test_an_own_write_is_answered_until_the_watch_shows_it() -> None:
 
 async def test_a_deleted_object_is_there_until_the_watch_says_it_is_gone() -> None:
     api, index, written = Api(), Index(), Written()
-    index.items["polite-a", "old"] = [configmap("old", "7")]
+    index["polite-a", "old"] = configmap("old", "7")
     api.objects["ConfigMap", "old"] = configmap("old", "7")
     kube = cache(api, index, written)
     await kube.delete("v1", "ConfigMap", "old", "polite-a")
     # A deletion may wait for finalizers (a namespace empties itself first): still there until seen gone.
     assert await kube.get("v1", "ConfigMap", "old", "polite-a") is not None
-    del index.items["polite-a", "old"]
+    del index["polite-a", "old"]
     assert await kube.get("v1", "ConfigMap", "old", "polite-a") is None
 
 
@@ -142,10 +135,14 @@ async def test_a_create_refused_as_existing_reads_the_api_next_time() -> None:
     assert api.calls == ["create ConfigMap settings", "get ConfigMap settings"]
 
 
-def test_every_watched_kind_has_its_own_index_and_only_crds_go_unlabelled() -> None:
-    ids = [kind.index_id for kind in WATCHED_KINDS]
-    assert len(ids) == len(set(ids))
+def test_every_watched_kind_is_watched_once_and_only_crds_go_unlabelled() -> None:
+    kinds = [(kind.group, kind.kind) for kind in WATCHED_KINDS]
+    assert len(kinds) == len(set(kinds))
     assert {kind.kind for kind in WATCHED_KINDS if not kind.labelled} == {"CustomResourceDefinition"}
+    # The API server sends the tenants' children only, and of the CRDs only CloudNativePG's.
+    assert {str(kind.selection) for kind in WATCHED_KINDS if kind.labelled} == {"{'labelSelector': 'polite.io/tenant'}"}
+    crds = next(kind for kind in WATCHED_KINDS if not kind.labelled)
+    assert crds.selection == {"fieldSelector": "metadata.name=clusters.postgresql.cnpg.io"}
     assert "Secret" not in {kind.kind for kind in WATCHED_KINDS}
     assert WatchedKind("apps", "v1", "statefulsets", "StatefulSet").api_version == "apps/v1"
 
