@@ -9,8 +9,10 @@ when the buffer is full the submitter waits (and counts it) instead of dropping 
 The baselines in the same run write the same rows in the same batches with nothing around them:
 raw asyncpg ``copy_records_to_table('events', ...)`` on one connection, and raw ``sqlite3``
 ``executemany`` with one transaction per batch (same PRAGMAs as the store). Each case gets a fresh
-database with the same schema (scratch PostgreSQL databases are created and dropped here). Prints
-events/s and the product/baseline ratio per database, checks every table holds exactly N rows and
+database with the same schema (scratch PostgreSQL databases are created and dropped here), and runs
+``--repeat`` times (3), interleaved with its baseline (a shared machine has slow and fast minutes: one
+run of each gave ratios from 0.79 to 1.03 within an hour). Prints the median run's events/s and the
+product/baseline ratio of the medians per database, checks every run stored exactly N rows and
 writes JSON to bench/results/ingest.json.
 
 Columns: ``spilled`` events written ahead to the spool's journal because they waited more than two
@@ -49,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.repeat import median_run
 from bench.scratch_db import scratch_pg
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -186,55 +189,62 @@ async def product(url: str, spool_dir: str, events: list[Any]) -> dict[str, Any]
     }
 
 
+def _run(db: str, case: str, pg: str, events: list[Any]) -> dict[str, Any]:
+    """One case on a fresh database (a scratch PostgreSQL database, or a SQLite file) and spool."""
+    with tempfile.TemporaryDirectory(prefix="polite-bench-") as tmp:
+        if db == "sqlite":
+            path = f"{tmp}/bench.db"
+            if case == "baseline":
+                return sqlite_baseline(path, events)
+            return asyncio.run(product(f"sqlite:///{path}", f"{tmp}/spool", events))
+        dsn = scratch_pg(pg, create=True)
+        try:
+            if case == "baseline":
+                return asyncio.run(pg_baseline(dsn, events))
+            return asyncio.run(product(dsn, f"{tmp}/spool", events))
+        finally:
+            scratch_pg(pg, create=False, dsn=dsn)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each case; the medians are compared")
     parser.add_argument(
         "--pg", default=os.environ.get("POLITE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
     args = parser.parse_args()
     n = args.events
     events = make_events(n)
+    cases = [(db, case) for db in ("postgresql", "sqlite") for case in ("baseline", "product")]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in cases}
+    for _ in range(args.repeat):  # interleaved, so the baseline and the product share the machine's minutes
+        for db, case in cases:
+            runs[db, case].append(_run(db, case, args.pg, events))
     rows: list[dict[str, Any]] = []
+    for (db, case), done in runs.items():
+        for result in done:
+            if result["stored"] != n:
+                raise SystemExit(f"{db} {case}: stored {result['stored']} events, expected {n}")
+        result = median_run(done)
+        rows.append({"db": db, "case": case, "events": n, "events_per_s": n / result["seconds"], **result,
+                     "runs": [r["seconds"] for r in done]})  # fmt: skip
 
-    def record(db: str, case: str, result: dict[str, Any]) -> None:
-        rows.append({"db": db, "case": case, "events": n, "events_per_s": n / result["seconds"], **result})
-
-    for case in ("baseline", "product"):
-        dsn = scratch_pg(args.pg, create=True)
-        try:
-            if case == "baseline":
-                result = asyncio.run(pg_baseline(dsn, events))
-            else:
-                with tempfile.TemporaryDirectory(prefix="polite-bench-") as tmp:
-                    result = asyncio.run(product(dsn, f"{tmp}/spool", events))
-        finally:
-            scratch_pg(args.pg, create=False, dsn=dsn)
-        record("postgresql", case, result)
-
-    for case in ("baseline", "product"):
-        with tempfile.TemporaryDirectory(prefix="polite-bench-") as tmp:
-            path = f"{tmp}/bench.db"
-            if case == "baseline":
-                result = sqlite_baseline(path, events)
-            else:
-                result = asyncio.run(product(f"sqlite:///{path}", f"{tmp}/spool", events))
-        record("sqlite", case, result)
-
-    for r in rows:
-        if r["stored"] != n:
-            raise SystemExit(f"{r['db']} {r['case']}: stored {r['stored']} events, expected {n}")
     ratios = {}
     for db in ("postgresql", "sqlite"):
         base, prod = (next(r for r in rows if r["db"] == db and r["case"] == c) for c in ("baseline", "product"))
         ratios[db] = prod["events_per_s"] / base["events_per_s"]
     RESULTS.mkdir(exist_ok=True)
-    out = {"events": n, "batch_size": BATCH, "rows": rows, "product_over_baseline": ratios}
+    out = {"events": n, "batch_size": BATCH, "repeat": args.repeat, "rows": rows, "product_over_baseline": ratios}
     (RESULTS / "ingest.json").write_text(json.dumps(out, indent=2) + "\n")
     print(f"{n:,} events, batches of {BATCH:,}; baseline = raw COPY (PostgreSQL) / raw executemany (SQLite)")
     print(
+        f"median of {args.repeat} runs each (interleaved: PostgreSQL baseline, product, SQLite baseline, product,"
+        " again), each on a fresh database"
+    )
+    print(
         f"{'db':<11} {'case':<9} {'seconds':>8} {'cpu s':>6} {'events/s':>10} {'stored':>8} {'spilled':>8}"
-        f" {'replayed':>8} {'spool MB':>8} {'waits':>6} {'ratio':>6}"
+        f" {'replayed':>8} {'spool MB':>8} {'waits':>6} {'ratio':>6}  runs (s)"
     )
     for r in rows:
         ratio = f"{ratios[r['db']]:>6.2f}" if r["case"] == "product" else f"{'1.00':>6}"
@@ -242,7 +252,7 @@ def main() -> None:
             f"{r['db']:<11} {r['case']:<9} {r['seconds']:>8.2f} {r['cpu_seconds']:>6.2f} {r['events_per_s']:>10,.0f}"
             f" {r['stored']:>8} "
             f"{r.get('spilled', 0):>8} {r.get('replayed', 0):>8} {r.get('spool_bytes_written', 0) / 1e6:>8.1f}"
-            f" {r.get('buffer_full_waits', 0):>6} {ratio}"
+            f" {r.get('buffer_full_waits', 0):>6} {ratio}  {' '.join(f'{x:.2f}' for x in r['runs'])}"
         )
     print(
         "spilled: events that waited over two flush intervals, written ahead to the spool's journal (what bounds"

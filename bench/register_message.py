@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.repeat import median_run
 from bench.scratch_db import scratch_pg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,12 +166,6 @@ def _run_case(db: str, recipients: int, html_bytes: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median seconds: on a shared machine one run can take a third longer than the next,
-    baseline and product alike, so each is measured ``--repeat`` times and their medians compared."""
-    return dict(sorted(runs, key=lambda r: float(r["seconds"]))[len(runs) // 2])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", action="store_true")
@@ -199,9 +194,9 @@ def main() -> None:
                 finally:
                     if db_name == "postgresql":
                         scratch_pg(args.pg, create=False, dsn=db)
-        base = _median(runs["baseline"])
+        base = median_run(runs["baseline"])
         for db_name in ("sqlite", "postgresql"):
-            result = _median(runs[db_name])
+            result = median_run(runs[db_name])
             result.update(case=label, db=db_name, baseline_seconds=base["seconds"],
                           runs=[r["seconds"] for r in runs[db_name]],
                           baseline_runs=[r["seconds"] for r in runs["baseline"]],
