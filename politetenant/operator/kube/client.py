@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_SECONDS = 30.0
+# A session replaced after a 401 is closed this long after: longer than a watch lasts (the informers'
+# timeoutSeconds, 300 s), so no watch streaming on it is cut.
+RETIRE_SECONDS = 360.0
 COMPONENT = "polite-operator"
 # Events refuse messages over 1 KiB; cut long ones rather than lose the Event.
 EVENT_MESSAGE_LIMIT = 1024
@@ -214,17 +217,25 @@ class KubeClient:
         self._server = ""
         self._proxy: str | None = None
         self._lock = asyncio.Lock()
+        self._retired: list[aiohttp.ClientSession] = []  # replaced after a 401, closed a while later
+        self._closing: set[asyncio.Future[None]] = set()
 
-    async def _connect(self, *, fresh: bool) -> aiohttp.ClientSession:
+    async def _connect(self, *, refused: aiohttp.ClientSession | None = None) -> aiohttp.ClientSession:
+        """The session; a new one, logged in again, when ``refused`` (a session whose credentials got a
+        401) is still the current one."""
         async with self._lock:
-            if self._session is not None and not fresh:
+            if self._session is not None and (refused is None or self._session is not refused):
                 return self._session
             try:
                 info = await asyncio.to_thread(self._credentials)
             except Exception as exc:  # kopf.LoginError, an unreadable kubeconfig: no answer possible
                 raise KubeError(0, "LoginFailed", f"no credentials for the API ({type(exc).__name__})") from None
             if self._session is not None:
-                await self._session.close()
+                # Not closed now: the informers' watches stream on it, and closing it would leave them
+                # waiting for nothing. Their server ends them within minutes; it goes after that.
+                old = self._session
+                self._retired.append(old)
+                asyncio.get_running_loop().call_later(RETIRE_SECONDS, self._retire, old)
             ssl = info.as_ssl_context() if info.server.startswith("https:") else False
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=ssl),
@@ -236,18 +247,25 @@ class KubeClient:
             self._proxy = info.proxy_url
             return self._session
 
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        if session in self._retired:
+            self._retired.remove(session)
+            self._closing.add(asyncio.ensure_future(session.close()))
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in [*self._retired, *([self._session] if self._session is not None else [])]:
+            await session.close()
+        self._retired, self._session = [], None
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _request(
         self, method: str, path: str, *, body: Any = None, content_type: str = "application/json"
     ) -> dict[str, Any] | None:
         """The answer's JSON; None for 404. Every other failure is a KubeError (and counted)."""
         try:
+            refused: aiohttp.ClientSession | None = None
             for attempt in (1, 2):
-                session = await self._connect(fresh=attempt == 2)
+                session = await self._connect(refused=refused)
                 async with session.request(
                     method,
                     self._server + path,
@@ -256,6 +274,7 @@ class KubeClient:
                     proxy=self._proxy,
                 ) as response:
                     if response.status == 401 and attempt == 1:
+                        refused = session
                         continue  # credentials rotated: log in again, once
                     if response.status == 404:
                         return None
@@ -326,19 +345,19 @@ class KubeClient:
 
     async def watch(
         self, api_version: str, kind: str, params: Mapping[str, str], *, read_timeout: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The events of a cluster-wide watch, one JSON object per line, until the server ends the
-        stream (its ``timeoutSeconds``). Ends at once if the kind is not served. A line may be far
+        stream (its ``timeoutSeconds``); a kind not served is a KubeError 404. A line may be far
         longer than aiohttp's line limit (a CRD's schema): lines are cut from the raw chunks."""
         path = f"{collection_path(api_version, kind)}?{urlencode({**params, 'watch': 'true'})}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=read_timeout)
         try:
-            session = await self._connect(fresh=False)
+            session = await self._connect()
             async with session.get(self._server + path, proxy=self._proxy, timeout=timeout) as response:
                 if response.status == 401:
-                    await self._connect(fresh=True)  # credentials rotated: the next watch logs in again
-                if response.status == 404:
-                    return
+                    await self._connect(refused=session)  # credentials rotated: the next watch logs in again
+                if response.status == 404:  # the kind is no longer served (its CRD was removed)
+                    raise self._report(KubeError(404, "NotFound", f"watch {path}: the kind is not served"))
                 if response.status >= 400:
                     text = await response.text()
                     raise self._error(response.status, json.loads(text) if text.strip().startswith("{") else {})

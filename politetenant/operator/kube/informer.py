@@ -21,7 +21,9 @@ The first list's objects are no news (``on_event`` is not called): the operator 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -40,6 +42,7 @@ PAGE = 500
 WATCH_SECONDS = 300
 READ_TIMEOUT_SECONDS = 330.0
 NOT_SERVED_SECONDS = 30.0
+QUICK_END_SECONDS = 1.0
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -109,18 +112,26 @@ class Informer:
                     await self._sleep(NOT_SERVED_SECONDS)
                     continue
                 while True:
+                    started = time.monotonic()
                     version = await self.watch_once(version)
                     failures = 0
+                    if time.monotonic() - started < QUICK_END_SECONDS:
+                        await asyncio.sleep(QUICK_END_SECONDS)  # a server ending watches at once: no busy loop
             except Expired:
                 continue
-            except KubeError as exc:
+            except Exception as exc:  # the API refused or failed, or a bug: said, and listed again later
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
-                log.warning("watching %s: %s (%s); listing again in %.1f s", self.kind, exc.reason, exc.status, delay)
+                if isinstance(exc, KubeError):
+                    log.warning(
+                        "watching %s: %s (%s); listing again in %.1f s", self.kind, exc.reason, exc.status, delay
+                    )
+                else:
+                    log.exception("watching %s failed; listing again in %.1f s", self.kind, delay)
                 await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+        """Sleep, or less if woken since the last list began (a wake during that list is kept)."""
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
@@ -128,12 +139,13 @@ class Informer:
 
     async def relist(self) -> str | None:
         """Replace the store with a fresh list; its resourceVersion (None: the kind is not served)."""
+        self._wake.clear()
         found: dict[Key, dict[str, Any]] = {}
         params = {**self._params, "limit": str(PAGE)}
         while True:
             page = await self._client.list(self.api_version, self.kind, params)
             if page is None:
-                self._replace({}, served=False)
+                self._replace({}, served=False, version="")
                 return None
             for item in page.get("items") or ():
                 # list items carry no kind: give them the one a watch event's object has
@@ -142,18 +154,23 @@ class Informer:
                 found[key_of(item)] = item
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
-                self._replace(found, served=True)
-                return str(meta.get("resourceVersion", ""))
+                version = str(meta.get("resourceVersion", ""))
+                self._replace(found, served=True, version=version)
+                return version
             params = {**self._params, "limit": str(PAGE), "continue": str(meta["continue"])}
 
-    def _replace(self, found: dict[Key, dict[str, Any]], *, served: bool) -> None:
-        """The store becomes ``found`` (the same dict object throughout: readers may hold it)."""
+    def _replace(self, found: dict[Key, dict[str, Any]], *, served: bool, version: str) -> None:
+        """The store becomes ``found`` (the same dict object throughout: readers may hold it). A
+        deletion found this way carries the list's resourceVersion, not the object's last one: it
+        happened before that list, and after any write the operator made of the object."""
         before = dict(self.store)
         self.store.clear()
         self.store.update(found)
         self.served = served
         if self.synced.is_set():
             for event_type, obj in differences(before, found):
+                if event_type == "DELETED" and version:
+                    obj = {**obj, "metadata": {**(obj.get("metadata") or {}), "resourceVersion": version}}
                 self._tell(event_type, obj)
         self.synced.set()
 
@@ -170,8 +187,10 @@ class Informer:
         """Follow one watch from ``version`` until the server ends it; the last version seen."""
         params = {**self._params, "resourceVersion": version, "allowWatchBookmarks": "true"}
         params["timeoutSeconds"] = str(WATCH_SECONDS)
-        async for event in self._client.watch(self.api_version, self.kind, params, read_timeout=READ_TIMEOUT_SECONDS):
-            version = self.apply(event, version)
+        events = self._client.watch(self.api_version, self.kind, params, read_timeout=READ_TIMEOUT_SECONDS)
+        async with contextlib.aclosing(events):  # the stream is closed now, not when the error is collected
+            async for event in events:
+                version = self.apply(event, version)
         return version
 
     def apply(self, event: Mapping[str, Any], version: str) -> str:

@@ -50,7 +50,8 @@ class WatchedKind:
         """What the API server sends of this kind: the tenants' children, or the CRDs looked at."""
         if self.labelled:
             return {"labelSelector": names.TENANT_LABEL}
-        return {"fieldSelector": ",".join(f"metadata.name={name}" for name in sorted(WATCHED_CRDS))}
+        # One name only: a field selector's terms are ANDed (more CRDs: all of them, read by name here).
+        return {"fieldSelector": f"metadata.name={next(iter(WATCHED_CRDS))}"} if len(WATCHED_CRDS) == 1 else {}
 
 
 # The kinds whose drift breaks a tenant's service (its fence, workloads, addresses, database, the
@@ -87,6 +88,8 @@ Lookup = Callable[[WatchedKind, str | None, str], "dict[str, Any] | None"]
 Stores = Mapping[WatchedKind, Mapping[tuple[str | None, str], dict[str, Any]]]
 # A child's event: its kind, "ADDED", "MODIFIED" or "DELETED", and the object.
 ChildEvent = Callable[[WatchedKind, str, dict[str, Any]], None]
+# How long a reconcile waits for the watches' first lists before it is retried (and says why).
+SYNC_SECONDS = 30.0
 
 
 def watched_kind(api_version: str, kind: str) -> WatchedKind | None:
@@ -267,10 +270,16 @@ class Children:
         self._tasks = [loop.create_task(i.run(), name=f"watch {k.plural}") for k, i in self.informers.items()]
 
     async def synced(self) -> None:
-        """Wait until every kind's first list is in."""
-        for informer in self.informers.values():
-            if not informer.synced.is_set():
-                await informer.synced.wait()
+        """Wait until every kind's first list is in; a KubeError naming the kinds still missing after
+        ``SYNC_SECONDS`` (a list the API keeps refusing): the reconcile is retried, and says why."""
+        waiting = [informer for informer in self.informers.values() if not informer.synced.is_set()]
+        if not waiting:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*(informer.synced.wait() for informer in waiting)), SYNC_SECONDS)
+        except TimeoutError:
+            missing = ", ".join(informer.kind for informer in waiting if not informer.synced.is_set())
+            raise KubeError(0, "NotListed", f"the operator could not list {missing} yet") from None
 
     async def close(self) -> None:
         for task in self._tasks:
