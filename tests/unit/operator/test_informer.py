@@ -263,3 +263,27 @@ async def test_a_kind_the_api_will_not_list_fails_the_reconcile_with_its_name(mo
             await children.synced()
     finally:
         await children.close()
+
+
+async def test_a_watch_the_server_ends_is_resumed_without_listing_again(
+    kube_api: KubeApiHandle, client: KubeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("politetenant.operator.kube.informer.WATCH_SECONDS", 1)  # the server ends it after 1 s
+    monkeypatch.setattr("politetenant.operator.kube.informer.QUICK_END_SECONDS", 0.1)
+    events: list[str] = []
+    informer = Informer(
+        client, "v1", "ConfigMap", params={"labelSelector": TENANT_LABEL},
+        on_event=lambda _, obj: events.append(obj["metadata"]["name"]),
+    )  # fmt: skip
+    mark = kube_api.request_count()
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        await asyncio.sleep(2.5)  # two watches ended by the server, each resumed
+        kube_api.request("POST", CONFIGMAPS, configmap("later"))
+        await until(lambda: events == ["later"])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    verbs = [r.verb for r in kube_api.requests_served(mark) if r.path == "/api/v1/configmaps"]
+    assert verbs.count("list") == 1 and verbs.count("watch") >= 3
