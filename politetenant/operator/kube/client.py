@@ -135,10 +135,14 @@ def kind_of(api_version: str, kind: str) -> ResourceKind:
         raise ValueError(f"{kind} of {api_version} is not a kind the operator manages") from None
 
 
+def _version_path(api_version: str) -> str:
+    return f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+
+
 def object_path(api_version: str, kind: str, name: str | None = None, namespace: str | None = None) -> str:
     """The API path of a collection (no name) or an object."""
     resource = kind_of(api_version, kind)
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    base = _version_path(api_version)
     if resource.namespaced:
         if not namespace:
             raise ValueError(f"{kind} {name} needs a namespace")
@@ -149,9 +153,7 @@ def object_path(api_version: str, kind: str, name: str | None = None, namespace:
 
 def collection_path(api_version: str, kind: str) -> str:
     """The API path of a kind's objects in every namespace (a cluster-wide list or watch)."""
-    resource = kind_of(api_version, kind)
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    return f"{base}/{resource.plural}"
+    return f"{_version_path(api_version)}/{kind_of(api_version, kind).plural}"
 
 
 def event_body(
@@ -250,7 +252,9 @@ class KubeClient:
     def _retire(self, session: aiohttp.ClientSession) -> None:
         if session in self._retired:
             self._retired.remove(session)
-            self._closing.add(asyncio.ensure_future(session.close()))
+            closing = asyncio.ensure_future(session.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         for session in [*self._retired, *([self._session] if self._session is not None else [])]:

@@ -50,7 +50,8 @@ class Expired(Exception):
     """The watch's resourceVersion is older than the server keeps: list again."""
 
 
-def key_of(obj: Mapping[str, Any]) -> Key:
+def store_key(obj: Mapping[str, Any]) -> Key:
+    """How a store holds an object: by namespace and name."""
     meta = obj.get("metadata") or {}
     return meta.get("namespace"), str(meta.get("name"))
 
@@ -93,9 +94,6 @@ class Informer:
         self._params = dict(params or {})
         self._on_event = on_event
         self._wake = asyncio.Event()
-
-    def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return self.store.get((namespace, name))
 
     def wake(self) -> None:
         """Look again now at a kind that was not served (its CRD has just been installed)."""
@@ -151,7 +149,7 @@ class Informer:
                 # list items carry no kind: give them the one a watch event's object has
                 item.setdefault("apiVersion", self.api_version)
                 item.setdefault("kind", self.kind)
-                found[key_of(item)] = item
+                found[store_key(item)] = item
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 version = str(meta.get("resourceVersion", ""))
@@ -163,7 +161,7 @@ class Informer:
         """The store becomes ``found`` (the same dict object throughout: readers may hold it). A
         deletion found this way carries the list's resourceVersion, not the object's last one: it
         happened before that list, and after any write the operator made of the object."""
-        before = dict(self.store)
+        before = dict(self.store) if self.synced.is_set() else {}
         self.store.clear()
         self.store.update(found)
         self.served = served
@@ -206,9 +204,9 @@ class Informer:
         if event_type == "BOOKMARK":
             return version_of(obj) or version
         if event_type == "DELETED":
-            self.store.pop(key_of(obj), None)
+            self.store.pop(store_key(obj), None)
         elif event_type in ("ADDED", "MODIFIED"):
-            self.store[key_of(obj)] = obj
+            self.store[store_key(obj)] = obj
         else:
             raise KubeError(0, "BadResponse", f"watch of {self.kind}: an event of type {event_type!r}")
         self._tell(str(event_type), obj)

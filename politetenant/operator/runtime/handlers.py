@@ -33,6 +33,7 @@ import kopf
 from politetenant.operator.keys.lifecycle import KeyBackend
 from politetenant.operator.keys.services import standard_keys
 from politetenant.operator.kube import client as kube
+from politetenant.operator.kube.informer import store_key
 from politetenant.operator.model.config import OperatorConfig
 from politetenant.operator.model.reasons import EventType, Reason
 from politetenant.operator.model.status import status_patch
@@ -181,8 +182,8 @@ async def _after_drift(memo: Any, name: str) -> float | None:
 
 def _child_changed(memo: Any, kind: WatchedKind, event_type: str, body: dict[str, Any]) -> None:
     """A child's event (after the first list): poke its tenant, unless it is our own write coming back."""
-    meta = body.get("metadata") or {}
-    key = key_of(kind.api_version, kind.kind, str(meta.get("name")), meta.get("namespace"))
+    namespace, name = store_key(body)
+    key = key_of(kind.api_version, kind.kind, name, namespace)
     watch: Watching = memo.watch
     if watch.written.observed(key, body, deleted=event_type == "DELETED"):
         return  # the operator's own write coming back: nothing to reconcile

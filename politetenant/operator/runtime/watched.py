@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from politetenant.operator.kube.client import KubeApi, KubeClient, KubeError
-from politetenant.operator.kube.informer import Informer
+from politetenant.operator.kube.informer import Informer, Store
 from politetenant.operator.model import names
 from politetenant.operator.runtime.database_engine import CNPG_CRD
 
@@ -85,7 +85,7 @@ WATCHED_CRDS = frozenset({CNPG_CRD})
 
 Key = tuple[str, str, str | None, str]  # group, kind, namespace, name
 Lookup = Callable[[WatchedKind, str | None, str], "dict[str, Any] | None"]
-Stores = Mapping[WatchedKind, Mapping[tuple[str | None, str], dict[str, Any]]]
+Stores = Mapping[WatchedKind, Store]
 # A child's event: its kind, "ADDED", "MODIFIED" or "DELETED", and the object.
 ChildEvent = Callable[[WatchedKind, str, dict[str, Any]], None]
 # How long a reconcile waits for the watches' first lists before it is retried (and says why).
