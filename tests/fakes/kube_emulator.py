@@ -1061,12 +1061,12 @@ class PoliteKubernetesEmulator(kmock.KubernetesEmulator):
             table["metadata"] = meta
             return self._answer(200, table)
         kind = self.resources[res].kind or str(res.plural).capitalize()
-        body = {
-            "apiVersion": _api_version(res),
-            "kind": f"{kind}List",
-            "metadata": meta,
-            "items": [o for _, o in found],
-        }
+        items = [o for _, o in found]
+        if res not in self._custom:
+            # A built-in kind's list is typed on the real server: its items carry no apiVersion or kind
+            # (a custom resource's list is unstructured, each item whole). Clients must not rely on them.
+            items = [{k: v for k, v in o.items() if k not in ("apiVersion", "kind")} for o in items]
+        body = {"apiVersion": _api_version(res), "kind": f"{kind}List", "metadata": meta, "items": items}
         return self._answer(200, body)
 
     async def _serve_openapi_index(self, request: kmock.Request) -> Body:

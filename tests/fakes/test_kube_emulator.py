@@ -165,6 +165,26 @@ def test_pages_of_a_list_follow_limit_and_continue(kube: KubeApiHandle) -> None:
     assert "continue" not in rest["metadata"]
 
 
+def test_list_items_of_built_in_kinds_carry_no_kind_as_on_a_real_server(kube: KubeApiHandle) -> None:
+    """A built-in kind's list is typed: its items have no apiVersion or kind (a watch event's object
+    and a GET do); a custom resource's list is unstructured and each item keeps both. A client that
+    relied on the former would work here and break on a cluster."""
+    ns = make_namespace(kube)
+    create_configmap(kube, ns, "one")
+    name = unique("listed")
+    kube.request("POST", TENANTS, tenant(name))
+
+    configmap_list = kube.request("GET", configmaps(ns)).body
+    tenant_list = kube.request("GET", TENANTS).body
+    got = kube.request("GET", configmaps(ns, "one")).body
+
+    assert configmap_list["kind"] == "ConfigMapList"
+    assert [set(item) & {"apiVersion", "kind"} for item in configmap_list["items"]] == [set()]
+    assert (got["apiVersion"], got["kind"]) == ("v1", "ConfigMap")
+    (listed,) = [item for item in tenant_list["items"] if item["metadata"]["name"] == name]
+    assert (listed["apiVersion"], listed["kind"]) == ("polite.io/v1alpha1", "PoliteTenant")
+
+
 # --- object metadata set by the server -----------------------------------------------------------------
 
 
