@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from politetenant.crypto.keys import KEY_BYTES, PURPOSES, KeyMaterialError, KeyProvider, KeySet, timestamp
+from politetenant.durable import replace_durably
 
 FILE_FORMAT = 1
 
@@ -88,13 +89,8 @@ class LocalKeyProvider:
         return doc
 
     def _write(self, doc: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        # Durable through a power loss: a key version lost after data was sealed with it loses the data.
+        replace_durably(self.path, json.dumps(doc, indent=2).encode())
 
     @staticmethod
     def _new_version(kek: bytes, version: int) -> dict[str, Any]:

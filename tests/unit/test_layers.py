@@ -40,10 +40,11 @@ OPERATOR_LAYERS: tuple[tuple[str, ...], ...] = (
 )
 # What each part of the project may import of the others (besides itself and the standard library).
 PARTS_MAY_IMPORT = {
-    "crypto": set(),
+    "durable": set(),
+    "crypto": {"durable"},
     "settings": set(),
     "regions": set(),
-    "tracker": {"crypto", "settings"},
+    "tracker": {"crypto", "settings", "durable"},
     "operator": {"crypto", "settings", "regions"},
 }
 MAX_MODULE_LINES = 450

@@ -19,10 +19,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
+
+from politetenant.durable import replace_durably
 
 __all__ = ["SAMPLE_ADDRESSES", "SAMPLE_NETWORKS", "write_mmdb", "write_sample"]
 
@@ -261,17 +262,7 @@ def write_mmdb(
             _metadata(len(nodes), record_size, database_type, languages, description),
         )
     )
-    target = os.fspath(path)
-    fd, temp = tempfile.mkstemp(prefix=".geoip-", suffix=".tmp", dir=os.path.dirname(target) or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    replace_durably(path, content)
 
 
 def _place(

@@ -21,6 +21,9 @@ The directory has a budget (``max_bytes``, all workers' files together): a write
 beyond it raises ``SpoolFull`` instead of writing, unless it is the last write before the process
 exits (``beyond_budget``), which must never lose what was accepted. Every method here waits on the
 disk; the ingest buffer calls them on a thread of their own, one at a time, never on the event loop.
+
+A file's name is made durable (``durable.fsync_directory``) before anything written to it counts as
+written: its own fsync keeps its bytes through a power loss, not its entry in the directory.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from politetenant.durable import fsync_directory
 from politetenant.tracker.ingest.framing import MAGIC, encode_records, read_events
 from politetenant.tracker.storage.rows import Event
 
@@ -84,6 +88,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.worker_tag = worker_tag
         self.own = SpoolFile(self.directory / f"spool-{worker_tag}.spool")
+        fsync_directory(self.directory)
         self._adopted: dict[Path, SpoolFile] = {}
         self._journal: list[SpoolFile] = []  # live segments, oldest first
         self._segments = itertools.count(1)
@@ -100,6 +105,7 @@ class Spool:
         self.own.path = sealed
         self._adopted[sealed] = self.own
         self.own = SpoolFile(self.directory / f"spool-{self.worker_tag}.spool")
+        fsync_directory(self.directory)  # the set-aside name and the new file's, at once
 
     def _record_within_budget(self, events: Sequence[Event], beyond_budget: bool) -> bytes:
         record = encode_records(events)
@@ -125,6 +131,7 @@ class Spool:
         segment = SpoolFile(self.directory / name)
         try:
             self.bytes_written += segment.write_durably(record)
+            fsync_directory(self.directory)
         except OSError:
             segment.path.unlink(missing_ok=True)
             segment.close()
