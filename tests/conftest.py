@@ -48,6 +48,8 @@ async def _empty_pg(dsn: str) -> None:
                 " record_figures, figures_stale RESTART IDENTITY"
             )
             await conn.execute("UPDATE figures_folded SET seq = 0")  # events.seq starts again at 1
+        if await conn.fetchval("SELECT to_regclass('public.erased_records') IS NOT NULL"):
+            await conn.execute("TRUNCATE erased_records")
     finally:
         await conn.close()
 

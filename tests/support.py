@@ -70,7 +70,8 @@ async def emptied_store(dsn: str) -> AsyncIterator[Store]:
     try:
         await made.migrate()
         await made.execute(
-            "TRUNCATE events, records, recipients, links, messages, record_figures, figures_stale RESTART IDENTITY"
+            "TRUNCATE events, records, recipients, links, messages, record_figures, figures_stale, erased_records"
+            " RESTART IDENTITY"
         )
         await made.execute("UPDATE figures_folded SET seq = 0")
         yield made

@@ -222,6 +222,73 @@ async def test_erase_is_idempotent_and_keeps_the_objection(tracker: Tracker) -> 
     assert (await right(tracker, "access", {"email": PERSON}))["objection"]["objected"] is True
 
 
+async def events_of(t: Tracker, token: str) -> int:
+    record_id = t.state.tokens.verify(token).record_id  # type: ignore[union-attr]
+    return await count(t, "SELECT COUNT(*) FROM events WHERE record_id = $1", record_id)
+
+
+async def test_after_an_erasure_the_persons_old_email_still_answers_and_records_nothing(tracker: Tracker) -> None:
+    sent = await register(tracker, "individual")
+    person, other = token_of(sent, PERSON), token_of(sent, OTHER)
+    await interact(tracker, person)
+    await tracker.flush()
+    assert await events_of(tracker, person) == 2
+    await right(tracker, "erase", {"email": PERSON})
+
+    headers = {"User-Agent": UA_IPHONE_MAIL, "X-Forwarded-For": IP_DUBLIN}
+    opened = await tracker.client.get(f"/o/{person}.gif", headers=headers)
+    assert opened.status == 200 and opened.headers["Content-Type"] == "image/gif"  # the mail client sees no change
+    read = await tracker.client.get(f"/t/{person}.gif", headers=headers)
+    assert read.status == 200 and read.headers["Content-Type"] == "image/gif"
+    clicked = await tracker.client.get(f"/c/{person}/1", headers=headers, allow_redirects=False)
+    assert clicked.status == 404  # the record is gone, and with it where its links went
+    await interact(tracker, other)  # everyone else is tracked as before
+    await tracker.flush()
+
+    assert await events_of(tracker, person) == 0
+    assert await events_of(tracker, other) == 2
+    record_id = tracker.state.tokens.verify(person).record_id  # type: ignore[union-attr]
+    # what is kept names no one: the record's random id, no e-mail, pseudonym or message
+    kept = await tracker.state.store.fetch("SELECT * FROM erased_records")
+    assert [tuple(bytes(v) for v in row) for row in kept] == [(record_id,)]
+
+
+async def test_another_worker_learns_of_an_erasure_and_drops_what_it_took_meanwhile(
+    tracker: Tracker, tmp_path: Path, db_url: str, geoip_path: str
+) -> None:
+    sent = await register(tracker, "individual")
+    person = token_of(sent, PERSON)
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    client, state = await start_tracker(second_dir, db_url, geoip_path, keys=f"local:{tmp_path}/keys.json")
+    second = Tracker(client=client, state=state)
+    headers = {"User-Agent": UA_IPHONE_MAIL, "X-Forwarded-For": IP_DUBLIN}
+
+    async def open_in_second() -> None:
+        assert (await second.client.get(f"/o/{person}.gif", headers=headers)).status == 200
+
+    try:
+        clicked = await second.client.get(f"/c/{person}/1", headers=headers, allow_redirects=False)
+        assert clicked.status == 302  # the second worker now knows where the record's links go
+        await right(tracker, "erase", {"email": PERSON})  # in the first worker
+        await open_in_second()  # the second does not know yet: it stores what it takes
+        await second.flush()
+        assert await events_of(second, person) == 2  # the click before, the open after the erasure
+        await open_in_second()  # and takes more, still buffered when it learns
+
+        assert await second.state.erased.refresh(second.state.store) == 1
+        assert await events_of(second, person) == 0  # what it stored meanwhile is deleted
+        await second.flush()  # what it had buffered is dropped
+        await open_in_second()  # and what comes now is answered, not taken
+        clicked = await second.client.get(f"/c/{person}/1", headers=headers, allow_redirects=False)
+        assert clicked.status == 404  # as in the erasing worker, though this one's cache knew the record
+        await second.flush()
+        assert await events_of(second, person) == 0
+        assert await second.state.erased.refresh(second.state.store) == 0  # nothing new to learn
+    finally:
+        await client.close()
+
+
 # -- rectify --------------------------------------------------------------------------------------------
 
 

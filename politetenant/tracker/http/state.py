@@ -19,6 +19,7 @@ from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.storage.base import Store
 from politetenant.tracker.storage.click_cache import ClickCache
 from politetenant.tracker.storage.click_lookups import ClickLookups
+from politetenant.tracker.storage.erased import ErasedRecords
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrackerState:
     tokens: TokenCodec = field(init=False)
     auth: Authenticator = field(init=False)
     click_lookups: ClickLookups = field(init=False)
+    erased: ErasedRecords = field(init=False)  # the ingest buffer's: one set, read per hit and per batch
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     read_streams: int = 0
     # record -> message and (message, link) -> where it goes: bounded, each fact for a while (click_cache.py).
@@ -48,6 +50,7 @@ class TrackerState:
         self.tokens = TokenCodec(self.keyring)
         self.auth = Authenticator(self.store)
         self.click_lookups = ClickLookups(self.store)
+        self.erased = self.ingest.erased
 
 
 STATE: web.AppKey[TrackerState] = web.AppKey("polite_state", TrackerState)

@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from politetenant.tracker.ingest.spool import Spool, SpoolFull
 from politetenant.tracker.metrics import Metrics
 from politetenant.tracker.storage.base import StorageUnavailable, Store
+from politetenant.tracker.storage.erased import ErasedRecords
 from politetenant.tracker.storage.rows import Event
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,10 @@ class Ingest:
         flush_interval: float = 0.5,
         max_buffered: int = 50_000,
         on_recovered: Callable[[], Awaitable[None]] | None = None,
+        erased: ErasedRecords | None = None,
     ) -> None:
         self.store = store
+        self.erased = erased if erased is not None else ErasedRecords()  # events of these are dropped
         self.spool = spool
         self.metrics = metrics
         self.batch_size = batch_size
@@ -339,13 +342,15 @@ class Ingest:
 
     async def _store_batch(self, batch: list[Event]) -> bool:
         started = time.perf_counter()
+        kept = self.erased.keep(batch)  # accepted before this worker knew of an erasure: not stored
         try:
-            await self.store.insert_events(batch)
+            if kept:
+                await self.store.insert_events(kept)
         except StorageUnavailable:
             self._note_failure()
             return False
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
-        self.metrics.events_stored.inc(len(batch))
+        self.metrics.events_stored.inc(len(kept))
         return True
 
     async def _spool_batch(self, batch: list[Event], *, final: bool = False) -> bool:

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from politetenant.crypto import Keyring, Sealer, blind_index, blind_indexes, link_row, recipient_row
 from politetenant.settings import TrackingMode
-from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.base import Store, marks
+from politetenant.tracker.storage.erased import ErasedRecords, remember_erased
 
 NOT_FOUND = "No data is held for this e-mail address: it is not a recipient of any stored message."
 INTERACTIONS_NOTE = {
@@ -56,10 +57,6 @@ _KINDS: dict[int, Literal["open", "read", "click"]] = {1: "open", 2: "read", 3: 
 
 def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)  # exact, unlike float seconds
-
-
-def _marks(count: int, start: int = 1) -> str:
-    return ", ".join(f"${i}" for i in range(start, start + count))
 
 
 def encode_attributes(attributes: dict[str, str]) -> bytes | None:
@@ -185,7 +182,7 @@ async def held_rows(store: Store, subject: Subject) -> list[HeldRow]:
     sql = (
         "SELECT r.id, r.message_id, r.email_index, r.email, r.name, r.attributes, m.created_at, m.mode, m.subject,"
         " m.from_name, m.from_email, m.list_name FROM recipients r JOIN messages m ON m.id = r.message_id"
-        f" WHERE r.email_index IN ({_marks(len(subject.indexes))}) ORDER BY m.created_at, r.message_id, r.id"
+        f" WHERE r.email_index IN ({marks(len(subject.indexes))}) ORDER BY m.created_at, r.message_id, r.id"
     )
     return [
         HeldRow(
@@ -197,7 +194,7 @@ async def held_rows(store: Store, subject: Subject) -> list[HeldRow]:
 
 async def record_ids(store: Store, subject: Subject) -> list[tuple[bytes, str]]:
     """(record id, message id) of the person's individual-mode records."""
-    sql = f"SELECT id, message_id FROM records WHERE subject_index IN ({_marks(len(subject.indexes))})"
+    sql = f"SELECT id, message_id FROM records WHERE subject_index IN ({marks(len(subject.indexes))})"
     return [(bytes(r[0]), r[1]) for r in await store.fetch(sql, *subject.indexes)]
 
 
@@ -207,13 +204,13 @@ async def interaction_rows(store: Store, subject: Subject) -> list[tuple[Any, ..
         "SELECT r.message_id, e.kind, e.link_no, e.occurred_at, e.country, e.region, e.city, e.os, e.device,"
         " e.browser, e.bot, e.read_ms, l.url FROM records r JOIN events e ON e.record_id = r.id"
         " LEFT JOIN links l ON l.message_id = r.message_id AND l.link_no = e.link_no"
-        f" WHERE r.subject_index IN ({_marks(len(subject.indexes))}) ORDER BY e.occurred_at, e.event_id"
+        f" WHERE r.subject_index IN ({marks(len(subject.indexes))}) ORDER BY e.occurred_at, e.event_id"
     )
     return await store.fetch(sql, *subject.indexes)
 
 
 async def objected_since(store: Store, subject: Subject) -> int | None:
-    sql = f"SELECT MIN(created_at) FROM objections WHERE subject_index IN ({_marks(len(subject.indexes))})"
+    sql = f"SELECT MIN(created_at) FROM objections WHERE subject_index IN ({marks(len(subject.indexes))})"
     rows = await store.fetch(sql, *subject.indexes)
     return None if not rows or rows[0][0] is None else int(rows[0][0])
 
@@ -329,7 +326,8 @@ def erase_notes(modes: dict[TrackingMode, int], found: bool, objected: bool) -> 
     if modes.get(TrackingMode.INDIVIDUAL):
         notes.append(
             f"Individual mode ({modes[TrackingMode.INDIVIDUAL]} message(s)): the person's tracking records and"
-            " their interactions were removed; later reports of those messages no longer count them."
+            " their interactions were removed; later reports of those messages no longer count them, and"
+            " opening the e-mails already sent records nothing more."
         )
     if modes.get(TrackingMode.ANONYMOUS):
         notes.append(
@@ -348,20 +346,22 @@ def erase_notes(modes: dict[TrackingMode, int], found: bool, objected: bool) -> 
     return notes
 
 
-async def erase(store: Store, subject: Subject) -> EraseResult:
+async def erase(store: Store, subject: Subject, erased: ErasedRecords) -> EraseResult:
     """Remove the person's recipient rows and individual-mode records with their events. Idempotent.
 
     Each step finds its rows by blind index on its own, so a retry after a failure part-way finishes
-    the job; events go before their records because they are found through them.
+    the job; events go before their records because they are found through them. The records' ids
+    are kept first (``storage.erased``): opens of the e-mails already sent then store nothing.
     """
     held = await held_rows(store, subject)
-    marks = _marks(len(subject.indexes))
+    await remember_erased(store, erased, [record_id for record_id, _ in await record_ids(store, subject)])
+    indexes = marks(len(subject.indexes))
     events = await store.execute(
-        f"DELETE FROM events WHERE record_id IN (SELECT id FROM records WHERE subject_index IN ({marks}))",
+        f"DELETE FROM events WHERE record_id IN (SELECT id FROM records WHERE subject_index IN ({indexes}))",
         *subject.indexes,
     )
-    records = await store.execute(f"DELETE FROM records WHERE subject_index IN ({marks})", *subject.indexes)
-    rows = await store.execute(f"DELETE FROM recipients WHERE email_index IN ({marks})", *subject.indexes)
+    records = await store.execute(f"DELETE FROM records WHERE subject_index IN ({indexes})", *subject.indexes)
+    rows = await store.execute(f"DELETE FROM recipients WHERE email_index IN ({indexes})", *subject.indexes)
     objected = await objected_since(store, subject) is not None
     found = bool(held or records or rows)
     counts = Counts(recipient_rows=rows, messages=len({r.message_id for r in held}), records=records, events=events)
@@ -436,6 +436,6 @@ async def object_to_tracking(store: Store, subject: Subject, now_ms: int) -> Obj
 
 async def message_count(store: Store, subject: Subject) -> int:
     """Distinct messages the person was sent (for the audit entry's detail)."""
-    sql = f"SELECT COUNT(DISTINCT message_id) FROM recipients WHERE email_index IN ({_marks(len(subject.indexes))})"
+    sql = f"SELECT COUNT(DISTINCT message_id) FROM recipients WHERE email_index IN ({marks(len(subject.indexes))})"
     rows = await store.fetch(sql, *subject.indexes)
     return int(rows[0][0]) if rows else 0

@@ -32,10 +32,12 @@ from politetenant.tracker.public import beacons
 from politetenant.tracker.reports import api_reports, figures
 from politetenant.tracker.server import health
 from politetenant.tracker.storage import open_store
+from politetenant.tracker.storage.erased import keep_refreshed
 from politetenant.tracker.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 FOLDING = web.AppKey("folding", asyncio.Task[None])  # the timer folding events into report figures
+ERASURES = web.AppKey("erasures", asyncio.Task[None])  # the timer learning other workers' erasures
 
 # aiohttp's access log writes the client address and user agent of every request: never enabled.
 RUNNER_OPTIONS: dict[str, object] = {"access_log": None, "handle_signals": False, "shutdown_timeout": 15}
@@ -118,6 +120,7 @@ def build_app(
         await state.store.connect()
         if migrate:
             await state.store.migrate()
+        await state.erased.refresh(state.store)  # before the first hit: erased records store nothing
         if bootstrap_tokens:  # here, not before: also when the database only answers after the start
             try:
                 await import_bootstrap_tokens(state.store, state.keyring, bootstrap_tokens)
@@ -133,15 +136,17 @@ def build_app(
         await state.ingest.start()
         if figures.enabled(state.store):
             app[FOLDING] = asyncio.create_task(figures.keep_folded(state.store, state.stopping))
+        app[ERASURES] = asyncio.create_task(keep_refreshed(state.erased, state.store, state.stopping))
 
     async def shutdown(app: web.Application) -> None:
         state.stopping.set()  # ends read-time streams now, with the time read so far
 
     async def cleanup(app: web.Application) -> None:
-        folding = app.get(FOLDING)
-        if folding is not None:
-            folding.cancel()
-            await asyncio.gather(folding, return_exceptions=True)
+        for key in (FOLDING, ERASURES):
+            task = app.get(key)
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await state.ingest.stop()
         state.ingest.spool.close()
         await state.store.close()

@@ -68,6 +68,12 @@ INSERT_OBJECTION = (
 )
 
 
+def marks(count: int, start: int = 1) -> str:
+    """``$start, ..., $(start + count - 1)``: the placeholders of an ``IN (...)`` list, as every store
+    takes them (SQLite's are rewritten from these)."""
+    return ", ".join(f"${n}" for n in range(start, start + count))
+
+
 def bootstrap_outcome(existing: Sequence[Any] | None, row: ApiTokenRow) -> str | None:
     """What importing ``row`` means, given the stored row of the same id (SELECT_TOKEN_FOR_IMPORT):
     None to store it, replacing the role's token in force; else the outcome, with nothing written.

@@ -286,6 +286,17 @@ MIGRATIONS.append(
         ],
     )
 )
+MIGRATIONS.append(
+    (
+        8,
+        "erased records: the random ids of records an erasure deleted, so hits on them store nothing",
+        [
+            # Only the id, which names no one here: the e-mail, name, attributes and pseudonym went with
+            # the recipient and record rows (storage.erased).
+            "CREATE TABLE erased_records (record_id {bytes} PRIMARY KEY)",
+        ],
+    )
+)
 #: Migrations of one backend only; the other records them as applied with nothing to do. SQLite,
 #: one writer on one node, reports from its events directly, and checks its foreign keys with an
 #: in-process index probe per row (cheap), so keeps them.
