@@ -37,7 +37,7 @@ from politetenant.tracker.http.state import STATE, TrackerState
 from politetenant.tracker.judging.verdicts import counts_as_person
 from politetenant.tracker.privacy import audit, subjects
 from politetenant.tracker.privacy.api_subjects import SubjectIn
-from politetenant.tracker.storage.base import StorageUnavailable
+from politetenant.tracker.storage.base import StorageUnavailable, marks
 from politetenant.tracker.storage.rows import EventKind
 
 ACTOR: Final = ("recipient-page", "recipient")
@@ -380,9 +380,8 @@ async def recipient_of_record(state: TrackerState, found: FoundRecord) -> subjec
 async def recipient_by_address(state: TrackerState, found: FoundRecord, email: str) -> subjects.Subject | None:
     """Anonymous and aggregate modes: the person at ``email`` if they received this message, else None."""
     subject = subjects.Subject.of(state.keyring, email)
-    marks = ", ".join(f"${i}" for i in range(2, 2 + len(subject.indexes)))
     rows = await state.store.fetch(
-        f"SELECT COUNT(*) FROM recipients WHERE message_id = $1 AND email_index IN ({marks})",
+        f"SELECT COUNT(*) FROM recipients WHERE message_id = $1 AND email_index IN ({marks(len(subject.indexes), 2)})",
         found.message_id, *subject.indexes,
     )  # fmt: skip
     return subject if rows and int(rows[0][0]) > 0 else None

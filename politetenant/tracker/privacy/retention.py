@@ -19,7 +19,7 @@ from typing import Any
 from politetenant.crypto import Keyring
 from politetenant.settings import TrackerSettings
 from politetenant.tracker.privacy import audit
-from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.base import Store, marks
 
 DAY_MS = 86_400_000
 # Ids bound into one IN list at most: well inside SQLite's (32766 since 3.32) and PostgreSQL's limits.
@@ -41,10 +41,6 @@ _COUNTS = {
         f" WHERE r.{_OF_OLD_MESSAGES} AND e.occurred_at >= $2"
     ),
 }
-
-
-def _marks(first: int, count: int) -> str:
-    return ", ".join(f"${n}" for n in range(first, first + count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +214,7 @@ class _Deleter:
             keys = [row[0] for row in rows]
             if not keys:
                 return
-            await self._delete(table, result_field, f"{key} IN ({_marks(1, len(keys))})", *keys)
+            await self._delete(table, result_field, f"{key} IN ({marks(len(keys))})", *keys)
             if deleted is not None:
                 await deleted(rows)
             if len(keys) < self.batch:
@@ -230,7 +226,7 @@ class _Deleter:
 
     async def _delete_messages(self, ids: Sequence[str]) -> None:
         n = len(ids)
-        in_group = f"message_id IN ({_marks(1, n)})"
+        in_group = f"message_id IN ({marks(n)})"
         # Records a chunk at a time: first every event of the chunk (the one record of an aggregate
         # message can have hundreds of thousands), then the chunk itself.
         records_sql = f"SELECT id FROM records WHERE {in_group} LIMIT ${n + 1}"
@@ -243,13 +239,13 @@ class _Deleter:
                 "events",
                 "message_events",
                 "event_id",
-                f"SELECT event_id FROM events WHERE record_id IN ({_marks(1, k)}) LIMIT ${k + 1}",
+                f"SELECT event_id FROM events WHERE record_id IN ({marks(k)}) LIMIT ${k + 1}",
                 *chunk,
             )
-            await self._delete("records", "records", f"id IN ({_marks(1, k)})", *chunk)
+            await self._delete("records", "records", f"id IN ({marks(k)})", *chunk)
         await self._in_batches(
             "recipients", "recipients", "id", f"SELECT id FROM recipients WHERE {in_group} LIMIT ${n + 1}", *ids
         )
         # The group was sized by link_count, so its links fit one statement; then its message rows.
         await self._delete("links", "links", in_group, *ids)
-        await self._delete("messages", "messages", f"id IN ({_marks(1, n)})", *ids)
+        await self._delete("messages", "messages", f"id IN ({marks(n)})", *ids)

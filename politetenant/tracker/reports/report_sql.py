@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from politetenant.tracker.judging.behaviour import CLICK, HONEYPOT_LINK, OPEN, CopyRules
 from politetenant.tracker.judging.verdicts import Reason, VerdictClass, person_reasons, reasons_of
-from politetenant.tracker.storage.base import Store
+from politetenant.tracker.storage.base import Store, marks
 
 MAX_LINK_COLUMNS = 62  # clicks on links above this go through the event stream (bit 63 is the unknown reason)
 CANDIDATE_BATCH = 500  # record ids per query (well under SQLite's parameter limit)
@@ -200,7 +200,7 @@ async def stream_events_of(store: Store, record_ids: Sequence[bytes]) -> AsyncIt
     ordered = sorted(record_ids)
     for start in range(0, len(ordered), CANDIDATE_BATCH):
         chunk = ordered[start : start + CANDIDATE_BATCH]
-        marks = ", ".join(f"${n}" for n in range(1, len(chunk) + 1))
-        sql = f"{EVENT_COLUMNS} WHERE e.record_id IN ({marks}) ORDER BY e.record_id, e.occurred_at, e.kind, e.event_id"
+        order = "ORDER BY e.record_id, e.occurred_at, e.kind, e.event_id"
+        sql = f"{EVENT_COLUMNS} WHERE e.record_id IN ({marks(len(chunk))}) {order}"
         async for rows in store.stream(sql, *chunk):
             yield rows

@@ -293,7 +293,7 @@ class PostgresStore(Store):
         if table not in base.TABLES:
             raise ValueError(f"unknown table {table!r}")
         names = ", ".join([*columns, "prev_hash", "hash"])
-        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 3))
+        marks = base.marks(len(columns) + 2)
         with _as_unavailable():
             async with self._pool_or_fail().acquire() as conn, conn.transaction():
                 # Blocks other appenders (not readers) until commit: the chain never forks.
