@@ -270,3 +270,29 @@ async def test_purge_command_under_legal_hold_says_so_and_exits_0(
     assert code == 0
     assert "purge refused: a legal hold is on; nothing was deleted" in out.getvalue()
     assert await tracker.state.store.count_rows("messages") == 1
+
+
+@pytest.mark.settings(**RETENTION)
+async def test_a_purged_message_takes_what_an_erasure_left_of_its_records(tracker: Tracker) -> None:
+    """An erasure keeps its records' ids (and their message, for clicks: storage.erased) as long as
+    the message is kept; a purge of the message takes them too, and the other messages' stay."""
+    store = tracker.state.store
+    sent = []
+    for _ in range(2):
+        body = message_body(12, mode="individual")  # records linkable to a person: what an erasure deletes
+        resp = await tracker.client.post("/api/v1/messages", json=body, headers=tracker.auth(Role.SENDER))
+        assert resp.status == 201, await resp.text()
+        sent.append((await resp.json())["id"])
+    old, kept = sent
+    erased = await tracker.client.post(
+        "/api/v1/subjects/erase", json={"email": "person000000@example.com"}, headers=tracker.auth(Role.PRIVACY)
+    )
+    assert erased.status == 200, await erased.text()
+    left = "SELECT message_id FROM erased_records ORDER BY message_id"
+    assert [row[0] for row in await store.fetch(left)] == sorted([old, kept])  # one record in each
+    now = int(time.time() * 1000)
+    await set_created(store, old, now - 400 * DAY_MS)
+
+    await purge(store, tracker.state.settings, tracker.state.keyring, now_ms=now)
+
+    assert [row[0] for row in await store.fetch(left)] == [kept]

@@ -168,7 +168,6 @@ async def answer_rectify(state: TrackerState, principal: Principal, body: Rectif
 async def answer_erase(state: TrackerState, principal: Principal, body: SubjectIn) -> subjects.EraseResult:
     subject = subjects.Subject.of(state.keyring, body.email)
     result = await subjects.erase(state.store, subject, state.erased)
-    state.click_cache.clear()  # no redirect from this worker's memory for an erased record
     counts = result.erased
     detail = f"messages={counts.messages} recipient_rows={counts.recipient_rows} records={counts.records}"
     detail += f" events={counts.events}"

@@ -246,6 +246,9 @@ class _Deleter:
         await self._in_batches(
             "recipients", "recipients", "id", f"SELECT id FROM recipients WHERE {in_group} LIMIT ${n + 1}", *ids
         )
+        # What an erasure left of their records (storage.erased): the links it led to go now.
+        await self.store.execute(f"DELETE FROM erased_records WHERE {in_group}", *ids)
+        self.result.statements += 1
         # The group was sized by link_count, so its links fit one statement; then its message rows.
         await self._delete("links", "links", in_group, *ids)
         await self._delete("messages", "messages", f"id IN ({marks(n)})", *ids)

@@ -326,8 +326,8 @@ def erase_notes(modes: dict[TrackingMode, int], found: bool, objected: bool) -> 
     if modes.get(TrackingMode.INDIVIDUAL):
         notes.append(
             f"Individual mode ({modes[TrackingMode.INDIVIDUAL]} message(s)): the person's tracking records and"
-            " their interactions were removed; later reports of those messages no longer count them, and"
-            " opening the e-mails already sent records nothing more."
+            " their interactions were removed; later reports of those messages no longer count them. The"
+            " e-mails already sent still open and their links still work, and nothing more is recorded."
         )
     if modes.get(TrackingMode.ANONYMOUS):
         notes.append(
@@ -354,7 +354,7 @@ async def erase(store: Store, subject: Subject, erased: ErasedRecords) -> EraseR
     are kept first (``storage.erased``): opens of the e-mails already sent then store nothing.
     """
     held = await held_rows(store, subject)
-    await remember_erased(store, erased, [record_id for record_id, _ in await record_ids(store, subject)])
+    await remember_erased(store, erased, await record_ids(store, subject))
     indexes = marks(len(subject.indexes))
     events = await store.execute(
         f"DELETE FROM events WHERE record_id IN (SELECT id FROM records WHERE subject_index IN ({indexes}))",

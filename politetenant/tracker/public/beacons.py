@@ -121,10 +121,9 @@ def record_open(state: TrackerState, token: str, peer: Peer, forwarded_for: str 
 
 
 def verify_click(state: TrackerState, token: str, link: str) -> tuple[bytes, int]:
-    """The record and link number a click path names; NotFound when either is not one of ours, or
-    the record was erased (as the erasing worker, whose cache forgot it, answers: storage.erased)."""
+    """The record and link number a click path names; NotFound when either is not one of ours."""
     record_id = _verify(state, token)
-    if record_id in state.erased or not link.isdigit() or len(link) > 6:
+    if not link.isdigit() or len(link) > 6:
         raise NotFound("unknown link")
     return record_id, int(link)
 

@@ -50,6 +50,11 @@ CLICK_TARGET = (
     " WHERE r.id = $1 AND l.link_no = $2"
 )
 ClickKey = tuple[bytes, int]  # (record id, link number)
+# The same for a record an erasure deleted: its e-mail's links still lead where they did.
+ERASED_CLICK_TARGET = (
+    "SELECT e.message_id, l.url FROM erased_records e JOIN links l ON l.message_id = e.message_id"
+    " WHERE e.record_id = $1 AND l.link_no = $2"
+)
 SELECT_MESSAGE = (
     "SELECT id, created_at, mode, subject, from_name, from_email, list_name, recipients, tracked,"
     " word_count, flesch, link_count, created_by FROM messages WHERE id = $1"

@@ -3,18 +3,19 @@
 An erasure (``privacy.subjects.erase``) deletes a person's individual-mode records with their events,
 but the e-mails already sent still carry tokens that name those records, and a token verifies by its
 MAC alone: an open of one of them afterwards would be judged and stored as a new event, a history
-begun again of someone who asked to be forgotten. So the erasure leaves the records' random ids in
-``erased_records`` (nothing else: no e-mail, no pseudonym, no message), and every worker keeps them in
-memory (``ErasedRecords``):
+begun again of someone who asked to be forgotten. So the erasure leaves in ``erased_records`` each
+record's random id and its message's id (nothing else: no e-mail, no pseudonym), and every worker keeps
+the ids in memory (``ErasedRecords``):
 
-- a hit on an erased record is answered as any other (an open gets the GIF; a click is an unknown
-  link, as the erasure already made it, also in a worker whose cache still knew the record), and its
-  event is dropped when the batch it is in is stored (``keep``: one set look-up per event, while any
-  record was erased), from the buffer or from the spool alike;
+- a hit on an erased record is answered as any other: an open gets the GIF, a click still leads where
+  the link went (the store finds the message's link through ``erased_records``), and its event is
+  dropped when the batch it is in is stored (``keep``: one set look-up per event, while any record was
+  erased), from the buffer or from the spool alike;
 - what another worker stored before it learned is deleted when this worker learns of the erasure
   (``refresh``), and once more at the refresh after, for a batch that was being written meanwhile.
 
-Workers learn of another's erasures within ``REFRESH_SECONDS``; the erasing worker at once.
+Workers learn of another's erasures within ``REFRESH_SECONDS``; the erasing worker at once. The rows
+go with their message when retention purges it (``privacy.retention``).
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ async def keep_refreshed(erased: ErasedRecords, store: Store, stopping: asyncio.
             log.warning("erased records: not refreshed (%s); trying again in %.0f s", exc, REFRESH_SECONDS)
 
 
-async def remember_erased(store: Store, erased: ErasedRecords, record_ids: Sequence[bytes]) -> None:
-    """Before an erasure deletes these records: no hit on them is stored by this worker from now, and
-    their ids are kept for the others (``refresh``). Idempotent, as the erasure is."""
-    erased.add(record_ids)
-    sql = "INSERT INTO erased_records (record_id) VALUES ($1) ON CONFLICT DO NOTHING"
-    await store.executemany(sql, [(record_id,) for record_id in record_ids])
+async def remember_erased(store: Store, erased: ErasedRecords, records: Sequence[tuple[bytes, str]]) -> None:
+    """Before an erasure deletes these (record id, message id): no hit on them is stored by this worker
+    from now, and they are kept for the others (``refresh``) and for clicks. Idempotent, as the erasure is."""
+    erased.add(record_id for record_id, _ in records)
+    sql = "INSERT INTO erased_records (record_id, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+    await store.executemany(sql, records)

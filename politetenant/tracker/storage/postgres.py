@@ -51,6 +51,10 @@ _CLICK_TARGETS = (
     "SELECT k.id, k.link_no, r.message_id, l.url FROM unnest($1::bytea[], $2::int[]) AS k(id, link_no)"
     " JOIN records r ON r.id = k.id JOIN links l ON l.message_id = r.message_id AND l.link_no = k.link_no"
 )
+_ERASED_CLICK_TARGETS = (
+    "SELECT k.id, k.link_no, e.message_id, l.url FROM unnest($1::bytea[], $2::int[]) AS k(id, link_no)"
+    " JOIN erased_records e ON e.record_id = k.id JOIN links l ON l.message_id = e.message_id AND l.link_no = k.link_no"
+)
 _FIGURES_STALE = "INSERT INTO figures_stale SELECT DISTINCT unnest($1::bytea[]) ON CONFLICT DO NOTHING"
 _MIGRATION_LOCK = 7_415_553_001  # advisory lock id: one migrator at a time across workers
 
@@ -228,7 +232,12 @@ class PostgresStore(Store):
         if not keys:
             return {}
         rows = await self._call("fetch", _CLICK_TARGETS, [k[0] for k in keys], [k[1] for k in keys])
-        return {(bytes(r[0]), int(r[1])): ClickTarget(message_id=r[2], url=r[3]) for r in rows}
+        found = {(bytes(r[0]), int(r[1])): ClickTarget(message_id=r[2], url=r[3]) for r in rows}
+        if len(found) < len(keys):  # erased records (storage.erased), or forged or stale links
+            missing = [key for key in keys if key not in found]
+            rows = await self._call("fetch", _ERASED_CLICK_TARGETS, [k[0] for k in missing], [k[1] for k in missing])
+            found.update({(bytes(r[0]), int(r[1])): ClickTarget(message_id=r[2], url=r[3]) for r in rows})
+        return found
 
     async def get_message(self, message_id: str) -> MessageRow | None:
         row = await self._call("fetchrow", base.SELECT_MESSAGE, message_id)

@@ -291,9 +291,10 @@ MIGRATIONS.append(
         8,
         "erased records: the random ids of records an erasure deleted, so hits on them store nothing",
         [
-            # Only the id, which names no one here: the e-mail, name, attributes and pseudonym went with
-            # the recipient and record rows (storage.erased).
-            "CREATE TABLE erased_records (record_id {bytes} PRIMARY KEY)",
+            # The id and its message (where its links go), which name no one: the e-mail, name,
+            # attributes and pseudonym went with the recipient and record rows (storage.erased).
+            "CREATE TABLE erased_records (record_id {bytes} PRIMARY KEY, message_id TEXT NOT NULL)",
+            "CREATE INDEX erased_records_message ON erased_records (message_id)",  # retention purges by message
         ],
     )
 )

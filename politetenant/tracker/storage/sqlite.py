@@ -318,6 +318,8 @@ class SqliteStore(Store):
             found = {}
             for key in keys:  # one thread hop for the batch; each lookup is an index probe
                 row = conn.execute(_q(base.CLICK_TARGET), key).fetchone()
+                if row is None:  # an erased record (storage.erased), or a forged or stale link
+                    row = conn.execute(_q(base.ERASED_CLICK_TARGET), key).fetchone()
                 if row is not None:
                     found[key] = ClickTarget(message_id=row[0], url=row[1])
             return found
