@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -289,6 +290,27 @@ async def test_another_worker_learns_of_an_erasure_and_drops_what_it_took_meanwh
         await second.flush()
         assert await events_of(second, person) == 0
         assert await second.state.erased.refresh(second.state.store) == 0  # nothing new to learn
+    finally:
+        await client.close()
+
+
+async def test_a_worker_learns_of_another_workers_erasure_on_its_own_timer(
+    tracker: Tracker, tmp_path: Path, db_url: str, geoip_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("politetenant.tracker.storage.erased.REFRESH_SECONDS", 0.05)  # 10 s in production
+    sent = await register(tracker, "individual")
+    record_id = tracker.state.tokens.verify(token_of(sent, PERSON)).record_id  # type: ignore[union-attr]
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    client, state = await start_tracker(second_dir, db_url, geoip_path, keys=f"local:{tmp_path}/keys.json")
+    try:
+        assert record_id not in state.erased
+        await right(tracker, "erase", {"email": PERSON})
+        for _ in range(100):
+            if record_id in state.erased:
+                break
+            await asyncio.sleep(0.05)
+        assert record_id in state.erased
     finally:
         await client.close()
 
