@@ -195,9 +195,12 @@ class _Deleter:
         self.result.statements += 1
         return await self.store.fetch(sql, *args)
 
-    async def _delete(self, table: str, result_field: str, where: str, *args: Any) -> None:
+    async def _delete(self, table: str, result_field: str | None, where: str, *args: Any) -> None:
+        """One DELETE, counted under ``result_field`` (None: rows that are no one's data, not counted)."""
         deleted = await self.store.execute(f"DELETE FROM {table} WHERE {where}", *args)
         self.result.statements += 1
+        if result_field is None:
+            return
         total = getattr(self.result, result_field) + deleted
         setattr(self.result, result_field, total)
         if self.progress is not None:
@@ -247,8 +250,7 @@ class _Deleter:
             "recipients", "recipients", "id", f"SELECT id FROM recipients WHERE {in_group} LIMIT ${n + 1}", *ids
         )
         # What an erasure left of their records (storage.erased): the links it led to go now.
-        await self.store.execute(f"DELETE FROM erased_records WHERE {in_group}", *ids)
-        self.result.statements += 1
+        await self._delete("erased_records", None, in_group, *ids)
         # The group was sized by link_count, so its links fit one statement; then its message rows.
         await self._delete("links", "links", in_group, *ids)
         await self._delete("messages", "messages", f"id IN ({marks(n)})", *ids)
